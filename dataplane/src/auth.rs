@@ -1,0 +1,238 @@
+//! Token auth on the initial request (DESIGN §1).
+//!
+//! A proof is `Authorization: Bearer <token>` or the query parameter named by
+//! `edge.token_query_param`. Exactly one proof is allowed; the consumed proof
+//! is removed before the request goes upstream. Tokens are kept only as
+//! SHA-256 digests: the lookup hashes the presented token and finds the digest
+//! in a map (so lookup time depends on the digest, not on how many leading
+//! characters of a real token were guessed), then confirms with a
+//! constant-time comparison.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::downstream::h1::RequestHead;
+
+/// A set of accepted tokens, stored as SHA-256 digests.
+#[derive(Debug, Default, Clone)]
+pub struct TokenSet {
+    digests: HashSet<[u8; 32]>,
+}
+
+/// SHA-256 of a token: the only form in which tokens are kept or shipped.
+pub fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+impl TokenSet {
+    /// Hashes plain-text tokens from a stand-alone config.
+    pub fn from_plain(tokens: &[String]) -> TokenSet {
+        TokenSet {
+            digests: tokens.iter().map(|t| digest(t.as_bytes())).collect(),
+        }
+    }
+
+    /// Adds a digest (managed mode ships digests only).
+    pub fn insert_digest(&mut self, d: [u8; 32]) {
+        self.digests.insert(d);
+    }
+
+    /// Whether `token` is accepted.
+    pub fn accepts(&self, token: &[u8]) -> bool {
+        let d = digest(token);
+        match self.digests.get(&d) {
+            Some(stored) => stored.ct_eq(&d).into(),
+            None => false,
+        }
+    }
+}
+
+/// Why a request was refused (answers 401 with `WWW-Authenticate: Bearer`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No proof at all.
+    #[error("no token presented")]
+    Missing,
+    /// A proof that is not a valid token.
+    #[error("invalid token")]
+    Invalid,
+    /// More than one proof in one request.
+    #[error("more than one token proof in the request")]
+    Ambiguous,
+    /// An `Authorization` header with another scheme or no value.
+    #[error("Authorization header is not a Bearer token")]
+    NotBearer,
+}
+
+/// Checks the request's proof against `tokens` and removes it from `head`.
+pub fn authorize(
+    head: &mut RequestHead,
+    query_param: &str,
+    tokens: &TokenSet,
+) -> Result<(), AuthError> {
+    let headers: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("authorization"))
+        .map(|h| h.value.as_slice())
+        .collect();
+    let query = query_values(&head.target, query_param);
+    if headers.len() + query.len() > 1 {
+        return Err(AuthError::Ambiguous);
+    }
+    let token: Vec<u8> = if let Some(v) = headers.first() {
+        bearer(v).ok_or(AuthError::NotBearer)?.to_vec()
+    } else if let Some(v) = query.into_iter().next() {
+        v
+    } else {
+        return Err(AuthError::Missing);
+    };
+    if token.is_empty() || !tokens.accepts(&token) {
+        return Err(AuthError::Invalid);
+    }
+    head.remove("authorization");
+    head.target = strip_query_param(&head.target, query_param);
+    Ok(())
+}
+
+fn bearer(v: &[u8]) -> Option<&[u8]> {
+    let v = v.trim_ascii();
+    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+}
+
+fn split_query(target: &str) -> (&str, Option<&str>) {
+    match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    }
+}
+
+fn param_name_matches(pair: &str, name: &str) -> bool {
+    let key = pair.split('=').next().unwrap_or(pair);
+    percent_encoding::percent_decode_str(key).decode_utf8_lossy() == name
+}
+
+/// Percent-decoded values of every `name=` parameter in the target's query.
+pub fn query_values(target: &str, name: &str) -> Vec<Vec<u8>> {
+    let (_, Some(q)) = split_query(target) else {
+        return Vec::new();
+    };
+    q.split('&')
+        .filter(|p| param_name_matches(p, name))
+        .map(|p| {
+            let v = p.split_once('=').map(|(_, v)| v).unwrap_or("");
+            let v = v.replace('+', " ");
+            percent_encoding::percent_decode_str(&v).collect()
+        })
+        .collect()
+}
+
+/// The target without any `name=` parameter; other parameters keep their order.
+pub fn strip_query_param(target: &str, name: &str) -> String {
+    let (path, Some(q)) = split_query(target) else {
+        return target.to_owned();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| !param_name_matches(p, name))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// `target` with the value of `name` replaced by `<redacted>`, for logs.
+pub fn redact_target(target: &str, name: &str) -> String {
+    let (path, Some(q)) = split_query(target) else {
+        return target.to_owned();
+    };
+    let parts: Vec<String> = q
+        .split('&')
+        .map(|p| {
+            if param_name_matches(p, name) {
+                format!("{}=<redacted>", p.split('=').next().unwrap_or(p))
+            } else {
+                p.to_owned()
+            }
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::downstream::h1::{parse_request, Headers};
+
+    fn head(s: &str) -> RequestHead {
+        parse_request(s.as_bytes(), 16384).unwrap().unwrap().0
+    }
+
+    fn tokens() -> TokenSet {
+        TokenSet::from_plain(&["s3cret".into(), "other".into()])
+    }
+
+    const P: &str = "rstream.token";
+
+    #[test]
+    fn bearer_header_accepted_and_stripped() {
+        let mut h =
+            head("GET /ws HTTP/1.1\r\nHost: a\r\nauthorization: bearer  s3cret \r\nX: y\r\n\r\n");
+        assert_eq!(authorize(&mut h, P, &tokens()), Ok(()));
+        assert!(h.get("authorization").is_none());
+        assert_eq!(h.headers.len(), 2);
+    }
+
+    #[test]
+    fn query_token_accepted_and_stripped() {
+        let mut h = head("GET /ws?a=1&rstream.token=s3cret&b=2 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(authorize(&mut h, P, &tokens()), Ok(()));
+        assert_eq!(h.target, "/ws?a=1&b=2");
+        let mut h = head("GET /ws?rstream%2Etoken=s3cre%74 HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(authorize(&mut h, P, &tokens()), Ok(()));
+        assert_eq!(h.target, "/ws");
+    }
+
+    #[test]
+    fn refusals() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", AuthError::Missing),
+            ("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer nope\r\n\r\n", AuthError::Invalid),
+            ("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer \r\n\r\n", AuthError::NotBearer),
+            ("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic czNjcmV0\r\n\r\n", AuthError::NotBearer),
+            ("GET /?rstream.token= HTTP/1.1\r\nHost: a\r\n\r\n", AuthError::Invalid),
+            (
+                "GET /?rstream.token=s3cret HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\n\r\n",
+                AuthError::Ambiguous,
+            ),
+            ("GET /?rstream.token=s3cret&rstream.token=other HTTP/1.1\r\nHost: a\r\n\r\n", AuthError::Ambiguous),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret\r\nAuthorization: Bearer s3cret\r\n\r\n",
+                AuthError::Ambiguous,
+            ),
+        ];
+        for (req, want) in cases {
+            let mut h = head(req);
+            let before = h.clone();
+            assert_eq!(authorize(&mut h, P, &tokens()), Err(want), "{req}");
+            assert_eq!(h, before, "a refused request is not modified");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact_target("/x?a=1&rstream.token=s3cret", P),
+            "/x?a=1&rstream.token=<redacted>"
+        );
+        assert_eq!(redact_target("/x", P), "/x");
+    }
+}

@@ -1,0 +1,632 @@
+//! The stand-alone configuration file (DESIGN §8).
+//!
+//! `dataplane --config FILE.toml` reads this file once at start-up. Parsing is
+//! two steps: `serde` + `toml` turn the text into [`RawConfig`] (unknown keys
+//! are rejected, so a typo is an error, not a silently ignored field), then
+//! [`Config::validate`] checks meaning (addresses parse, names are unique,
+//! hostnames map to one tunnel, files exist). Every error names the field it is
+//! about, so the operator gets one precise line and a non-zero exit.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a configuration file was refused. The text always names the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or type error; `toml` reports the key and position.
+    #[error("config {path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// toml's description, including the offending key.
+        message: String,
+    },
+    /// A field has a value the edge cannot use.
+    #[error("config field `{field}`: {reason}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `tunnel[1].upstream`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The file as written, before validation.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    edge: RawEdge,
+    /// Managed mode; read by the control plane. Accepted here so that one file
+    /// serves both processes.
+    #[serde(default)]
+    control: Option<toml::Table>,
+    #[serde(default, rename = "listener")]
+    listeners: Vec<RawListener>,
+    #[serde(default, rename = "tunnel")]
+    tunnels: Vec<RawTunnel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEdge {
+    #[serde(default)]
+    cores: usize,
+    #[serde(default = "default_token_param")]
+    token_query_param: String,
+    #[serde(default = "default_max_head")]
+    max_head_bytes: usize,
+    #[serde(default = "default_handshake_ms")]
+    handshake_timeout_ms: u64,
+    #[serde(default = "default_idle_ms")]
+    idle_timeout_ms: u64,
+    #[serde(default = "default_connect_ms")]
+    upstream_connect_timeout_ms: u64,
+    #[serde(default = "default_upstream_handshake_ms")]
+    upstream_handshake_timeout_ms: u64,
+    #[serde(default = "default_grace_ms")]
+    shutdown_grace_ms: u64,
+    #[serde(default)]
+    admin: Option<String>,
+    #[serde(default = "default_splice")]
+    splice: bool,
+}
+
+impl Default for RawEdge {
+    fn default() -> Self {
+        // Deserializing an empty table applies every serde default above.
+        toml::from_str("").unwrap_or_else(|_| unreachable!("empty edge table always parses"))
+    }
+}
+
+fn default_token_param() -> String {
+    "rstream.token".into()
+}
+fn default_max_head() -> usize {
+    16 * 1024
+}
+fn default_handshake_ms() -> u64 {
+    10_000
+}
+fn default_idle_ms() -> u64 {
+    300_000
+}
+fn default_connect_ms() -> u64 {
+    5_000
+}
+fn default_upstream_handshake_ms() -> u64 {
+    10_000
+}
+fn default_grace_ms() -> u64 {
+    10_000
+}
+fn default_splice() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Option<String>,
+    addr: String,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    quic: bool,
+    #[serde(default)]
+    proxy_protocol: bool,
+    #[serde(default)]
+    h2c: bool,
+    #[serde(default)]
+    trusted_forwarded_for: bool,
+    #[serde(default)]
+    default_tunnel: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    name: String,
+    #[serde(default)]
+    hostnames: Vec<String>,
+    upstream: String,
+    #[serde(default = "default_http_version")]
+    http_version: String,
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default = "default_path")]
+    path: String,
+    #[serde(default)]
+    token_auth: bool,
+    #[serde(default)]
+    tokens: Vec<String>,
+    /// httpupgrade: close silently on rejection (Xray behaviour) instead of
+    /// answering with a status.
+    #[serde(default = "default_stealth")]
+    stealth: bool,
+    /// Client networks allowed to use the tunnel; empty means everyone.
+    #[serde(default)]
+    allowed_cidrs: Vec<String>,
+    /// `Upgrade:` tokens the tunnel relays; empty means any.
+    #[serde(default)]
+    allowed_upgrades: Vec<String>,
+    #[serde(default = "default_true")]
+    allow_connect: bool,
+}
+
+fn default_http_version() -> String {
+    "http/1.1".into()
+}
+fn default_mode() -> String {
+    "http".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_stealth() -> bool {
+    true
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Validated configuration, ready for every core to build its tables from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Edge-wide settings.
+    pub edge: EdgeSettings,
+    /// Listeners; each core binds every one of them.
+    pub listeners: Vec<ListenerConfig>,
+    /// Tunnels in file order.
+    pub tunnels: Vec<TunnelConfig>,
+}
+
+/// Edge-wide limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Number of cores to run; 0 means every core this process may use.
+    pub cores: usize,
+    /// Query parameter that may carry the bearer token.
+    pub token_query_param: String,
+    /// Largest accepted request head.
+    pub max_head_bytes: usize,
+    /// PROXY header + TLS + request head must complete within this.
+    pub handshake_timeout: Duration,
+    /// A relay with no byte moving either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// TCP connect to the upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Upstream answer to the forwarded request head.
+    pub upstream_handshake_timeout: Duration,
+    /// How long relays may drain after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Address of the read-only stats endpoint, if any.
+    pub admin: Option<SocketAddr>,
+    /// Use splice(2) for cleartext TCP ↔ cleartext TCP relays.
+    pub splice: bool,
+}
+
+/// One listening address.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Name for logs.
+    pub name: String,
+    /// Where to listen (TCP).
+    pub addr: SocketAddr,
+    /// Certificate chain and key, when the listener terminates TLS.
+    pub tls: Option<TlsFiles>,
+    /// A PROXY v1/v2 header is required before anything else.
+    pub proxy_protocol: bool,
+    /// X-Forwarded-For gives the client address.
+    pub trusted_forwarded_for: bool,
+    /// Tunnel name for plain CONNECT without SNI.
+    pub default_tunnel: Option<String>,
+}
+
+/// PEM files of a TLS listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// What the edge does with an upgrade on a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TunnelMode {
+    /// Relay upgrades, CONNECT and requests to an HTTP upstream.
+    Http,
+    /// Terminate Xray-style HTTPUpgrade at the edge; raw TCP to the upstream.
+    HttpUpgrade,
+}
+
+/// One tunnel: hostnames → upstream.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// Unique name.
+    pub name: String,
+    /// Lower-cased hostnames without port.
+    pub hostnames: Vec<String>,
+    /// Upstream address (`host:port`; resolved at dial time).
+    pub upstream: String,
+    /// Relay or terminate.
+    pub mode: TunnelMode,
+    /// httpupgrade: accepted path, with a leading `/`.
+    pub path: String,
+    /// Require a bearer token.
+    pub token_auth: bool,
+    /// Accepted tokens (plain text in the file; hashed when tables are built).
+    pub tokens: Vec<String>,
+    /// httpupgrade: silent close on rejection.
+    pub stealth: bool,
+    /// Allowed client networks; empty = all.
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// Allowed upgrade tokens (lower case); empty = all.
+    pub allowed_upgrades: Vec<String>,
+    /// Plain CONNECT allowed.
+    pub allow_connect: bool,
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text; relative TLS paths are taken
+    /// relative to `base` when they do not exist relative to the working directory.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: PathBuf::new(),
+            message: e.to_string().trim_end().replace('\n', " | "),
+        })?;
+        raw.validate(base)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let _ = &self.control;
+        let e = self.edge;
+        if e.token_query_param.is_empty() {
+            return Err(invalid("edge.token_query_param", "must not be empty"));
+        }
+        if !(1024..=1 << 20).contains(&e.max_head_bytes) {
+            return Err(invalid(
+                "edge.max_head_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        for (field, v) in [
+            ("edge.handshake_timeout_ms", e.handshake_timeout_ms),
+            ("edge.idle_timeout_ms", e.idle_timeout_ms),
+            (
+                "edge.upstream_connect_timeout_ms",
+                e.upstream_connect_timeout_ms,
+            ),
+            (
+                "edge.upstream_handshake_timeout_ms",
+                e.upstream_handshake_timeout_ms,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be greater than 0"));
+            }
+        }
+        let admin =
+            match e.admin.as_deref() {
+                None | Some("") => None,
+                Some(a) => Some(a.parse::<SocketAddr>().map_err(|err| {
+                    invalid("edge.admin", format!("`{a}` is not ip:port ({err})"))
+                })?),
+            };
+        let edge = EdgeSettings {
+            cores: e.cores,
+            token_query_param: e.token_query_param,
+            max_head_bytes: e.max_head_bytes,
+            handshake_timeout: Duration::from_millis(e.handshake_timeout_ms),
+            idle_timeout: Duration::from_millis(e.idle_timeout_ms),
+            upstream_connect_timeout: Duration::from_millis(e.upstream_connect_timeout_ms),
+            upstream_handshake_timeout: Duration::from_millis(e.upstream_handshake_timeout_ms),
+            shutdown_grace: Duration::from_millis(e.shutdown_grace_ms),
+            admin,
+            splice: e.splice,
+        };
+
+        let tunnels = validate_tunnels(self.tunnels)?;
+        let names: HashSet<&str> = tunnels.iter().map(|t| t.name.as_str()).collect();
+
+        if self.listeners.is_empty() {
+            return Err(invalid("listener", "at least one [[listener]] is required"));
+        }
+        let mut listeners = Vec::new();
+        let mut addrs = HashSet::new();
+        for (i, l) in self.listeners.into_iter().enumerate() {
+            let at = |f: &str| format!("listener[{i}].{f}");
+            let addr: SocketAddr = l.addr.parse().map_err(|err| {
+                invalid(at("addr"), format!("`{}` is not ip:port ({err})", l.addr))
+            })?;
+            if !addrs.insert(addr) {
+                return Err(invalid(
+                    at("addr"),
+                    format!("{addr} is used by another listener"),
+                ));
+            }
+            if l.quic {
+                return Err(invalid(
+                    at("quic"),
+                    "HTTP/3 is not available in this build yet",
+                ));
+            }
+            if l.h2c {
+                return Err(invalid(
+                    at("h2c"),
+                    "HTTP/2 is not available in this build yet",
+                ));
+            }
+            let tls = match l.tls {
+                None => None,
+                Some(t) => Some(TlsFiles {
+                    cert: existing_file(&at("tls.cert"), &t.cert, base)?,
+                    key: existing_file(&at("tls.key"), &t.key, base)?,
+                }),
+            };
+            let default_tunnel = match l.default_tunnel.as_str() {
+                "" => None,
+                n if names.contains(n) => Some(n.to_owned()),
+                n => {
+                    return Err(invalid(
+                        at("default_tunnel"),
+                        format!("no tunnel is named `{n}`"),
+                    ))
+                }
+            };
+            listeners.push(ListenerConfig {
+                name: l.name.unwrap_or_else(|| format!("listener{i}")),
+                addr,
+                tls,
+                proxy_protocol: l.proxy_protocol,
+                trusted_forwarded_for: l.trusted_forwarded_for,
+                default_tunnel,
+            });
+        }
+        Ok(Config {
+            edge,
+            listeners,
+            tunnels,
+        })
+    }
+}
+
+fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigError> {
+    let mut names = HashSet::new();
+    let mut hosts = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, t) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("tunnel[{i}].{f}");
+        if t.name.is_empty() {
+            return Err(invalid(at("name"), "must not be empty"));
+        }
+        if !names.insert(t.name.clone()) {
+            return Err(invalid(
+                at("name"),
+                format!("`{}` is used by another tunnel", t.name),
+            ));
+        }
+        let mut hostnames = Vec::new();
+        for h in &t.hostnames {
+            let h = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '/' || c == ':') {
+                return Err(invalid(at("hostnames"), format!("`{h}` is not a hostname")));
+            }
+            if !hosts.insert(h.clone()) {
+                return Err(invalid(
+                    at("hostnames"),
+                    format!("`{h}` is claimed by another tunnel"),
+                ));
+            }
+            hostnames.push(h);
+        }
+        if !valid_upstream(&t.upstream) {
+            return Err(invalid(
+                at("upstream"),
+                format!("`{}` is not host:port", t.upstream),
+            ));
+        }
+        match t.http_version.as_str() {
+            "http/1.1" => {}
+            "h2c" | "h3" => {
+                return Err(invalid(
+                    at("http_version"),
+                    format!(
+                        "`{}` upstreams are not available in this build yet",
+                        t.http_version
+                    ),
+                ))
+            }
+            other => {
+                return Err(invalid(
+                    at("http_version"),
+                    format!("`{other}`: expected http/1.1, h2c or h3"),
+                ))
+            }
+        }
+        let mode = match t.mode.as_str() {
+            "http" => TunnelMode::Http,
+            "httpupgrade" => TunnelMode::HttpUpgrade,
+            other => {
+                return Err(invalid(
+                    at("mode"),
+                    format!("`{other}`: expected http or httpupgrade"),
+                ))
+            }
+        };
+        let path = if t.path.starts_with('/') {
+            t.path
+        } else {
+            format!("/{}", t.path)
+        };
+        if t.token_auth && t.tokens.is_empty() {
+            tracing::warn!(tunnel = %t.name, "token_auth is on but no tokens are configured: every request will get 401");
+        }
+        if t.tokens.iter().any(|s| s.is_empty()) {
+            return Err(invalid(at("tokens"), "tokens must not be empty strings"));
+        }
+        let mut allowed_cidrs = Vec::new();
+        for c in &t.allowed_cidrs {
+            let net = c
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| c.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        at("allowed_cidrs"),
+                        format!("`{c}` is not an address or CIDR"),
+                    )
+                })?;
+            allowed_cidrs.push(net);
+        }
+        out.push(TunnelConfig {
+            name: t.name,
+            hostnames,
+            upstream: t.upstream,
+            mode,
+            path,
+            token_auth: t.token_auth,
+            tokens: t.tokens,
+            stealth: t.stealth,
+            allowed_cidrs,
+            allowed_upgrades: t
+                .allowed_upgrades
+                .iter()
+                .map(|u| u.to_ascii_lowercase())
+                .collect(),
+            allow_connect: t.allow_connect,
+        });
+    }
+    Ok(out)
+}
+
+fn valid_upstream(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+fn existing_file(field: &str, p: &Path, base: &Path) -> Result<PathBuf, ConfigError> {
+    if p.is_file() {
+        return Ok(p.to_owned());
+    }
+    let rel = base.join(p);
+    if p.is_relative() && rel.is_file() {
+        return Ok(rel);
+    }
+    Err(invalid(
+        field,
+        format!("file `{}` does not exist", p.display()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("."))
+    }
+
+    const MIN: &str = "[[listener]]\naddr = \"127.0.0.1:8080\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).expect("valid");
+        assert_eq!(c.edge.token_query_param, "rstream.token");
+        assert_eq!(c.edge.max_head_bytes, 16 * 1024);
+        assert_eq!(c.edge.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.listeners[0].name, "listener0");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[edge]\ncorez = 1\n", "corez"),
+            ("[[listener]]\naddr = \"nope\"\n", "listener[0].addr"),
+            (
+                "[[listener]]\naddr = \"127.0.0.1:1\"\ndefault_tunnel = \"x\"\n",
+                "listener[0].default_tunnel",
+            ),
+            (
+                "[[listener]]\naddr = \"127.0.0.1:1\"\n[[tunnel]]\nname = \"a\"\nupstream = \"127.0.0.1\"\n",
+                "tunnel[0].upstream",
+            ),
+            (
+                "[[listener]]\naddr = \"127.0.0.1:1\"\n[[tunnel]]\nname = \"a\"\nupstream = \"h:1\"\nmode = \"tcp\"\n",
+                "tunnel[0].mode",
+            ),
+            (
+                "[[listener]]\naddr = \"127.0.0.1:1\"\n[[tunnel]]\nname = \"a\"\nupstream = \"h:1\"\nhostnames=[\"x\"]\n[[tunnel]]\nname = \"b\"\nupstream = \"h:1\"\nhostnames=[\"X\"]\n",
+                "tunnel[1].hostnames",
+            ),
+            ("[[listener]]\naddr = \"127.0.0.1:1\"\ntls = { cert = \"/nonexistent.pem\", key = \"/k\" }\n", "listener[0].tls.cert"),
+            ("[edge]\ncores = \"two\"\n", "cores"),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains(field), "{err:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn httpupgrade_path_gets_leading_slash_and_hosts_lowercase() {
+        let c = parse(
+            "[[listener]]\naddr = \"127.0.0.1:1\"\n[[tunnel]]\nname = \"a\"\nupstream = \"localhost:9\"\nmode = \"httpupgrade\"\npath = \"ray\"\nhostnames = [\"Ex.Test.\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.tunnels[0].path, "/ray");
+        assert_eq!(c.tunnels[0].hostnames, ["ex.test"]);
+        assert_eq!(c.tunnels[0].mode, TunnelMode::HttpUpgrade);
+    }
+}

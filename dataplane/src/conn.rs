@@ -1,0 +1,588 @@
+//! The life of one TCP connection, as a straight line:
+//!
+//! ```text
+//! accept → PROXY header → TLS/ALPN → h1 head → intent → route + auth → upstream dial → relay
+//! (listener) (proxy_protocol) (tls) (downstream::h1) (intent) (route, auth) (upstream) (relay)
+//! ```
+//!
+//! Each arrow is a call into the module named below it; this file only
+//! sequences them, applies the handshake deadline, and turns every refusal
+//! into its one answer and one log line ([`Rejection`]).
+
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::auth;
+use crate::config::{EdgeSettings, ListenerConfig, TunnelMode};
+use crate::downstream::h1::{parse_request, BodyFraming, Headers, RequestHead};
+use crate::error::Rejection;
+use crate::intent::{classify, Intent};
+use crate::proxy_protocol;
+use crate::relay::{self, RelayOptions};
+use crate::route::{RouteTable, Tunnel};
+use crate::stats::{self, CoreStats};
+use crate::timeout::{until, with_timeout};
+use crate::tls::{Downstream, Prefixed};
+use crate::upstream;
+
+/// The exact HTTPUpgrade answer (Xray-compatible, DESIGN §6).
+pub const HTTPUPGRADE_101: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+
+/// State one core shares between its connections (`Rc`: never leaves the core).
+#[derive(Debug)]
+pub struct CoreCtx {
+    /// Index of this core (0-based).
+    pub core: usize,
+    /// Limits and timeouts.
+    pub edge: EdgeSettings,
+    /// Routing table; replaced whole when tables change.
+    pub routes: RefCell<Rc<RouteTable>>,
+    /// This core's counters.
+    pub stats: Arc<CoreStats>,
+}
+
+/// One listener as seen by one core.
+pub struct ListenerCtx {
+    /// Its configuration.
+    pub cfg: ListenerConfig,
+    /// TLS acceptor with this core's own rustls config.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+}
+
+/// Decrements the active-connection gauge when the connection ends.
+struct ActiveGuard<'a>(&'a CoreStats);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        stats::sub(&self.0.connections_active, 1);
+    }
+}
+
+/// Serves one accepted connection to the end.
+pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer: SocketAddr) {
+    stats::add(&core.stats.connections_total, 1);
+    stats::add(&core.stats.connections_active, 1);
+    let _active = ActiveGuard(&core.stats);
+    let _ = tcp.set_nodelay(true);
+    tracing::trace!(core = core.core, listener = %lis.cfg.name, %peer, "accepted");
+    let deadline = Instant::now() + core.edge.handshake_timeout;
+
+    // PROXY header: required when configured; its source is the client.
+    let mut client = peer;
+    let mut pending = Vec::new();
+    let mut tcp = tcp;
+    if lis.cfg.proxy_protocol {
+        match until(deadline, read_proxy_header(&mut tcp)).await {
+            None => {
+                return log_closed(
+                    &core,
+                    peer,
+                    "no complete PROXY header within the handshake timeout",
+                )
+            }
+            Some(Err(reason)) => return log_closed(&core, peer, &reason),
+            Some(Ok((source, rest))) => {
+                client = source.unwrap_or(peer);
+                pending = rest;
+            }
+        }
+    }
+
+    // TLS: SNI recorded; ALPN is http/1.1 until the h2 downstream lands.
+    let mut down = match &lis.tls {
+        None => Downstream::Plain(tcp),
+        Some(acceptor) => {
+            let hs = acceptor.accept(Prefixed::new(std::mem::take(&mut pending), tcp));
+            match until(deadline, hs).await {
+                None => {
+                    return log_closed(
+                        &core,
+                        client,
+                        "TLS handshake not complete within the handshake timeout",
+                    )
+                }
+                Some(Err(e)) => {
+                    return log_closed(&core, client, &format!("TLS handshake failed: {e}"))
+                }
+                Some(Ok(s)) => Downstream::Tls(Box::new(s)),
+            }
+        }
+    };
+
+    let (mut head, early) =
+        match read_head(&mut down, pending, core.edge.max_head_bytes, deadline).await {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(rej) => return reject(&core, down, client, rej, None, None).await,
+        };
+    if lis.cfg.trusted_forwarded_for && !lis.cfg.proxy_protocol {
+        if let Some(ip) = first_forwarded_for(&head) {
+            client = SocketAddr::new(ip, 0);
+        }
+    }
+
+    let routes = core.routes.borrow().clone();
+    let plan = match plan(&core, &lis, &routes, &down, client, &mut head) {
+        Ok(p) => p,
+        Err((rej, tunnel)) => {
+            return reject(&core, down, client, rej, Some(&head), tunnel.as_deref()).await
+        }
+    };
+    let tunnel = plan.tunnel.clone();
+    if let Err(rej) = proceed(&core, down, client, head, early, plan).await {
+        tracing::debug!(%client, "upstream phase failed after the answer was sent: {rej}");
+    }
+    drop(tunnel);
+}
+
+/// What the edge will do with an accepted request.
+struct Plan {
+    tunnel: Rc<Tunnel>,
+    intent: Intent,
+}
+
+type Refusal = (Rejection, Option<Rc<Tunnel>>);
+
+/// Intent → route → access → auth. Pure decisions on the head; no I/O.
+fn plan(
+    core: &CoreCtx,
+    lis: &ListenerCtx,
+    routes: &RouteTable,
+    down: &Downstream,
+    client: SocketAddr,
+    head: &mut RequestHead,
+) -> Result<Plan, Refusal> {
+    let intent = classify(head).map_err(|e| (e.into(), None))?;
+    let tunnel = match &intent {
+        // Plain CONNECT names the proxy's target, not us: route by the
+        // connection (SNI), else the listener's default tunnel.
+        Intent::Connect { .. } => match down.sni() {
+            Some(sni) => routes.by_host(sni),
+            None => lis
+                .cfg
+                .default_tunnel
+                .as_deref()
+                .and_then(|n| routes.by_name(n)),
+        }
+        .ok_or((Rejection::NoConnectTunnel, None))?,
+        _ => {
+            let host = head.host().unwrap_or("");
+            routes
+                .by_host(host)
+                .ok_or_else(|| (Rejection::UnknownHost(host.to_owned()), None))?
+        }
+    }
+    .clone();
+    let refuse = |r: Rejection| (r, Some(tunnel.clone()));
+    if !tunnel.allows(client.ip()) {
+        return Err(refuse(Rejection::Forbidden(client.ip())));
+    }
+    match tunnel.config.mode {
+        TunnelMode::HttpUpgrade => {
+            if matches!(intent, Intent::Connect { .. }) {
+                return Err(refuse(Rejection::ConnectNotAllowed));
+            }
+            let path = decoded_path(&head.target);
+            if path != tunnel.config.path {
+                return Err(refuse(Rejection::WrongPath(auth::redact_target(
+                    &path,
+                    &core.edge.token_query_param,
+                ))));
+            }
+            // Xray compares the first field value whole, case-insensitively.
+            let first_is = |name: &str, want: &str| {
+                head.get(name)
+                    .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(want.as_bytes()))
+            };
+            if !first_is("connection", "upgrade") || !first_is("upgrade", "websocket") {
+                return Err(refuse(Rejection::NotUpgrade));
+            }
+        }
+        TunnelMode::Http => match &intent {
+            Intent::Connect { .. } if !tunnel.config.allow_connect => {
+                return Err(refuse(Rejection::ConnectNotAllowed))
+            }
+            Intent::Upgrade { token } if !upgrade_allowed(&tunnel, token) => {
+                return Err(refuse(Rejection::UpgradeNotAllowed(token.clone())))
+            }
+            Intent::WebSocket if !upgrade_allowed(&tunnel, "websocket") => {
+                return Err(refuse(Rejection::UpgradeNotAllowed("websocket".into())))
+            }
+            _ => {}
+        },
+    }
+    if tunnel.config.token_auth {
+        if let Err(e) = auth::authorize(head, &core.edge.token_query_param, &tunnel.tokens) {
+            stats::add(&core.stats.auth_failures, 1);
+            return Err(refuse(e.into()));
+        }
+    }
+    Ok(Plan { tunnel, intent })
+}
+
+fn upgrade_allowed(tunnel: &Tunnel, token: &str) -> bool {
+    let allowed = &tunnel.config.allowed_upgrades;
+    allowed.is_empty() || allowed.iter().any(|a| a == token)
+}
+
+/// Dials the upstream, performs the upstream side of the handshake, answers
+/// the downstream, and relays.
+async fn proceed(
+    core: &CoreCtx,
+    mut down: Downstream,
+    client: SocketAddr,
+    mut head: RequestHead,
+    early: Vec<u8>,
+    plan: Plan,
+) -> Result<(), Rejection> {
+    let t = &plan.tunnel;
+    let edge = &core.edge;
+    let mut up = match upstream::dial(
+        &t.upstream_addrs,
+        &t.config.upstream,
+        edge.upstream_connect_timeout,
+    )
+    .await
+    {
+        Ok(up) => up,
+        Err(rej) => {
+            reject(core, down, client, rej, Some(&head), Some(t)).await;
+            return Ok(());
+        }
+    };
+    let opts = RelayOptions {
+        idle: edge.idle_timeout,
+        splice: edge.splice,
+        end_on_upstream_eof: plan.intent == Intent::Request,
+    };
+
+    if t.config.mode == TunnelMode::HttpUpgrade {
+        // Terminated here: the exact 101, then client early data, then raw bytes.
+        down.write_all(HTTPUPGRADE_101).await.map_err(gone)?;
+        if !early.is_empty() {
+            up.write_all(&early).await.map_err(gone)?;
+        }
+        return run_relay(core, down, up, opts, client, t, "httpupgrade").await;
+    }
+
+    add_forwarding_headers(&mut head, client.ip(), down.scheme());
+    if plan.intent == Intent::Request {
+        make_single_request(&mut head);
+    }
+    let mut out = Vec::with_capacity(1024 + early.len());
+    head.encode(&mut out);
+    out.extend_from_slice(&early);
+    if let Err(e) = up.write_all(&out).await {
+        let rej = Rejection::UpstreamUnreachable {
+            addr: t.config.upstream.clone(),
+            reason: format!("write failed: {e}"),
+        };
+        reject(core, down, client, rej, Some(&head), Some(t)).await;
+        return Ok(());
+    }
+    let kind = match &plan.intent {
+        Intent::Request => return run_relay(core, down, up, opts, client, t, "request").await,
+        Intent::WebSocket => "websocket",
+        Intent::Upgrade { .. } => "upgrade",
+        Intent::Connect { .. } => "connect",
+    };
+    let answer = match upstream::read_answer(
+        &mut up,
+        &t.config.upstream,
+        edge.max_head_bytes,
+        edge.upstream_handshake_timeout,
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(rej) => {
+            reject(core, down, client, rej, Some(&head), Some(t)).await;
+            return Ok(());
+        }
+    };
+    let status = answer.head.status;
+    let accepted = match plan.intent {
+        Intent::Connect { .. } => (200..300).contains(&status),
+        _ => status == 101,
+    };
+    // The upstream's answer head goes to the client byte for byte, followed
+    // by whatever the upstream sent after it in the same read.
+    down.write_all(&answer.raw).await.map_err(gone)?;
+    if accepted {
+        return run_relay(core, down, up, opts, client, t, kind).await;
+    }
+    tracing::info!(%client, tunnel = %t.config.name, status, kind, "upstream refused the {kind}; answer relayed, closing");
+    let mut framing = BodyFraming::of_response(&head.method, &answer.head);
+    let (_, mut done) = framing.advance(&answer.raw[answer.head_len..]);
+    let mut buf = relay::buffers::take();
+    while !done {
+        let n = match with_timeout(edge.idle_timeout, up.read(&mut buf)).await {
+            Some(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        let (take, finished) = framing.advance(&buf[..n]);
+        down.write_all(&buf[..take]).await.map_err(gone)?;
+        done = finished;
+    }
+    let _ = down.close().await;
+    Ok(())
+}
+
+async fn run_relay(
+    core: &CoreCtx,
+    down: Downstream,
+    up: TcpStream,
+    opts: RelayOptions,
+    client: SocketAddr,
+    t: &Tunnel,
+    kind: &str,
+) -> Result<(), Rejection> {
+    stats::add(&core.stats.relays_total, 1);
+    tracing::debug!(%client, tunnel = %t.config.name, kind, "relay started");
+    let r = relay::relay(down, up, opts, &core.stats).await;
+    tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
+        end = ?r.end, spliced = r.spliced, "relay ended");
+    Ok(())
+}
+
+fn gone(e: std::io::Error) -> Rejection {
+    Rejection::UpstreamUnreachable {
+        addr: "downstream".into(),
+        reason: e.to_string(),
+    }
+}
+
+/// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto.
+fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &str) {
+    let ip = client.to_string();
+    match head
+        .headers
+        .iter_mut()
+        .rev()
+        .find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+    {
+        Some(h) => {
+            h.value.extend_from_slice(b", ");
+            h.value.extend_from_slice(ip.as_bytes());
+        }
+        None => head.append("X-Forwarded-For", ip),
+    }
+    head.remove("x-forwarded-proto");
+    head.append("X-Forwarded-Proto", scheme);
+}
+
+/// One request per upstream connection: drop hop-by-hop fields (RFC 9110
+/// §7.6.1) and ask the upstream to close after its response.
+fn make_single_request(head: &mut RequestHead) {
+    let listed: Vec<String> = head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|v| String::from_utf8_lossy(v.trim_ascii()).to_ascii_lowercase())
+        .filter(|v| !v.is_empty() && v != "close")
+        .collect();
+    for name in listed.iter().map(String::as_str).chain([
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "trailer",
+    ]) {
+        if !name.eq_ignore_ascii_case("transfer-encoding") {
+            head.remove(name);
+        }
+    }
+    head.append("Connection", "close");
+}
+
+/// Percent-decoded path of a request target, query dropped.
+fn decoded_path(target: &str) -> String {
+    let path = match target.find("://") {
+        Some(i) => {
+            let rest = &target[i + 3..];
+            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
+        }
+        None => target,
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn first_forwarded_for(head: &RequestHead) -> Option<IpAddr> {
+    let v = std::str::from_utf8(head.get("x-forwarded-for")?).ok()?;
+    let first = v.split(',').next()?.trim();
+    first
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| first.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+async fn read_proxy_header(tcp: &mut TcpStream) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
+    let mut buf = Vec::with_capacity(proxy_protocol::MAX_HEADER);
+    let mut chunk = [0u8; 1024];
+    loop {
+        match proxy_protocol::parse(&buf).map_err(|e| e.to_string())? {
+            proxy_protocol::Parsed::Complete { len, source } => {
+                return Ok((source, buf.split_off(len)))
+            }
+            proxy_protocol::Parsed::Incomplete => {}
+        }
+        let n = tcp
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                "closed before a PROXY header".into()
+            } else {
+                "closed inside the PROXY header".into()
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads a request head. `Ok(None)`: the client went away without a request.
+async fn read_head(
+    down: &mut Downstream,
+    mut buf: Vec<u8>,
+    max: usize,
+    deadline: Instant,
+) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if !buf.is_empty() {
+            if let Some((head, len)) = parse_request(&buf, max)? {
+                let early = buf.split_off(len);
+                return Ok(Some((head, early)));
+            }
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match until(deadline, down.read(&mut chunk)).await {
+            None => return Err(Rejection::HeadTimeout(round_ms(timeout))),
+            Some(Ok(0)) if buf.is_empty() => return Ok(None),
+            Some(Ok(0)) => {
+                return Err(crate::downstream::h1::HeadError::Malformed(
+                    "connection closed inside the head",
+                )
+                .into())
+            }
+            Some(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Some(Err(e)) => {
+                tracing::debug!("read failed before a complete head: {e}");
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn log_closed(core: &CoreCtx, client: SocketAddr, reason: &str) {
+    stats::add(&core.stats.rejected_total, 1);
+    tracing::warn!(core = core.core, %client, "connection closed: {reason}");
+}
+
+fn log_rejection(
+    core: &CoreCtx,
+    client: SocketAddr,
+    rej: &Rejection,
+    head: Option<&RequestHead>,
+    tunnel: Option<&Tunnel>,
+    silent: bool,
+) {
+    let target = head.map(|h| auth::redact_target(&h.target, &core.edge.token_query_param));
+    let method = head.map(|h| h.method.as_str());
+    let tunnel = tunnel.map(|t| t.config.name.as_str());
+    let answer = if silent {
+        "closed silently (stealth)".to_string()
+    } else {
+        rej.status().to_string()
+    };
+    tracing::warn!(core = core.core, %client, method, target, tunnel, answer, "rejected: {rej}");
+}
+
+/// Answers a refusal (or closes silently on a stealth tunnel), logs it, and
+/// closes the connection gracefully.
+async fn reject(
+    core: &CoreCtx,
+    mut down: Downstream,
+    client: SocketAddr,
+    rej: Rejection,
+    head: Option<&RequestHead>,
+    tunnel: Option<&Tunnel>,
+) {
+    stats::add(&core.stats.rejected_total, 1);
+    if rej.is_upstream() {
+        stats::add(&core.stats.upstream_errors, 1);
+    }
+    let silent =
+        tunnel.is_some_and(|t| t.config.mode == TunnelMode::HttpUpgrade && t.config.stealth);
+    log_rejection(core, client, &rej, head, tunnel, silent);
+    if silent {
+        return;
+    }
+    if with_timeout(Duration::from_secs(5), down.write_all(&rej.answer()))
+        .await
+        .is_none()
+    {
+        return;
+    }
+    let _ = down.close().await;
+    // Lingering close: drain what the client is still sending so that the
+    // kernel does not answer it with RST and destroy our answer in flight.
+    let mut sink = [0u8; 4096];
+    let _ = with_timeout(Duration::from_secs(1), async {
+        let mut total = 0usize;
+        while total < 256 * 1024 {
+            match down.read(&mut sink).await {
+                Ok(n) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_like_go() {
+        assert_eq!(decoded_path("/ray%2Fpath?ed=2048"), "/ray/path");
+        assert_eq!(decoded_path("http://h:1/ray?x"), "/ray");
+        assert_eq!(decoded_path("http://h:1"), "/");
+    }
+
+    #[test]
+    fn forwarding_headers_and_single_request() {
+        let (mut h, _) = parse_request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            4096,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(first_forwarded_for(&h), Some("1.2.3.4".parse().unwrap()));
+        add_forwarding_headers(&mut h, "10.0.0.1".parse().unwrap(), "http");
+        make_single_request(&mut h);
+        assert_eq!(h.get("x-forwarded-for"), Some(&b"1.2.3.4, 10.0.0.1"[..]));
+        assert_eq!(h.get("x-forwarded-proto"), Some(&b"http"[..]));
+        assert_eq!(h.get("connection"), Some(&b"close"[..]));
+        assert!(h.get("x-hop").is_none());
+        assert!(h.get("transfer-encoding").is_some());
+    }
+}

@@ -1,0 +1,268 @@
+//! Relay: move bytes both ways between the downstream and the upstream until
+//! both directions end, a reset ends everything, or the relay goes idle.
+//!
+//! ```text
+//!  downstream ──(d2u: splice or copy)──► upstream
+//!  downstream ◄─(u2d: splice or copy)─── upstream
+//! ```
+//!
+//! * Cleartext TCP on both legs uses [`splice`] (zero-copy through a pipe);
+//!   any other pair uses [`copy`] through a pooled buffer.
+//! * FIN on one side becomes `shutdown(SHUT_WR)` (TLS: close_notify first) on
+//!   the other; each direction ends independently (half-close).
+//! * A reset on one side (or a write that fails because the peer is gone) is
+//!   propagated as a reset on the other: SO_LINGER 0, then close.
+//! * One idle timer covers both directions: it fires only when no byte moved
+//!   either way for `idle`.
+
+pub mod buffers;
+pub mod copy;
+pub mod splice;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use glommio::net::TcpStream;
+
+use crate::stats::{self, CoreStats};
+use crate::tls::Downstream;
+
+/// How one direction ended.
+#[derive(Debug)]
+pub enum DirEnd {
+    /// The source sent FIN; the destination was shut down for writing.
+    Eof,
+    /// The source reset (or failed); the reset goes to the other side.
+    SourceReset(io::Error),
+    /// Writing to the destination failed: the destination is gone.
+    DestinationGone(io::Error),
+}
+
+impl DirEnd {
+    fn is_abort(&self) -> bool {
+        !matches!(self, DirEnd::Eof)
+    }
+}
+
+/// How the whole relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both directions saw FIN (or the upstream finished a response).
+    Closed,
+    /// A reset was propagated from one leg to the other.
+    Reset,
+    /// No byte moved for the idle timeout.
+    IdleTimeout,
+}
+
+/// Relay outcome for the log line and counters.
+#[derive(Debug)]
+pub struct Report {
+    /// Bytes downstream → upstream.
+    pub down_to_up: u64,
+    /// Bytes upstream → downstream.
+    pub up_to_down: u64,
+    /// How it ended.
+    pub end: RelayEnd,
+    /// Whether the splice path was used.
+    pub spliced: bool,
+}
+
+/// Relay options.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayOptions {
+    /// Close after this long without traffic.
+    pub idle: Duration,
+    /// Use splice for cleartext pairs.
+    pub splice: bool,
+    /// End the relay as soon as the upstream has finished sending (one
+    /// request per upstream connection: the response is complete).
+    pub end_on_upstream_eof: bool,
+}
+
+/// Last time a byte moved, shared by both directions of one relay.
+#[derive(Debug)]
+pub struct Activity(Cell<Instant>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity(Cell::new(Instant::now()))
+    }
+    /// Records that bytes moved now.
+    pub fn touch(&self) {
+        self.0.set(Instant::now());
+    }
+    async fn expired(&self, idle: Duration) {
+        loop {
+            let deadline = self.0.get() + idle;
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            glommio::timer::sleep(deadline - now).await;
+        }
+    }
+}
+
+/// Byte counter of one direction.
+#[derive(Debug, Default)]
+pub struct Moved(Cell<u64>);
+
+impl Moved {
+    /// Adds `n` bytes.
+    pub fn add(&self, n: usize) {
+        self.0.set(self.0.get() + n as u64);
+    }
+    fn get(&self) -> u64 {
+        self.0.get()
+    }
+}
+
+/// Relays until done. Both streams are closed when this returns.
+pub async fn relay(
+    down: Downstream,
+    up: TcpStream,
+    opts: RelayOptions,
+    stats: &CoreStats,
+) -> Report {
+    let activity = Activity::new();
+    let (d2u, u2d) = (Moved::default(), Moved::default());
+    let down_fd = down.tcp().as_raw_fd();
+    let up_fd = up.as_raw_fd();
+    let spliced = opts.splice && matches!(down, Downstream::Plain(_));
+    let work = async {
+        match down {
+            Downstream::Plain(down) if opts.splice => match splice::Pair::new(down, up) {
+                Ok(pair) => {
+                    both(
+                        pair.d2u(&activity, &d2u),
+                        pair.u2d(&activity, &u2d),
+                        opts,
+                        down_fd,
+                        up_fd,
+                    )
+                    .await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "splice set-up failed; closing relay");
+                    false
+                }
+            },
+            down => {
+                let (dr, dw) = futures_util::io::AsyncReadExt::split(down);
+                let (ur, uw) = futures_util::io::AsyncReadExt::split(up);
+                both(
+                    copy::direction(dr, uw, &activity, &d2u),
+                    copy::direction(ur, dw, &activity, &u2d),
+                    opts,
+                    down_fd,
+                    up_fd,
+                )
+                .await
+            }
+        }
+    };
+    let outcome = async { Some(work.await) }
+        .or(async {
+            activity.expired(opts.idle).await;
+            None
+        })
+        .await;
+    let end = match outcome {
+        None => {
+            stats::add(&stats.idle_timeouts, 1);
+            RelayEnd::IdleTimeout
+        }
+        Some(true) => {
+            stats::add(&stats.resets_propagated, 1);
+            RelayEnd::Reset
+        }
+        Some(false) => RelayEnd::Closed,
+    };
+    let counter = if spliced {
+        &stats.bytes_spliced
+    } else {
+        &stats.bytes_copied
+    };
+    stats::add(counter, d2u.get() + u2d.get());
+    stats::add(&stats.bytes_downstream_to_upstream, d2u.get());
+    stats::add(&stats.bytes_upstream_to_downstream, u2d.get());
+    Report {
+        down_to_up: d2u.get(),
+        up_to_down: u2d.get(),
+        end,
+        spliced,
+    }
+}
+
+/// Runs both directions; stops early on an abort in either, or when the
+/// upstream finished and `end_on_upstream_eof` is set. On an abort, arms a
+/// reset (SO_LINGER 0) on the leg that has not failed yet, while its socket is
+/// still open, so that dropping the streams sends RST there. Returns whether a
+/// reset was propagated.
+async fn both(
+    d2u: impl Future<Output = DirEnd>,
+    u2d: impl Future<Output = DirEnd>,
+    opts: RelayOptions,
+    down_fd: RawFd,
+    up_fd: RawFd,
+) -> bool {
+    let mut d2u = pin!(d2u);
+    let mut u2d = pin!(u2d);
+    let (mut a, mut b) = (None, None);
+    std::future::poll_fn(|cx| {
+        if a.is_none() {
+            if let Poll::Ready(r) = d2u.as_mut().poll(cx) {
+                a = Some(r);
+            }
+        }
+        if b.is_none() {
+            if let Poll::Ready(r) = u2d.as_mut().poll(cx) {
+                b = Some(r);
+            }
+        }
+        let aborted =
+            a.as_ref().is_some_and(DirEnd::is_abort) || b.as_ref().is_some_and(DirEnd::is_abort);
+        let done = a.is_some() && b.is_some();
+        let response_done = opts.end_on_upstream_eof && b.is_some();
+        if aborted || done || response_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    // d2u reads downstream / writes upstream; u2d the reverse.
+    let reset_up =
+        matches!(a, Some(DirEnd::SourceReset(_))) || matches!(b, Some(DirEnd::DestinationGone(_)));
+    let reset_down =
+        matches!(b, Some(DirEnd::SourceReset(_))) || matches!(a, Some(DirEnd::DestinationGone(_)));
+    for (fd, arm) in [(up_fd, reset_up), (down_fd, reset_down)] {
+        if arm {
+            let _ = crate::sys::set_linger_zero(fd);
+        }
+    }
+    if let Some(e) = [&a, &b].into_iter().flatten().find_map(|d| match d {
+        DirEnd::SourceReset(e) | DirEnd::DestinationGone(e) => Some(e),
+        DirEnd::Eof => None,
+    }) {
+        tracing::debug!(error = %e, "relay aborted");
+    }
+    reset_up || reset_down
+}
+
+/// Whether an I/O error means the peer reset or vanished.
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}

@@ -1,0 +1,165 @@
+//! Routing: which tunnel serves a request.
+//!
+//! Each core owns one [`RouteTable`] (`Rc`, no locks). Upgrades and ordinary
+//! requests are routed by Host / `:authority`; plain CONNECT is routed by the
+//! TLS SNI or the listener's default tunnel, never by the CONNECT target
+//! (DESIGN §1), because the target names the proxy's destination, not us.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+
+use crate::auth::TokenSet;
+use crate::config::{Config, TunnelConfig};
+
+/// A tunnel as one core uses it.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The configuration it was built from.
+    pub config: TunnelConfig,
+    /// Accepted tokens, hashed.
+    pub tokens: TokenSet,
+    /// Upstream addresses, resolved when the table was built.
+    pub upstream_addrs: Vec<SocketAddr>,
+}
+
+impl Tunnel {
+    /// Whether `client` may use this tunnel.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
+            v4 => v4,
+        };
+        self.config.allowed_cidrs.is_empty()
+            || self
+                .config
+                .allowed_cidrs
+                .iter()
+                .any(|n| n.contains(&client))
+    }
+}
+
+/// hostname → tunnel, and name → tunnel, for one core.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    by_host: HashMap<String, Rc<Tunnel>>,
+    by_name: HashMap<String, Rc<Tunnel>>,
+}
+
+/// Why a table could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("tunnel `{tunnel}`: cannot resolve upstream `{upstream}`: {reason}")]
+pub struct ResolveError {
+    tunnel: String,
+    upstream: String,
+    reason: String,
+}
+
+impl RouteTable {
+    /// Builds a table from configuration, resolving upstream names once.
+    pub fn build(config: &Config) -> Result<RouteTable, ResolveError> {
+        let mut table = RouteTable::default();
+        for t in &config.tunnels {
+            let upstream_addrs: Vec<SocketAddr> = t
+                .upstream
+                .to_socket_addrs()
+                .map_err(|e| ResolveError {
+                    tunnel: t.name.clone(),
+                    upstream: t.upstream.clone(),
+                    reason: e.to_string(),
+                })?
+                .collect();
+            table.insert(Tunnel {
+                tokens: TokenSet::from_plain(&t.tokens),
+                config: t.clone(),
+                upstream_addrs,
+            });
+        }
+        Ok(table)
+    }
+
+    /// Adds or replaces a tunnel.
+    pub fn insert(&mut self, tunnel: Tunnel) {
+        let tunnel = Rc::new(tunnel);
+        for h in &tunnel.config.hostnames {
+            self.by_host.insert(h.clone(), tunnel.clone());
+        }
+        self.by_name.insert(tunnel.config.name.clone(), tunnel);
+    }
+
+    /// The tunnel for a Host header value or SNI (case-insensitive, port and
+    /// trailing dot ignored).
+    pub fn by_host(&self, host: &str) -> Option<&Rc<Tunnel>> {
+        let key = host_key(host)?;
+        self.by_host.get(&key)
+    }
+
+    /// The tunnel called `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Rc<Tunnel>> {
+        self.by_name.get(name)
+    }
+
+    /// Number of tunnels.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Normalizes a Host value: lower case, no port, no trailing dot, IPv6
+/// brackets removed. `None` for an empty or malformed value.
+pub fn host_key(host: &str) -> Option<String> {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        let end = rest.find(']')?;
+        &rest[..end]
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    Some(name.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys() {
+        assert_eq!(
+            host_key("Chat.Example:8080").as_deref(),
+            Some("chat.example")
+        );
+        assert_eq!(host_key("chat.example.").as_deref(), Some("chat.example"));
+        assert_eq!(host_key("[::1]:443").as_deref(), Some("::1"));
+        assert_eq!(host_key("").as_deref(), None);
+        assert_eq!(host_key("a:b:c").as_deref(), None);
+    }
+
+    #[test]
+    fn table_routes_by_host_and_name() {
+        let cfg = Config::parse(
+            "[[listener]]\naddr=\"127.0.0.1:1\"\n[[tunnel]]\nname=\"t\"\nupstream=\"127.0.0.1:9\"\nhostnames=[\"A.test\"]\nallowed_cidrs=[\"10.0.0.0/8\"]\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let t = RouteTable::build(&cfg).unwrap();
+        assert_eq!(t.by_host("a.TEST:80").unwrap().config.name, "t");
+        assert!(t.by_host("b.test").is_none());
+        let tun = t.by_name("t").unwrap();
+        assert!(tun.allows("10.1.2.3".parse().unwrap()));
+        assert!(tun.allows("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!tun.allows("192.0.2.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,252 @@
+//! Start-up and shutdown: one pinned glommio executor per core.
+//!
+//! ```text
+//! main thread: config → spawn N executors → wait for each to report bound → wait for signal
+//! core i:      build own tables/TLS → bind listeners (SO_REUSEPORT) → accept loops
+//! SIGINT/TERM: every core stops accepting, relays drain up to `shutdown_grace`, exit 0
+//! ```
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use futures_lite::FutureExt;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::conn::{CoreCtx, ListenerCtx};
+use crate::route::RouteTable;
+use crate::stats::CoreStats;
+use crate::tls::Identity;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Configuration problem found at start-up (names the field).
+    #[error("config field `{field}`: {reason}")]
+    Config {
+        /// Field.
+        field: String,
+        /// Reason.
+        reason: String,
+    },
+    /// A core failed to set up (bind, TLS, resolve).
+    #[error("core {core}: {reason}")]
+    Core {
+        /// Core index.
+        core: usize,
+        /// Reason.
+        reason: String,
+    },
+    /// OS-level failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running edge: per-core stats and a stop switch.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    /// `(cpu, stats)` per core.
+    pub cores: Vec<(usize, Arc<CoreStats>)>,
+    /// Raising this starts a graceful shutdown.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts every core and returns once all are serving; `join` waits for the end.
+pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>), StartError> {
+    let cpus = crate::sys::allowed_cpus()?;
+    let n = match config.edge.cores {
+        0 => cpus.len(),
+        n if n <= cpus.len() => n,
+        n => {
+            return Err(StartError::Config {
+                field: "edge.cores".into(),
+                reason: format!(
+                    "{n} cores requested but this process may use {}",
+                    cpus.len()
+                ),
+            })
+        }
+    };
+    let mut identities = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        identities.push(match &l.tls {
+            Some(files) => Some(Arc::new(Identity::load(&files.cert, &files.key).map_err(
+                |e| StartError::Config {
+                    field: format!("listener[{i}].tls"),
+                    reason: e.to_string(),
+                },
+            )?)),
+            None => None,
+        });
+    }
+    RouteTable::build(&config).map_err(|e| StartError::Config {
+        field: "tunnel.upstream".into(),
+        reason: e.to_string(),
+    })?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut joins = Vec::new();
+    let mut cores = Vec::new();
+    for (core, &cpu) in cpus.iter().take(n).enumerate() {
+        let stats = Arc::new(CoreStats::default());
+        cores.push((cpu, stats.clone()));
+        let config = config.clone();
+        let identities = identities.clone();
+        let stop = stop.clone();
+        let ready = ready_tx.clone();
+        let placement = if config.edge.cores == 0 && cpus.len() == 1 {
+            Placement::Unbound
+        } else {
+            Placement::Fixed(cpu)
+        };
+        let ex = LocalExecutorBuilder::new(placement)
+            .name(&format!("core{core}"))
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                run_core(core, cpu, config, identities, stats, stop, ready).await
+            })
+            .map_err(|e| StartError::Core {
+                core,
+                reason: format!("cannot start executor: {e}"),
+            })?;
+        joins.push(std::thread::spawn(move || {
+            let _ = ex.join();
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(StartError::Core { core: 0, reason });
+            }
+            Err(_) => {
+                return Err(StartError::Core {
+                    core: 0,
+                    reason: "executor exited during start-up".into(),
+                })
+            }
+        }
+    }
+    Ok((Handle { cores, stop }, joins))
+}
+
+async fn run_core(
+    core: usize,
+    cpu: usize,
+    config: Config,
+    identities: Vec<Option<Arc<Identity>>>,
+    stats: Arc<CoreStats>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let setup = || -> Result<_, String> {
+        let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
+        let ctx = Rc::new(CoreCtx {
+            core,
+            edge: config.edge.clone(),
+            routes: RefCell::new(Rc::new(routes)),
+            stats,
+        });
+        let mut listeners = Vec::new();
+        for (l, id) in config.listeners.iter().zip(&identities) {
+            let tls = match id {
+                Some(id) => Some(futures_rustls::TlsAcceptor::from(
+                    id.server_config().map_err(|e| e.to_string())?,
+                )),
+                None => None,
+            };
+            let sock = crate::listener::bind(l.addr)
+                .map_err(|e| format!("listener `{}` cannot bind {}: {e}", l.name, l.addr))?;
+            listeners.push((
+                sock,
+                Rc::new(ListenerCtx {
+                    cfg: l.clone(),
+                    tls,
+                }),
+            ));
+        }
+        Ok((ctx, listeners))
+    };
+    let (ctx, listeners) = match setup() {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    tracing::info!(
+        core,
+        cpu,
+        listeners = listeners.len(),
+        tunnels = ctx.routes.borrow().len(),
+        "core serving"
+    );
+    let _ = ready.send(Ok(()));
+    let gate = glommio::sync::Gate::new();
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|(sock, lis)| {
+            glommio::spawn_local(crate::listener::accept_loop(
+                sock,
+                ctx.clone(),
+                lis,
+                gate.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    for l in loops {
+        l.await;
+    }
+    let active = ctx.stats.connections_active.load(Ordering::Relaxed);
+    let grace = ctx.edge.shutdown_grace;
+    tracing::info!(core, active, ?grace, "draining");
+    let drained = async {
+        let _ = gate.close().await;
+        true
+    }
+    .or(async {
+        glommio::timer::sleep(grace).await;
+        false
+    })
+    .await;
+    let left = ctx.stats.connections_active.load(Ordering::Relaxed);
+    tracing::info!(core, drained, left, "core stopped");
+}
+
+/// Runs the edge until SIGINT/SIGTERM, then drains and returns.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let admin = config.edge.admin;
+    let (handle, joins) = start(config)?;
+    if let Some(addr) = admin {
+        crate::admin::spawn(addr, handle.cores.clone())?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    let stop = handle.stop.clone();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(
+                signal = sig,
+                "shutting down: no new connections, draining relays"
+            );
+            stop.store(true, Ordering::Relaxed);
+        }
+        // A second signal forces an immediate exit.
+        if signals.forever().next().is_some() {
+            std::process::exit(1);
+        }
+    });
+    for j in joins {
+        let _ = j.join();
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Upstream side: dial the tunnel's upstream and read its answer head.
+//!
+//! Connect failures map to 502, connect or answer timeouts to 504 (DESIGN §5).
+//! The answer head is read with the same sans-IO parser as requests; bytes
+//! after it in the same read are returned to the caller, never dropped.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+
+use crate::downstream::h1::{parse_response, ResponseHead};
+use crate::error::Rejection;
+use crate::timeout::with_timeout;
+
+/// Connects to the first address that answers, within `timeout` each.
+pub async fn dial(
+    addrs: &[SocketAddr],
+    name: &str,
+    timeout: Duration,
+) -> Result<TcpStream, Rejection> {
+    let mut last = Rejection::UpstreamUnreachable {
+        addr: name.to_owned(),
+        reason: "no address".into(),
+    };
+    for addr in addrs {
+        match with_timeout(timeout, TcpStream::connect(*addr)).await {
+            Some(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Some(Err(e)) => {
+                last = Rejection::UpstreamUnreachable {
+                    addr: addr.to_string(),
+                    reason: std::io::Error::from(e).to_string(),
+                }
+            }
+            None => {
+                last = Rejection::UpstreamTimeout {
+                    addr: addr.to_string(),
+                    after: timeout,
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// The upstream's answer head, its raw bytes, and what followed it.
+#[derive(Debug)]
+pub struct Answer {
+    /// Parsed head.
+    pub head: ResponseHead,
+    /// Everything read: the head bytes exactly as received, then `rest`.
+    pub raw: Vec<u8>,
+    /// Length of the head within `raw`.
+    pub head_len: usize,
+}
+
+/// Reads one response head from the upstream within `timeout`.
+pub async fn read_answer(
+    up: &mut TcpStream,
+    addr: &str,
+    max: usize,
+    timeout: Duration,
+) -> Result<Answer, Rejection> {
+    let work = async {
+        let mut raw = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = up
+                .read(&mut chunk)
+                .await
+                .map_err(|e| Rejection::UpstreamBadAnswer(format!("read failed: {e}")))?;
+            if n == 0 {
+                return Err(Rejection::UpstreamBadAnswer(
+                    "closed before answering".into(),
+                ));
+            }
+            raw.extend_from_slice(&chunk[..n]);
+            match parse_response(&raw, max) {
+                Ok(Some((head, head_len))) => {
+                    return Ok(Answer {
+                        head,
+                        raw,
+                        head_len,
+                    })
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(Rejection::UpstreamBadAnswer(e.to_string())),
+            }
+        }
+    };
+    with_timeout(timeout, work).await.unwrap_or_else(|| {
+        Err(Rejection::UpstreamTimeout {
+            addr: addr.to_owned(),
+            after: timeout,
+        })
+    })
+}
