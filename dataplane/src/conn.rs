@@ -122,6 +122,9 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
             Ok(None) => return,
             Err(rej) => return reject(&core, down, client, rej, None, None).await,
         };
+    // The hop that connected to us is what we append to X-Forwarded-For; the
+    // client address used for access checks may come from a trusted XFF.
+    let hop = client;
     if lis.cfg.trusted_forwarded_for && !lis.cfg.proxy_protocol {
         if let Some(ip) = first_forwarded_for(&head) {
             client = SocketAddr::new(ip, 0);
@@ -136,7 +139,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
         }
     };
     let tunnel = plan.tunnel.clone();
-    if let Err(rej) = proceed(&core, down, client, head, early, plan).await {
+    if let Err(rej) = proceed(&core, down, client, hop, head, early, plan).await {
         tracing::debug!(%client, "upstream phase failed after the answer was sent: {rej}");
     }
     drop(tunnel);
@@ -238,6 +241,7 @@ async fn proceed(
     core: &CoreCtx,
     mut down: Downstream,
     client: SocketAddr,
+    hop: SocketAddr,
     mut head: RequestHead,
     early: Vec<u8>,
     plan: Plan,
@@ -272,7 +276,7 @@ async fn proceed(
         return run_relay(core, down, up, opts, client, t, "httpupgrade").await;
     }
 
-    add_forwarding_headers(&mut head, client.ip(), down.scheme());
+    add_forwarding_headers(&mut head, hop.ip(), down.scheme());
     if plan.intent == Intent::Request {
         make_single_request(&mut head);
     }
