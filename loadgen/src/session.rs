@@ -1,0 +1,268 @@
+//! Establishing one upgraded stream: transport, then the handshake of the
+//! chosen protocol. Every failure is classified for the error report.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::httpupgrade::{self, DialConfig, ResponseReader};
+use crate::net::{self, ProxyVersion, Stream};
+use crate::ws;
+
+/// Which handshake opens the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Via {
+    /// No handshake: plain TCP (the direct baseline).
+    Raw,
+    /// WebSocket (RFC 6455) opening handshake; messages are framed.
+    Ws,
+    /// Xray-compatible HTTPUpgrade; raw bytes after the 101.
+    Httpupgrade,
+    /// Plain CONNECT to `--connect-target`; raw bytes after the 2xx.
+    Connect,
+}
+
+/// Connection settings shared by all modes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Where to connect.
+    pub addr: std::net::SocketAddr,
+    /// TLS client config, if TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// SNI (defaults to `host`).
+    pub sni: String,
+    /// Host header.
+    pub host: String,
+    /// Request path.
+    pub path: String,
+    /// Bearer token.
+    pub token: Option<String>,
+    /// PROXY header to send.
+    pub proxy: Option<ProxyVersion>,
+    /// CONNECT target.
+    pub connect_target: String,
+    /// HTTPUpgrade early-data mode.
+    pub ed: bool,
+    /// Bound on connect + handshake.
+    pub timeout: Duration,
+}
+
+/// An established stream.
+pub struct Session {
+    /// The stream.
+    pub stream: Stream,
+    /// Bytes received after the handshake head (belong to the payload).
+    pub leftover: Vec<u8>,
+    /// In `ed` mode the 101 is still to be read.
+    pub pending: Option<ResponseReader>,
+    /// Read buffer (heap: large futures must not carry it on the stack).
+    pub buf: Vec<u8>,
+}
+
+/// Error kinds counted in reports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Failure {
+    /// TCP connect failed.
+    Connect(String),
+    /// TLS handshake failed.
+    Tls(String),
+    /// The upgrade/CONNECT answer was not the expected one.
+    Handshake(String),
+    /// Timed out.
+    Timeout,
+    /// I/O error after the handshake.
+    Io(String),
+    /// Echo returned different bytes.
+    Mismatch,
+}
+
+impl Failure {
+    /// Short label for reports.
+    pub fn kind(&self) -> String {
+        match self {
+            Failure::Connect(e) => format!("connect: {e}"),
+            Failure::Tls(e) => format!("tls: {e}"),
+            Failure::Handshake(e) => format!("handshake: {e}"),
+            Failure::Timeout => "timeout".into(),
+            Failure::Io(e) => format!("io: {e}"),
+            Failure::Mismatch => "echo mismatch".into(),
+        }
+    }
+}
+
+fn io_kind(e: &std::io::Error) -> String {
+    format!("{:?}", e.kind())
+}
+
+/// Opens a stream and performs the handshake of `via`, within the timeout.
+pub async fn establish(
+    t: &Target,
+    via: Via,
+    source: Option<IpAddr>,
+    first_payload: &[u8],
+) -> Result<Session, Failure> {
+    let work = async {
+        let mut tcp = net::tcp(t.addr, source)
+            .await
+            .map_err(|e| Failure::Connect(io_kind(&e)))?;
+        if let Some(v) = t.proxy {
+            net::proxy_header(&mut tcp, v)
+                .await
+                .map_err(|e| Failure::Connect(io_kind(&e)))?;
+        }
+        let mut stream = match &t.tls {
+            None => Stream::Plain(tcp),
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(t.sni.clone())
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                let s = futures_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| Failure::Tls(e.to_string()))?;
+                Stream::Tls(Box::new(s))
+            }
+        };
+        let auth: Vec<(String, String)> = t
+            .token
+            .iter()
+            .map(|tok| ("Authorization".to_owned(), format!("Bearer {tok}")))
+            .collect();
+        match via {
+            Via::Raw => Ok(Session {
+                stream,
+                leftover: Vec::new(),
+                pending: None,
+                buf: vec![0; 64 * 1024],
+            }),
+            Via::Ws => {
+                let (req, accept) = ws::handshake(&t.host, &t.path, &auth);
+                stream
+                    .write_all(&req)
+                    .await
+                    .map_err(|e| Failure::Io(io_kind(&e)))?;
+                let (status, headers, leftover) = read_head(&mut stream).await?;
+                if status != 101
+                    || !headers.iter().any(|(k, v)| {
+                        k.eq_ignore_ascii_case("sec-websocket-accept") && *v == accept
+                    })
+                {
+                    return Err(Failure::Handshake(format!("status {status}")));
+                }
+                Ok(Session {
+                    stream,
+                    leftover,
+                    pending: None,
+                    buf: vec![0; 64 * 1024],
+                })
+            }
+            Via::Httpupgrade => {
+                let cfg = DialConfig {
+                    host: t.host.clone(),
+                    path: t.path.clone(),
+                    headers: auth,
+                };
+                let mut req = httpupgrade::request(&cfg, Some(&t.sni), &t.addr.to_string());
+                if t.ed {
+                    req.extend_from_slice(first_payload);
+                }
+                stream
+                    .write_all(&req)
+                    .await
+                    .map_err(|e| Failure::Io(io_kind(&e)))?;
+                let mut reader = ResponseReader::default();
+                if t.ed {
+                    return Ok(Session {
+                        stream,
+                        leftover: Vec::new(),
+                        pending: Some(reader),
+                        buf: vec![0; 64 * 1024],
+                    });
+                }
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = stream
+                        .read(&mut buf)
+                        .await
+                        .map_err(|e| Failure::Io(io_kind(&e)))?;
+                    if n == 0 {
+                        return Err(Failure::Handshake("closed".into()));
+                    }
+                    if let Some(leftover) = reader
+                        .feed(&buf[..n])
+                        .map_err(|e| Failure::Handshake(e.to_string()))?
+                    {
+                        return Ok(Session {
+                            stream,
+                            leftover,
+                            pending: None,
+                            buf: vec![0; 64 * 1024],
+                        });
+                    }
+                }
+            }
+            Via::Connect => {
+                let mut req = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n", t.connect_target);
+                for (k, v) in &auth {
+                    req.push_str(&format!("{k}: {v}\r\n"));
+                }
+                req.push_str("\r\n");
+                stream
+                    .write_all(req.as_bytes())
+                    .await
+                    .map_err(|e| Failure::Io(io_kind(&e)))?;
+                let (status, _, leftover) = read_head(&mut stream).await?;
+                if !(200..300).contains(&status) {
+                    return Err(Failure::Handshake(format!("status {status}")));
+                }
+                Ok(Session {
+                    stream,
+                    leftover,
+                    pending: None,
+                    buf: vec![0; 64 * 1024],
+                })
+            }
+        }
+    };
+    crate::with_timeout(t.timeout, work)
+        .await
+        .unwrap_or(Err(Failure::Timeout))
+}
+
+type Head = (u16, Vec<(String, String)>, Vec<u8>);
+
+async fn read_head(s: &mut Stream) -> Result<Head, Failure> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| Failure::Io(io_kind(&e)))?;
+        if n == 0 {
+            return Err(Failure::Handshake("closed before answering".into()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut hs = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Response::new(&mut hs);
+        match r.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let headers = r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                let status = r.code.unwrap_or(0);
+                return Ok((status, headers, buf.split_off(len)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 16384 => continue,
+            _ => return Err(Failure::Handshake("malformed answer".into())),
+        }
+    }
+}
