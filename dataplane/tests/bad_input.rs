@@ -16,7 +16,9 @@ async fn odd_origin() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let (head, _) = read_head(&mut s).await;
                 let answer: &[u8] = if head.starts_with("GET /garbage") {
@@ -33,7 +35,13 @@ async fn odd_origin() -> SocketAddr {
     addr
 }
 
-fn config(echo: SocketAddr, raw: SocketAddr, odd: SocketAddr, silent: SocketAddr, refused: SocketAddr) -> String {
+fn config(
+    echo: SocketAddr,
+    raw: SocketAddr,
+    odd: SocketAddr,
+    silent: SocketAddr,
+    refused: SocketAddr,
+) -> String {
     format!(
         r#"
 [edge]
@@ -112,7 +120,10 @@ fn ws(host: &str, extra: &str) -> Vec<u8> {
 }
 
 fn hu(host: &str, path: &str, conn: &str, upgrade: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\nUpgrade: {upgrade}\r\n\r\n").into_bytes()
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\nUpgrade: {upgrade}\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +137,10 @@ async fn each_bad_input_gets_its_documented_answer() {
 
     // A relay opened before the bad input, used again after it.
     let mut alive = TcpStream::connect(edge.addr).await.unwrap();
-    alive.write_all(&hu("loud.test", "/ray", "Upgrade", "websocket")).await.unwrap();
+    alive
+        .write_all(&hu("loud.test", "/ray", "Upgrade", "websocket"))
+        .await
+        .unwrap();
     let (head, _) = read_head(&mut alive).await;
     assert!(head.starts_with("HTTP/1.1 101"));
 
@@ -169,11 +183,24 @@ async fn each_bad_input_gets_its_documented_answer() {
     ];
     assert!(cases.len() >= 25);
     for (name, request, want) in &cases {
-        let target = if name.starts_with("CONNECT not allowed") { edge.xff_addr } else { edge.addr };
+        let target = if name.starts_with("CONNECT not allowed") {
+            edge.xff_addr
+        } else {
+            edge.addr
+        };
         let answer = raw_exchange(target, request).await;
-        assert_eq!(status_of(&answer), *want, "{name}: {:?}", String::from_utf8_lossy(&answer));
+        assert_eq!(
+            status_of(&answer),
+            *want,
+            "{name}: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
         if *name == "upstream refuses the upgrade" {
-            assert!(answer.ends_with(b"\r\n\r\nnot for you"), "relayed as is: {:?}", String::from_utf8_lossy(&answer));
+            assert!(
+                answer.ends_with(b"\r\n\r\nnot for you"),
+                "relayed as is: {:?}",
+                String::from_utf8_lossy(&answer)
+            );
         }
         if *name == "auth missing" {
             assert!(String::from_utf8_lossy(&answer).contains("WWW-Authenticate: Bearer\r\n"));
@@ -186,15 +213,25 @@ async fn each_bad_input_gets_its_documented_answer() {
     // The relay opened first still works.
     alive.write_all(b"still here").await.unwrap();
     let mut buf = [0u8; 10];
-    tokio::time::timeout(Duration::from_secs(5), alive.read_exact(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), alive.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf, b"still here");
 
     // One log line per edge rejection, with the reason; no credentials. (The
     // upstream's own 403 is relayed, and logged as the upstream's refusal.)
     let log = edge.log();
     let rejected = log.lines().filter(|l| l.contains("rejected:")).count();
-    assert!(log.contains("upstream refused the websocket; answer relayed"), "{log}");
-    assert!(rejected >= cases.len() - 1, "{rejected} rejection lines for {} cases:\n{log}", cases.len());
+    assert!(
+        log.contains("upstream refused the websocket; answer relayed"),
+        "{log}"
+    );
+    assert!(
+        rejected >= cases.len() - 1,
+        "{rejected} rejection lines for {} cases:\n{log}",
+        cases.len()
+    );
     for reason in [
         "missing Host header",
         "head larger than 16384 bytes",
@@ -210,7 +247,10 @@ async fn each_bad_input_gets_its_documented_answer() {
     ] {
         assert!(log.contains(reason), "log lacks `{reason}`:\n{log}");
     }
-    assert!(!log.contains("good-token") && !log.contains("Z29vZC10b2tlbg"), "credentials redacted");
+    assert!(
+        !log.contains("good-token") && !log.contains("Z29vZC10b2tlbg"),
+        "credentials redacted"
+    );
 }
 
 #[test]

@@ -28,11 +28,16 @@ path = "/"
     )
 }
 
-const UP: &[u8] = b"GET / HTTP/1.1\r\nHost: raw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nping";
+const UP: &[u8] =
+    b"GET / HTTP/1.1\r\nHost: raw.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nping";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_land_on_both_cores() {
-    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+    if std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        < 2
+    {
         eprintln!("single-CPU host: nothing to spread");
         return;
     }
@@ -45,7 +50,11 @@ async fn connections_land_on_both_cores() {
         let got = read_to_end(&mut s).await;
         assert!(got.ends_with(b"ping"));
     }
-    let per_core: Vec<u64> = edge.stats().iter().map(|c| c["connections_total"]).collect();
+    let per_core: Vec<u64> = edge
+        .stats()
+        .iter()
+        .map(|c| c["connections_total"])
+        .collect();
     eprintln!("connections per core: {per_core:?}");
     assert_eq!(per_core.len(), 2);
     assert!(per_core.iter().all(|&n| n > 0), "{per_core:?}");
@@ -77,7 +86,10 @@ async fn sigterm_drains_relays_then_exits_zero() {
     let mut b = [0u8; 12];
     relay.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"during drain");
-    assert!(edge.wait(Duration::from_millis(300)).is_none(), "must wait for the relay");
+    assert!(
+        edge.wait(Duration::from_millis(300)).is_none(),
+        "must wait for the relay"
+    );
     relay.shutdown().await.unwrap();
     assert_eq!(read_to_end(&mut relay).await, b"");
     let status = tokio::task::spawn_blocking(move || {
@@ -98,9 +110,10 @@ async fn grace_period_bounds_the_drain() {
     relay.write_all(UP).await.unwrap();
     let _ = read_head(&mut relay).await;
     edge.terminate();
-    let (status, log) = tokio::task::spawn_blocking(move || (edge.wait(Duration::from_secs(10)), edge.log()))
-        .await
-        .unwrap();
+    let (status, log) =
+        tokio::task::spawn_blocking(move || (edge.wait(Duration::from_secs(10)), edge.log()))
+            .await
+            .unwrap();
     assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{log}");
     assert!(log.contains("drained=false"), "{log}");
 }
