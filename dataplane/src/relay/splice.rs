@@ -11,6 +11,9 @@
 //!
 //! Each direction holds its own glommio handle per socket (the second one a
 //! `dup`), so the two directions wait on the same sockets independently.
+//! Pipes come from a per-core pool only while bytes are in flight and go
+//! back as soon as the pipe is empty, so an idle relay holds four fds (two
+//! sockets, two dups) and no pipe.
 
 use std::cell::RefCell;
 use std::io;
@@ -32,8 +35,50 @@ pub struct Pair {
     down_w: RefCell<TcpStream>,
     up: TcpStream,
     up_w: RefCell<TcpStream>,
-    d2u_pipe: sys::Pipe,
-    u2d_pipe: sys::Pipe,
+}
+
+thread_local! {
+    static PIPES: RefCell<Vec<sys::Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Spare pipes kept per core.
+const MAX_SPARE_PIPES: usize = 128;
+
+/// A pipe from this core's pool; goes back when dropped (only ever dropped
+/// empty: a direction drains its pipe before letting go of it).
+struct PooledPipe(Option<sys::Pipe>);
+
+impl PooledPipe {
+    fn take() -> io::Result<PooledPipe> {
+        let spare = PIPES.with(|p| p.borrow_mut().pop());
+        Ok(PooledPipe(Some(match spare {
+            Some(p) => p,
+            None => sys::Pipe::new(PIPE_SIZE)?,
+        })))
+    }
+    fn fds(&self) -> (RawFd, RawFd) {
+        match &self.0 {
+            Some(p) => (p.read.as_raw_fd(), p.write.as_raw_fd()),
+            None => (-1, -1),
+        }
+    }
+    /// A pipe that still holds bytes (the relay aborted) is closed instead.
+    fn discard(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PooledPipe {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            PIPES.with(|pool| {
+                let mut pool = pool.borrow_mut();
+                if pool.len() < MAX_SPARE_PIPES {
+                    pool.push(p);
+                }
+            });
+        }
+    }
 }
 
 impl Pair {
@@ -48,68 +93,74 @@ impl Pair {
             down_w: RefCell::new(down_w),
             up,
             up_w: RefCell::new(up_w),
-            d2u_pipe: sys::Pipe::new(PIPE_SIZE)?,
-            u2d_pipe: sys::Pipe::new(PIPE_SIZE)?,
         })
     }
 
     /// Downstream → upstream.
     pub async fn d2u(&self, activity: &Activity, moved: &Moved) -> DirEnd {
-        direction(&self.down, &self.up_w, &self.d2u_pipe, activity, moved).await
+        direction(&self.down, &self.up_w, activity, moved).await
     }
 
     /// Upstream → downstream.
     pub async fn u2d(&self, activity: &Activity, moved: &Moved) -> DirEnd {
-        direction(&self.up, &self.down_w, &self.u2d_pipe, activity, moved).await
+        direction(&self.up, &self.down_w, activity, moved).await
     }
 }
 
 async fn direction(
     src: &TcpStream,
     dst: &RefCell<TcpStream>,
-    pipe: &sys::Pipe,
     activity: &Activity,
     moved: &Moved,
 ) -> DirEnd {
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.borrow().as_raw_fd());
-    let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     loop {
-        let mut in_pipe = match sys::splice(src_fd, pipe_w, PIPE_SIZE) {
-            Ok(0) => {
-                // Sync shutdown(2) under the hood; no await holds the borrow.
-                let r = crate::sys::shutdown_write(dst_fd);
-                return match r {
-                    Err(e) if is_reset(&e) => DirEnd::DestinationGone(e),
-                    _ => DirEnd::Eof,
-                };
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Park until the source has a byte or EOF; then splice again.
-                if let Err(e) = src.peek(&mut [0u8; 1]).await {
-                    return DirEnd::SourceReset(e.into());
-                }
-                continue;
-            }
+        // Idle: hold no pipe, park until the source has a byte or EOF.
+        if let Err(e) = src.peek(&mut [0u8; 1]).await {
+            return DirEnd::SourceReset(e.into());
+        }
+        let pipe = match PooledPipe::take() {
+            Ok(p) => p,
             Err(e) => return DirEnd::SourceReset(e),
         };
-        while in_pipe > 0 {
-            match sys::splice(pipe_r, dst_fd, in_pipe) {
-                Ok(n) => {
-                    in_pipe -= n;
-                    moved.add(n);
+        let (pipe_r, pipe_w) = pipe.fds();
+        // Busy: move bytes until the source runs dry (pipe empty again).
+        loop {
+            let mut in_pipe = match sys::splice(src_fd, pipe_w, PIPE_SIZE) {
+                Ok(0) => {
+                    drop(pipe);
+                    return match sys::shutdown_write(dst_fd) {
+                        Err(e) if is_reset(&e) => DirEnd::DestinationGone(e),
+                        _ => DirEnd::Eof,
+                    };
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = wait_writable(dst, pipe_r).await {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    drop(pipe);
+                    return DirEnd::SourceReset(e);
+                }
+            };
+            while in_pipe > 0 {
+                let r = match sys::splice(pipe_r, dst_fd, in_pipe) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        wait_writable(dst, pipe_r).await.map(|()| 1)
+                    }
+                    other => other,
+                };
+                match r {
+                    Ok(n) => {
+                        in_pipe -= n;
+                        moved.add(n);
+                    }
+                    Err(e) => {
+                        pipe.discard();
                         return DirEnd::DestinationGone(e);
                     }
-                    in_pipe -= 1;
-                    moved.add(1);
                 }
-                Err(e) => return DirEnd::DestinationGone(e),
             }
+            activity.touch();
         }
-        activity.touch();
     }
 }
 
