@@ -36,3 +36,4 @@ pub mod sys;
 pub mod timeout;
 pub mod tls;
 pub mod upstream;
+pub mod websocket;

@@ -1,0 +1,90 @@
+//! Micro-benchmarks of the edge's hot pure functions.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dataplane::auth::{digest, TokenSet};
+use dataplane::config::{TunnelConfig, TunnelMode};
+use dataplane::downstream::h1::parse_request;
+use dataplane::intent::classify;
+use dataplane::route::{RouteTable, Tunnel};
+
+const WS_REQUEST: &[u8] = b"GET /chat?room=42 HTTP/1.1\r\nHost: chat.edge.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nSec-WebSocket-Version: 13\r\nOrigin: https://chat.edge.test\r\nSec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nConnection: keep-alive, Upgrade\r\nCookie: session=abc\r\nUpgrade: websocket\r\n\r\n";
+
+fn h1_head(c: &mut Criterion) {
+    let mut g = c.benchmark_group("h1");
+    g.throughput(Throughput::Bytes(WS_REQUEST.len() as u64));
+    g.bench_function("parse+classify websocket head", |b| {
+        b.iter(|| {
+            let (head, _) = parse_request(black_box(WS_REQUEST), 16 * 1024).unwrap().unwrap();
+            black_box(classify(&head).unwrap())
+        })
+    });
+    g.finish();
+}
+
+fn ws_accept(c: &mut Criterion) {
+    c.bench_function("websocket accept key", |b| {
+        b.iter(|| dataplane::websocket::accept_key(black_box(b"dGhlIHNhbXBsZSBub25jZQ==")))
+    });
+}
+
+fn tunnel(i: usize) -> Tunnel {
+    Tunnel {
+        config: TunnelConfig {
+            name: format!("t{i}"),
+            hostnames: vec![format!("host-{i}.edge.test")],
+            upstream: "127.0.0.1:9000".into(),
+            mode: TunnelMode::Http,
+            path: "/".into(),
+            token_auth: false,
+            tokens: vec![],
+            stealth: true,
+            allowed_cidrs: vec![],
+            allowed_upgrades: vec![],
+            allow_connect: true,
+        },
+        tokens: TokenSet::default(),
+        upstream_addrs: vec!["127.0.0.1:9000".parse().unwrap()],
+    }
+}
+
+fn routing(c: &mut Criterion) {
+    let mut table = RouteTable::default();
+    for i in 0..100_000 {
+        table.insert(tunnel(i));
+    }
+    let hosts: Vec<String> = (0..1024).map(|i| format!("Host-{}.Edge.Test:443", i * 97 % 100_000)).collect();
+    let mut i = 0;
+    c.bench_function("route lookup, 100k tunnels", |b| {
+        b.iter(|| {
+            i = (i + 1) % hosts.len();
+            black_box(table.by_host(black_box(&hosts[i])).is_some())
+        })
+    });
+}
+
+fn tokens(c: &mut Criterion) {
+    let mut set = TokenSet::default();
+    for i in 0..1_000_000u32 {
+        set.insert_digest(digest(format!("token-{i}").as_bytes()));
+    }
+    let good = b"token-777777".to_vec();
+    let bad = b"token-x777777".to_vec();
+    let mut g = c.benchmark_group("token check, 1M tokens");
+    g.bench_function("valid", |b| b.iter(|| black_box(set.accepts(black_box(&good)))));
+    g.bench_function("invalid", |b| b.iter(|| black_box(set.accepts(black_box(&bad)))));
+    g.finish();
+}
+
+fn proxy_v2(c: &mut Criterion) {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12, 10, 0, 0, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x01, 0xbb]);
+    h.extend_from_slice(b"\x16\x03\x01\x02\x00");
+    c.bench_function("PROXY v2 parse", |b| {
+        b.iter_batched(|| h.clone(), |h| black_box(dataplane::proxy_protocol::parse(&h).unwrap()), BatchSize::SmallInput)
+    });
+}
+
+criterion_group!(benches, h1_head, ws_accept, routing, tokens, proxy_v2);
+criterion_main!(benches);

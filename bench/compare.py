@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""Side-by-side comparison: direct vs Switchyard vs HAProxy vs nginx.
+
+One command: builds release binaries, installs HAProxy and nginx (apt) when
+missing, starts the origins, configures each proxy equivalently, pins the
+proxy under test to CPU 1 and loadgen + origins to CPU 0 (taskset), runs every
+scenario against every target in the same run, and prints one table of
+absolute figures and ratios. Writes bench/results/<date>.md and .json.
+
+Scenarios (DESIGN §7):
+  bulk       1 upgraded stream, full duplex through an echo: GB/s received,
+             proxy CPU seconds per GB relayed
+  setup      connect + HTTPUpgrade handshake + 64 B echo + close: conn/s
+  ws64/ws1k  WebSocket echo, 256 connections, 64 B / 1 KiB: msgs/s, p50, p99
+  idle       N upgraded connections held: proxy RSS per connection
+
+Equivalence: every proxy forwards the client's upgrade request to an origin
+that answers 101 and then relays bytes (Switchyard tunnel mode "http",
+HAProxy "mode http" with splice options, nginx proxy_pass with Upgrade
+headers). HAProxy "mode tcp" is added as the L4 floor for bulk.
+
+usage: python3 bench/compare.py [--quick]
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+LOADGEN = os.path.join(REL, "loadgen")
+EDGE = os.path.join(REL, "dataplane")
+
+PORTS = {  # origins on CPU 0
+    "tcp-echo": 19102,
+    "httpupgrade-echo": 19103,
+    "ws-echo": 19101,
+}
+PROXY_PORTS = {  # per target: (upgrade listener, ws listener, tcp listener)
+    "switchyard": (18081, 18081, None),
+    "haproxy": (18091, 18092, 18093),
+    "nginx": (18111, 18112, None),
+}
+CLIENT_CPU = "0"
+PROXY_CPU = "1"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools():
+    sh(["cargo", "build", "--release", "-q", "-p", "dataplane", "-p", "loadgen"], cwd=ROOT)
+    missing = [p for p in ("haproxy", "nginx") if shutil.which(p) is None and not os.path.exists(f"/usr/sbin/{p}")]
+    if missing:
+        print(f"installing {' '.join(missing)} (apt)", file=sys.stderr)
+        sh(["apt-get", "update", "-qq"], stdout=subprocess.DEVNULL)
+        sh(["apt-get", "install", "-y", "-qq", *missing], stdout=subprocess.DEVNULL, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def binary(name):
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def wait_port(port, timeout=20):
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def start(cmd, cpu, **kw):
+    return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
+
+
+def stop(p):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(timeout=10)
+    except Exception:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except Exception:
+            pass
+
+
+def pids_of(p):
+    """The proxy's process and its children (nginx master + worker)."""
+    out = subprocess.run(["pgrep", "-s", str(os.getpgid(p.pid))], capture_output=True, text=True).stdout.split()
+    return [int(x) for x in out] or [p.pid]
+
+
+def cpu_seconds(p):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids_of(p):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / tick
+
+
+def rss_kib(p):
+    total = 0
+    for pid in pids_of(p):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def switchyard_config(d):
+    cfg = f"""
+[edge]
+cores = 1
+[[listener]]
+addr = "127.0.0.1:{PROXY_PORTS['switchyard'][0]}"
+[[tunnel]]
+name = "hu"
+hostnames = ["hu.bench"]
+upstream = "127.0.0.1:{PORTS['httpupgrade-echo']}"
+[[tunnel]]
+name = "ws"
+hostnames = ["ws.bench"]
+upstream = "127.0.0.1:{PORTS['ws-echo']}"
+"""
+    path = os.path.join(d, "switchyard.toml")
+    with open(path, "w") as f:
+        f.write(cfg)
+    return [EDGE, "--config", path]
+
+
+def haproxy_config(d):
+    up, ws, tcp = PROXY_PORTS["haproxy"]
+    cfg = f"""
+global
+    nbthread 1
+    maxconn 200000
+    log stdout format raw local0 emerg
+defaults
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout tunnel 1h
+    option splice-auto
+    option splice-request
+    option splice-response
+frontend upgrade
+    mode http
+    bind 127.0.0.1:{up}
+    default_backend httpupgrade_echo
+frontend websocket
+    mode http
+    bind 127.0.0.1:{ws}
+    default_backend ws_echo
+frontend l4
+    mode tcp
+    bind 127.0.0.1:{tcp}
+    default_backend tcp_echo
+backend httpupgrade_echo
+    mode http
+    server o 127.0.0.1:{PORTS['httpupgrade-echo']}
+backend ws_echo
+    mode http
+    server o 127.0.0.1:{PORTS['ws-echo']}
+backend tcp_echo
+    mode tcp
+    server o 127.0.0.1:{PORTS['tcp-echo']}
+"""
+    path = os.path.join(d, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(cfg)
+    return [binary("haproxy"), "-db", "-f", path]
+
+
+def nginx_config(d):
+    up, ws, _ = PROXY_PORTS["nginx"]
+    loc = """
+        location / {{
+            proxy_pass http://127.0.0.1:{port};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 3600s;
+            proxy_buffering off;
+        }}"""
+    cfg = f"""
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log crit;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    client_body_temp_path {d};
+    proxy_temp_path {d};
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    server {{ listen 127.0.0.1:{up} backlog=4096; {loc.format(port=PORTS['httpupgrade-echo'])} }}
+    server {{ listen 127.0.0.1:{ws} backlog=4096; {loc.format(port=PORTS['ws-echo'])} }}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(cfg)
+    return [binary("nginx"), "-p", d, "-c", path]
+
+
+def loadgen(args, timeout):
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = ["taskset", "-c", CLIENT_CPU, LOADGEN, *args, "--cores", "1", "-q", "--json", out.name]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        try:
+            with open(out.name) as f:
+                return json.load(f)
+        except (OSError, json.JSONDecodeError):
+            raise RuntimeError(f"loadgen failed: {' '.join(args)}\n{r.stdout}\n{r.stderr}")
+
+
+def scenarios(quick):
+    d = 3 if quick else 10
+    idle_n = 1000 if quick else 4500
+    return {
+        "bulk": dict(mode="bulk", via="httpupgrade", host="hu.bench", c=1, d=d, size=64),
+        "setup": dict(mode="setup", via="httpupgrade", host="hu.bench", c=32, d=d, size=64),
+        "ws64": dict(mode="ws", host="ws.bench", c=256, d=d, size=64),
+        "ws1k": dict(mode="ws", host="ws.bench", c=256, d=d, size=1024),
+        "idle": dict(mode="idle", via="httpupgrade", host="hu.bench", c=idle_n, d=(4 if quick else 8), size=64),
+    }
+
+
+def target_port(target, sc):
+    if target == "direct":
+        return PORTS["ws-echo"] if sc["mode"] == "ws" else PORTS["httpupgrade-echo"]
+    if target == "haproxy-tcp":
+        return PROXY_PORTS["haproxy"][2]
+    up, ws, _ = PROXY_PORTS[target]
+    return ws if sc["mode"] == "ws" else up
+
+
+def run_scenario(target, name, sc, proxy):
+    port = target_port(target, sc)
+    args = [sc["mode"], "--target", f"127.0.0.1:{port}", "--host", sc["host"], "-c", str(sc["c"]), "-d", str(sc["d"]), "--size", str(sc["size"])]
+    if "via" in sc:
+        via = "raw" if target == "haproxy-tcp" else sc["via"]
+        args += ["--via", via]
+    if sc["mode"] == "idle":
+        args += ["--sources", "8", "--timeout", "30"]
+    before_cpu = cpu_seconds(proxy) if proxy else 0
+    before_rss = rss_kib(proxy) if proxy else 0
+    if sc["mode"] == "idle" and proxy:
+        # Sample RSS while every connection is held (loadgen runs in the background).
+        p = subprocess.Popen(["taskset", "-c", CLIENT_CPU, LOADGEN, *args, "--cores", "1", "-q"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(sc["d"] - 1.5)
+        held_rss = rss_kib(proxy)
+        out, _ = p.communicate(timeout=60)
+        est = next((int(l.split()[3]) for l in out.splitlines() if l.startswith("connections")), 0)
+        return {"established": est, "rss_kib_before": before_rss, "rss_kib_held": held_rss,
+                "rss_per_conn_bytes": (held_rss - before_rss) * 1024 / max(est, 1)}
+    rep = loadgen(args, timeout=sc["d"] + 60)
+    res = {"ops_per_s": rep["ops_per_s"], "gbytes_per_s": rep["gbytes_per_s"], "p50_us": rep["latency_us"]["p50"],
+           "p99_us": rep["latency_us"]["p99"], "errors": sum(rep["errors"].values()), "established": rep["established"]}
+    if proxy:
+        cpu = cpu_seconds(proxy) - before_cpu
+        res["proxy_cpu_s"] = cpu
+        relayed_gb = rep["bytes"] * 2 / 1e9  # echo: every byte crosses the proxy twice
+        res["proxy_cpu_s_per_gb"] = cpu / relayed_gb if relayed_gb > 0 else None
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="reduced run, under 3 minutes")
+    ap.add_argument("--targets", default="direct,switchyard,haproxy,haproxy-tcp,nginx")
+    a = ap.parse_args()
+    ensure_tools()
+    tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
+    origins = [start([LOADGEN, "origin", kind, "--listen", f"127.0.0.1:{port}", "--cores", "1"], CLIENT_CPU) for kind, port in PORTS.items()]
+    for port in PORTS.values():
+        wait_port(port)
+    results = {}
+    started = time.time()
+    try:
+        for target in a.targets.split(","):
+            proxy = None
+            if target == "switchyard":
+                proxy = start(switchyard_config(tmp), PROXY_CPU)
+            elif target in ("haproxy", "haproxy-tcp"):
+                proxy = start(haproxy_config(tmp), PROXY_CPU)
+            elif target == "nginx":
+                proxy = start(nginx_config(tmp), PROXY_CPU)
+            if proxy:
+                for port in filter(None, PROXY_PORTS["haproxy" if target == "haproxy-tcp" else target]):
+                    wait_port(port)
+            results[target] = {}
+            try:
+                for name, sc in scenarios(a.quick).items():
+                    if target == "haproxy-tcp" and name != "bulk":
+                        continue
+                    print(f"{target:12} {name:6} ...", file=sys.stderr, flush=True)
+                    try:
+                        results[target][name] = run_scenario(target, name, sc, proxy)
+                    except Exception as e:  # a failed scenario is reported, not hidden
+                        results[target][name] = {"error": str(e)[:300]}
+                    time.sleep(0.5)
+            finally:
+                if proxy:
+                    stop(proxy)
+                    time.sleep(0.5)
+    finally:
+        for o in origins:
+            stop(o)
+    table = render(results, a.quick, time.time() - started)
+    print(table)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ") + ("-quick" if a.quick else "")
+    with open(os.path.join(ROOT, "bench", "results", f"{stamp}.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(ROOT, "bench", "results", f"{stamp}.json"), "w") as f:
+        json.dump({"date": stamp, "quick": a.quick, "results": results}, f, indent=2)
+
+
+def fmt(v, spec):
+    return "—" if v is None else format(v, spec)
+
+
+def render(r, quick, secs):
+    rows = [
+        ("bulk GB/s (1 stream, received)", "bulk", "gbytes_per_s", ".3f", True),
+        ("bulk proxy CPU s per GB relayed", "bulk", "proxy_cpu_s_per_gb", ".3f", False),
+        ("setup conn/s (HTTPUpgrade + 64 B echo)", "setup", "ops_per_s", ".0f", True),
+        ("setup p99 µs", "setup", "p99_us", ".0f", False),
+        ("ws 64 B msgs/s (256 conns)", "ws64", "ops_per_s", ".0f", True),
+        ("ws 64 B p50 µs", "ws64", "p50_us", ".0f", False),
+        ("ws 64 B p99 µs", "ws64", "p99_us", ".0f", False),
+        ("ws 1 KiB msgs/s (256 conns)", "ws1k", "ops_per_s", ".0f", True),
+        ("ws 1 KiB p50 µs", "ws1k", "p50_us", ".0f", False),
+        ("ws 1 KiB p99 µs", "ws1k", "p99_us", ".0f", False),
+        ("idle: proxy RSS per connection (bytes)", "idle", "rss_per_conn_bytes", ".0f", False),
+    ]
+    targets = [t for t in ("direct", "switchyard", "haproxy", "haproxy-tcp", "nginx") if t in r]
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = [f"Switchyard comparison, {date}{' (--quick)' if quick else ''}, {secs:.0f} s. "
+           f"Proxy pinned to CPU {PROXY_CPU}; loadgen + origins on CPU {CLIENT_CPU}.", ""]
+    hdr = "| scenario | " + " | ".join(targets) + " | sy/direct | sy/haproxy | sy/nginx |"
+    out += [hdr, "|" + "---|" * (len(targets) + 4)]
+    for label, sc, key, spec, _higher in rows:
+        vals = {t: r.get(t, {}).get(sc, {}).get(key) for t in targets}
+        for t in targets:
+            if "error" in r.get(t, {}).get(sc, {}):
+                vals[t] = None
+        sy = vals.get("switchyard")
+        ratio = lambda o: fmt(sy / o, ".2f") if sy is not None and o not in (None, 0) else "—"
+        cells = [fmt(vals[t], spec) for t in targets]
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio(vals.get('direct'))} | {ratio(vals.get('haproxy'))} | {ratio(vals.get('nginx'))} |")
+    errs = [(t, s, v.get("error") or v.get("errors")) for t in targets for s, v in r.get(t, {}).items() if v.get("error") or v.get("errors")]
+    if errs:
+        out += ["", "Errors:"] + [f"- {t} {s}: {e}" for t, s, e in errs]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
