@@ -73,6 +73,16 @@ pub fn authorize(
     query_param: &str,
     tokens: &TokenSet,
 ) -> Result<(), AuthError> {
+    authorize_with(head, query_param, |t| tokens.accepts(t))
+}
+
+/// Like [`authorize`], with the decision on the presented token left to
+/// `accepts` (managed mode adds scoped, expiring grants).
+pub fn authorize_with(
+    head: &mut RequestHead,
+    query_param: &str,
+    accepts: impl Fn(&[u8]) -> bool,
+) -> Result<(), AuthError> {
     let headers: Vec<&[u8]> = head
         .headers
         .iter()
@@ -90,7 +100,7 @@ pub fn authorize(
     } else {
         return Err(AuthError::Missing);
     };
-    if token.is_empty() || !tokens.accepts(&token) {
+    if token.is_empty() || !accepts(&token) {
         return Err(AuthError::Invalid);
     }
     head.remove("authorization");

@@ -205,6 +205,18 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Tunnels in file order.
     pub tunnels: Vec<TunnelConfig>,
+    /// Managed mode: the control plane's shared-memory region, if configured.
+    pub control: Option<ControlSettings>,
+}
+
+/// `[control]` as the data plane uses it (the control plane reads the rest).
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    /// The region file (`control.shm`).
+    pub shm: PathBuf,
+    /// How long a starting core waits for its first snapshot before serving
+    /// with static tables only (`control.snapshot_wait_ms`, default 5000).
+    pub snapshot_wait: Duration,
 }
 
 /// Edge-wide limits and timeouts.
@@ -324,7 +336,28 @@ impl Config {
 
 impl RawConfig {
     fn validate(self, base: &Path) -> Result<Config, ConfigError> {
-        let _ = &self.control;
+        let control = match &self.control {
+            None => None,
+            Some(t) => match t.get("shm") {
+                None => None,
+                Some(toml::Value::String(p)) if !p.is_empty() => Some(ControlSettings {
+                    shm: PathBuf::from(p),
+                    snapshot_wait: match t.get("snapshot_wait_ms") {
+                        None => Duration::from_millis(5000),
+                        Some(toml::Value::Integer(ms)) if *ms >= 0 => {
+                            Duration::from_millis(*ms as u64)
+                        }
+                        Some(_) => {
+                            return Err(invalid(
+                                "control.snapshot_wait_ms",
+                                "must be a non-negative integer",
+                            ))
+                        }
+                    },
+                }),
+                Some(_) => return Err(invalid("control.shm", "must be a non-empty path")),
+            },
+        };
         let e = self.edge;
         if e.token_query_param.is_empty() {
             return Err(invalid("edge.token_query_param", "must not be empty"));
@@ -432,6 +465,7 @@ impl RawConfig {
             edge,
             listeners,
             tunnels,
+            control,
         })
     }
 }

@@ -222,7 +222,7 @@ fn plan(
         },
     }
     if tunnel.config.token_auth {
-        if let Err(e) = auth::authorize(head, &core.edge.token_query_param, &tunnel.tokens) {
+        if let Err(e) = routes.authorize(head, &core.edge.token_query_param, &tunnel) {
             stats::add(&core.stats.auth_failures, 1);
             return Err(refuse(e.into()));
         }

@@ -5,12 +5,15 @@
 //! TLS SNI or the listener's default tunnel, never by the CONNECT target
 //! (DESIGN §1), because the target names the proxy's destination, not us.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
-use crate::auth::TokenSet;
+use crate::auth::{AuthError, TokenSet};
 use crate::config::{Config, TunnelConfig};
+use crate::downstream::h1::RequestHead;
+use crate::managed::Managed;
 
 /// A tunnel as one core uses it.
 #[derive(Debug)]
@@ -39,11 +42,15 @@ impl Tunnel {
     }
 }
 
-/// hostname → tunnel, and name → tunnel, for one core.
+/// hostname → tunnel, and name → tunnel, for one core: the static tunnels
+/// of the config file first, then the control plane's ([`Managed`], changed
+/// in place by this core's ring poller; lookups never hold a borrow across
+/// an await).
 #[derive(Debug, Default)]
 pub struct RouteTable {
     by_host: HashMap<String, Rc<Tunnel>>,
     by_name: HashMap<String, Rc<Tunnel>>,
+    managed: Rc<RefCell<Managed>>,
 }
 
 /// Why a table could not be built.
@@ -89,24 +96,50 @@ impl RouteTable {
 
     /// The tunnel for a Host header value or SNI (case-insensitive, port and
     /// trailing dot ignored).
-    pub fn by_host(&self, host: &str) -> Option<&Rc<Tunnel>> {
+    pub fn by_host(&self, host: &str) -> Option<Rc<Tunnel>> {
         let key = host_key(host)?;
-        self.by_host.get(&key)
+        match self.by_host.get(&key) {
+            Some(t) => Some(t.clone()),
+            None => self.managed.borrow().by_host(&key),
+        }
     }
 
     /// The tunnel called `name`.
-    pub fn by_name(&self, name: &str) -> Option<&Rc<Tunnel>> {
-        self.by_name.get(name)
+    pub fn by_name(&self, name: &str) -> Option<Rc<Tunnel>> {
+        match self.by_name.get(name) {
+            Some(t) => Some(t.clone()),
+            None => self.managed.borrow().by_name(name),
+        }
     }
 
-    /// Number of tunnels.
+    /// Number of static tunnels.
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
 
-    /// Whether the table is empty.
+    /// Whether there is no static tunnel.
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// The control plane's tables, shared with this core's ring poller.
+    pub fn managed(&self) -> Rc<RefCell<Managed>> {
+        self.managed.clone()
+    }
+
+    /// Token auth for `tunnel`: the tunnel's static tokens, or a control-plane
+    /// grant whose scope names the tunnel (or all) and that has not expired.
+    pub fn authorize(
+        &self,
+        head: &mut RequestHead,
+        query_param: &str,
+        tunnel: &Tunnel,
+    ) -> Result<(), AuthError> {
+        let managed = self.managed.borrow();
+        crate::auth::authorize_with(head, query_param, |token| {
+            tunnel.tokens.accepts(token)
+                || managed.grants(token, &tunnel.config.name, crate::managed::now_unix_s())
+        })
     }
 }
 

@@ -87,6 +87,17 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         reason: e.to_string(),
     })?;
 
+    // Managed mode: one mapping shared by every core; a missing region is not
+    // fatal (the data plane also runs stand-alone).
+    let control = config.control.as_ref().and_then(|c| {
+        match crate::control::attach(&c.shm) {
+            Ok(region) => Some((region, c.shm.clone(), c.snapshot_wait)),
+            Err(e) => {
+                tracing::warn!(shm = %c.shm.display(), "control plane region not attached ({e}): static tables only");
+                None
+            }
+        }
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut joins = Vec::new();
@@ -98,6 +109,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         let identities = identities.clone();
         let stop = stop.clone();
         let ready = ready_tx.clone();
+        let control = control.clone();
         let placement = if config.edge.cores == 0 && cpus.len() == 1 {
             Placement::Unbound
         } else {
@@ -107,7 +119,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             .name(&format!("core{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                run_core(core, cpu, config, identities, stats, stop, ready).await
+                run_core(core, cpu, config, identities, stats, stop, ready, control).await
             })
             .map_err(|e| StartError::Core {
                 core,
@@ -136,6 +148,14 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
     Ok((Handle { cores, stop }, joins))
 }
 
+/// The region, its path and the first-snapshot wait, in managed mode.
+type Control = Option<(
+    Arc<shmring::Region>,
+    std::path::PathBuf,
+    std::time::Duration,
+)>;
+
+#[allow(clippy::too_many_arguments)]
 async fn run_core(
     core: usize,
     cpu: usize,
@@ -144,6 +164,7 @@ async fn run_core(
     stats: Arc<CoreStats>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
+    control: Control,
 ) {
     let setup = || -> Result<_, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
@@ -180,6 +201,28 @@ async fn run_core(
             return;
         }
     };
+    if let Some((region, path, wait)) = control {
+        // Accept only once the control plane's tables are in (bounded wait).
+        let synced = Rc::new(std::cell::Cell::new(false));
+        glommio::spawn_local(crate::control::run(
+            ctx.clone(),
+            region,
+            path,
+            synced.clone(),
+        ))
+        .detach();
+        let t0 = std::time::Instant::now();
+        while !synced.get() && t0.elapsed() < wait {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        if !synced.get() {
+            tracing::warn!(
+                core,
+                ?wait,
+                "no snapshot from the control plane yet: serving static tables"
+            );
+        }
+    }
     tracing::info!(
         core,
         cpu,

@@ -1,0 +1,401 @@
+//! The control plane's one source of truth: in-memory state mirrored by the
+//! store, changed only by one writer task, and fanned out to every core's
+//! ring producer.
+//!
+//! ```text
+//! API call ─► ops channel ─► writer: validate batch → store.commit (durable)
+//!                                   → state (write lock) → version += n
+//!                                   → encoded deltas to every core's channel ─► pusher ─► ring
+//! ```
+//!
+//! Group commit: consecutive token operations waiting in the channel are
+//! validated and committed as one transaction (one fsync), which is what
+//! makes a burst of token upserts cheap. Deltas are sent while the write lock
+//! is held and a snapshot is taken under the read lock while draining the
+//! core's channel, so a snapshot plus the deltas after it is exactly the
+//! store's history.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use shmring::{Body, Record, Region};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::model::{self, TokenEntry, TunnelEntry};
+use crate::store::{Change, Loaded, Store};
+
+/// A tunnel reference from the API: by id or by name.
+#[derive(Debug, Clone)]
+pub enum Key {
+    /// Server-assigned id.
+    Id(String),
+    /// Unique name.
+    Name(String),
+}
+
+/// A change request (already validated field by field).
+#[derive(Debug)]
+pub enum Op {
+    /// New tunnel.
+    CreateTunnel(TunnelEntry),
+    /// Replace a tunnel's properties.
+    UpdateTunnel(Key, TunnelEntry),
+    /// Remove a tunnel.
+    DeleteTunnel(Key),
+    /// New token grant.
+    CreateToken(TokenEntry),
+    /// Remove a token grant by id.
+    RevokeToken(String),
+}
+
+impl Op {
+    fn is_token(&self) -> bool {
+        matches!(self, Op::CreateToken(_) | Op::RevokeToken(_))
+    }
+}
+
+/// What a change produced.
+#[derive(Debug)]
+pub enum Done {
+    /// The tunnel as stored.
+    Tunnel(TunnelEntry),
+    /// The token grant as stored.
+    Token(TokenEntry),
+    /// Removed.
+    Deleted,
+}
+
+/// Tables and version.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Store version: bumped by every change.
+    pub version: u64,
+    /// By name.
+    pub tunnels: BTreeMap<String, TunnelEntry>,
+    /// By id.
+    pub tokens: BTreeMap<String, TokenEntry>,
+    hosts: HashMap<String, String>,
+}
+
+impl State {
+    fn from_loaded(l: Loaded) -> State {
+        let mut s = State {
+            version: l.version,
+            ..Default::default()
+        };
+        for t in l.tunnels {
+            s.put_tunnel(t);
+        }
+        for t in l.tokens {
+            s.tokens.insert(t.id.clone(), t);
+        }
+        s
+    }
+
+    fn put_tunnel(&mut self, t: TunnelEntry) {
+        if let Some(old) = self.tunnels.remove(&t.name) {
+            for h in &old.hostnames {
+                self.hosts.remove(h);
+            }
+        }
+        for h in &t.hostnames {
+            self.hosts.insert(h.clone(), t.name.clone());
+        }
+        self.tunnels.insert(t.name.clone(), t);
+    }
+
+    fn del_tunnel(&mut self, name: &str) {
+        if let Some(old) = self.tunnels.remove(name) {
+            for h in &old.hostnames {
+                self.hosts.remove(h);
+            }
+        }
+    }
+
+    /// Finds a tunnel by id or name.
+    pub fn find(&self, key: &Key) -> Option<&TunnelEntry> {
+        match key {
+            Key::Name(n) => self.tunnels.get(n),
+            Key::Id(id) => self.tunnels.values().find(|t| &t.id == id),
+        }
+    }
+
+    fn hosts_free(&self, t: &TunnelEntry) -> Result<(), ApiError> {
+        for h in &t.hostnames {
+            if let Some(owner) = self.hosts.get(h) {
+                if owner != &t.name {
+                    return Err(ApiError::Exists(format!(
+                        "tunnel.hostnames: `{h}` is claimed by tunnel `{owner}`"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+type Reply = oneshot::Sender<Result<Done, ApiError>>;
+
+/// Shared handle: read the state, submit changes, take snapshots.
+#[derive(Debug)]
+pub struct Hub {
+    state: RwLock<State>,
+    ops: mpsc::Sender<(Op, Reply)>,
+    cores: Vec<mpsc::UnboundedSender<Arc<Vec<u8>>>>,
+    region: Option<Arc<Region>>,
+}
+
+/// Per-core delta receivers, one per ring producer.
+pub type CoreFeeds = Vec<mpsc::UnboundedReceiver<Arc<Vec<u8>>>>;
+
+impl Hub {
+    /// Loads the store and starts the writer task.
+    pub fn start(
+        store: Store,
+        cores: usize,
+        region: Option<Arc<Region>>,
+    ) -> Result<(Arc<Hub>, CoreFeeds), ApiError> {
+        let state = State::from_loaded(store.load()?);
+        let (ops, rx) = mpsc::channel(8192);
+        let mut txs = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..cores {
+            let (tx, rx) = mpsc::unbounded_channel();
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        if let Some(r) = &region {
+            r.header(shmring::layout::H_STORE_VERSION)
+                .store(state.version, std::sync::atomic::Ordering::Release);
+        }
+        let hub = Arc::new(Hub {
+            state: RwLock::new(state),
+            ops,
+            cores: txs,
+            region,
+        });
+        tokio::spawn(writer(hub.clone(), Arc::new(store), rx));
+        Ok((hub, rxs))
+    }
+
+    /// Runs `f` on the current state.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let g = self.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&g)
+    }
+
+    /// Submits a change and waits until it is durable and published.
+    pub async fn submit(&self, op: Op) -> Result<Done, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        self.ops
+            .send((op, tx))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        rx.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// A full snapshot for one core, as encoded records, and the discard of
+    /// every delta already contained in it.
+    pub fn snapshot(
+        &self,
+        feed: &mut mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
+        generation: u64,
+    ) -> Vec<Vec<u8>> {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        while feed.try_recv().is_ok() {}
+        let seq = st.version;
+        let mut out = Vec::with_capacity(st.tunnels.len() + st.tokens.len() + 2);
+        let mut push = |body: Body| {
+            if let Ok(b) = (Record { seq, body }).to_bytes() {
+                out.push(b);
+            }
+        };
+        push(Body::SnapshotBegin { generation });
+        for t in st.tunnels.values() {
+            push(Body::TunnelUpsert(t.to_rec()));
+        }
+        for t in st.tokens.values() {
+            push(Body::TokenUpsert(t.to_rec()));
+        }
+        push(Body::SnapshotEnd {
+            tunnels: st.tunnels.len() as u64,
+            tokens: st.tokens.len() as u64,
+        });
+        out
+    }
+}
+
+/// Validates one op against `st` plus what this batch already did.
+fn plan(
+    st: &State,
+    op: Op,
+    revoked: &mut HashSet<String>,
+    version: u64,
+) -> Result<(Change, Done, Body), ApiError> {
+    match op {
+        Op::CreateTunnel(mut t) => {
+            if st.tunnels.contains_key(&t.name) {
+                return Err(ApiError::Exists(format!(
+                    "tunnel.name: `{}` already exists",
+                    t.name
+                )));
+            }
+            st.hosts_free(&t)?;
+            t.id = model::new_id("tun");
+            t.created_at = model::now_s();
+            t.version = version;
+            let body = Body::TunnelUpsert(t.to_rec());
+            Ok((Change::PutTunnel(t.clone()), Done::Tunnel(t), body))
+        }
+        Op::UpdateTunnel(key, mut t) => {
+            let old = st.find(&key).ok_or_else(|| not_found(&key))?;
+            if t.name != old.name {
+                return Err(ApiError::Invalid {
+                    field: "tunnel.name".into(),
+                    reason: "cannot be changed (delete and create instead)".into(),
+                });
+            }
+            st.hosts_free(&t)?;
+            t.id = old.id.clone();
+            t.created_at = old.created_at;
+            t.version = version;
+            let body = Body::TunnelUpsert(t.to_rec());
+            Ok((Change::PutTunnel(t.clone()), Done::Tunnel(t), body))
+        }
+        Op::DeleteTunnel(key) => {
+            let old = st.find(&key).ok_or_else(|| not_found(&key))?;
+            let name = old.name.clone();
+            let body = Body::TunnelDelete { name: name.clone() };
+            Ok((Change::DelTunnel(name), Done::Deleted, body))
+        }
+        Op::CreateToken(t) => {
+            for name in &t.tunnels {
+                if !st.tunnels.contains_key(name) {
+                    return Err(ApiError::Invalid {
+                        field: "tunnels".into(),
+                        reason: format!("no tunnel is named `{name}`"),
+                    });
+                }
+            }
+            let body = Body::TokenUpsert(t.to_rec());
+            Ok((Change::PutToken(t.clone()), Done::Token(t), body))
+        }
+        Op::RevokeToken(id) => {
+            let t = st
+                .tokens
+                .get(&id)
+                .filter(|_| !revoked.contains(&id))
+                .ok_or_else(|| ApiError::NotFound(format!("no token with id `{id}`")))?;
+            revoked.insert(id.clone());
+            let body = Body::TokenRevoke { digest: t.digest() };
+            Ok((Change::DelToken(id), Done::Deleted, body))
+        }
+    }
+}
+
+fn not_found(key: &Key) -> ApiError {
+    match key {
+        Key::Id(id) => ApiError::NotFound(format!("no tunnel with id `{id}`")),
+        Key::Name(n) => ApiError::NotFound(format!("no tunnel named `{n}`")),
+    }
+}
+
+async fn writer(hub: Arc<Hub>, store: Arc<Store>, mut rx: mpsc::Receiver<(Op, Reply)>) {
+    let mut leftover = None;
+    loop {
+        let first = match leftover.take() {
+            Some(x) => x,
+            None => match rx.recv().await {
+                Some(x) => x,
+                None => return,
+            },
+        };
+        let mut batch = vec![first];
+        if batch[0].0.is_token() {
+            while batch.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(x) if x.0.is_token() => batch.push(x),
+                    Ok(x) => {
+                        leftover = Some(x);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        process(&hub, &store, batch).await;
+    }
+}
+
+async fn process(hub: &Hub, store: &Arc<Store>, batch: Vec<(Op, Reply)>) {
+    let mut planned = Vec::new();
+    {
+        let st = hub.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut version = st.version;
+        let mut revoked = HashSet::new();
+        for (op, reply) in batch {
+            match plan(&st, op, &mut revoked, version + 1) {
+                Ok((change, done, body)) => {
+                    version += 1;
+                    planned.push((change, done, Record { seq: version, body }, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+    if planned.is_empty() {
+        return;
+    }
+    let changes: Vec<Change> = planned.iter().map(|p| p.0.clone()).collect();
+    let last = planned.last().map(|p| p.2.seq).unwrap_or(0);
+    let s = store.clone();
+    let committed = tokio::task::spawn_blocking(move || s.commit(&changes, last)).await;
+    let failure = match committed {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(reason) = failure {
+        tracing::error!(%reason, "store commit failed; batch refused");
+        for (_, _, _, reply) in planned {
+            let _ = reply.send(Err(ApiError::Store(crate::error::StoreError(
+                reason.clone(),
+            ))));
+        }
+        return;
+    }
+    let mut replies = Vec::with_capacity(planned.len());
+    {
+        let mut st = hub.state.write().unwrap_or_else(|e| e.into_inner());
+        for (change, done, rec, reply) in planned {
+            match change {
+                Change::PutTunnel(t) => st.put_tunnel(t),
+                Change::DelTunnel(n) => st.del_tunnel(&n),
+                Change::PutToken(t) => {
+                    st.tokens.insert(t.id.clone(), t);
+                }
+                Change::DelToken(id) => {
+                    st.tokens.remove(&id);
+                }
+            }
+            st.version = rec.seq;
+            if let Ok(bytes) = rec.to_bytes() {
+                let bytes = Arc::new(bytes);
+                for tx in &hub.cores {
+                    let _ = tx.send(bytes.clone());
+                }
+            }
+            replies.push((reply, done));
+        }
+        if let Some(r) = &hub.region {
+            r.header(shmring::layout::H_STORE_VERSION)
+                .store(st.version, std::sync::atomic::Ordering::Release);
+        }
+    }
+    for (reply, done) in replies {
+        let _ = reply.send(Ok(done));
+    }
+}

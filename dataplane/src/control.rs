@@ -1,0 +1,302 @@
+//! Managed mode: each core consumes its ring of the control plane's shared
+//! region and applies the records to its own [`Managed`] tables.
+//!
+//! ```text
+//! every ~300 µs (glommio timer: a core cannot block on an eventfd):
+//!   overflow flag? ─► request snapshot
+//!   pop ≤ BATCH frames ─► decode ─► Synced:     delta seq == applied+1 → apply in place
+//!                                               seq gap → request snapshot
+//!                                   Resyncing:  drop until SnapshotBegin
+//!                                   Building:   add to a fresh table; SnapshotEnd → swap
+//! every 50 ms: counters, table sizes and a heartbeat → this core's stats block
+//! ```
+//!
+//! "Request snapshot" = store 1 into the core's `need_snapshot` word; the
+//! control plane's producer answers with SnapshotBegin … SnapshotEnd. If the
+//! control plane is gone the core keeps serving with its last tables.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shmring::layout::{self, stat};
+use shmring::{Body, Pop, Record, Region};
+
+use crate::conn::CoreCtx;
+use crate::managed::{tunnel_from, Managed};
+
+/// Time between two polls of the ring.
+pub const POLL: Duration = Duration::from_micros(300);
+/// Frames applied per poll before yielding to connections.
+pub const BATCH: usize = 8192;
+/// Time between two stats flushes.
+pub const FLUSH: Duration = Duration::from_millis(50);
+
+/// Maps the region named by `[control] shm`.
+pub fn attach(path: &Path) -> Result<Arc<Region>, shmring::AttachError> {
+    let r = Region::attach(path)?;
+    r.header(layout::H_DATAPLANE_PID)
+        .store(u64::from(std::process::id()), Ordering::Release);
+    Ok(Arc::new(r))
+}
+
+enum Phase {
+    Synced,
+    Resyncing,
+    Building {
+        table: Managed,
+        started: Instant,
+        seq: u64,
+    },
+}
+
+struct Poller {
+    ctx: Rc<CoreCtx>,
+    region: Arc<Region>,
+    path: PathBuf,
+    managed: Rc<RefCell<Managed>>,
+    phase: Phase,
+    applied: u64,
+    synced_once: Rc<Cell<bool>>,
+    counter_slots: Vec<Option<usize>>,
+}
+
+/// Runs this core's poller until the executor ends. `synced` turns true
+/// after the first snapshot is applied.
+pub async fn run(ctx: Rc<CoreCtx>, region: Arc<Region>, path: PathBuf, synced: Rc<Cell<bool>>) {
+    let core = ctx.core;
+    if region.ring(core).is_none() {
+        tracing::warn!(
+            core,
+            cores = region.layout().cores,
+            "the control plane's region has no ring for this core: static tables only"
+        );
+        return;
+    }
+    let managed = ctx.routes.borrow().managed();
+    let counter_slots = ctx
+        .stats
+        .snapshot()
+        .iter()
+        .map(|(name, _)| stat::COUNTERS.iter().position(|n| n == name))
+        .collect();
+    let mut p = Poller {
+        ctx,
+        region,
+        path,
+        managed,
+        phase: Phase::Resyncing,
+        applied: 0,
+        synced_once: synced,
+        counter_slots,
+    };
+    // A new consumer cannot trust what an earlier one left in the ring.
+    if let Some(ring) = p.region.ring(core) {
+        ring.skip_all();
+        ring.overflow().store(0, Ordering::Release);
+    }
+    p.request_snapshot("attached");
+    let mut buf = Vec::with_capacity(4096);
+    let mut last_flush = Instant::now() - FLUSH;
+    loop {
+        p.poll(&mut buf);
+        if last_flush.elapsed() >= FLUSH {
+            p.flush();
+            last_flush = Instant::now();
+        }
+        glommio::timer::sleep(POLL).await;
+    }
+}
+
+impl Poller {
+    fn stat(&self, word: usize) -> Option<&std::sync::atomic::AtomicU64> {
+        self.region.stat(self.ctx.core, word)
+    }
+
+    fn request_snapshot(&mut self, why: &str) {
+        tracing::info!(
+            core = self.ctx.core,
+            why,
+            "asking the control plane for a snapshot"
+        );
+        self.phase = Phase::Resyncing;
+        if let Some(w) = self.stat(stat::RESYNC_REQUESTS) {
+            w.store(w.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        if let Some(w) = self.stat(stat::NEED_SNAPSHOT) {
+            w.store(1, Ordering::Release);
+        }
+    }
+
+    fn poll(&mut self, buf: &mut Vec<u8>) {
+        // A clone of the Arc, so that applying records may borrow `self` mutably.
+        let region = self.region.clone();
+        let Some(ring) = region.ring(self.ctx.core) else {
+            return;
+        };
+        if ring.overflow().swap(0, Ordering::AcqRel) == 1 {
+            // Records before the dropped one are still valid, but the cheapest
+            // correct answer is a fresh snapshot.
+            ring.skip_all();
+            self.request_snapshot("ring overflowed");
+        }
+        for _ in 0..BATCH {
+            match ring.pop(buf) {
+                Pop::Empty => break,
+                Pop::Corrupt => {
+                    self.request_snapshot("corrupt frame");
+                    break;
+                }
+                Pop::Frame => match Record::decode(buf) {
+                    Ok(r) => self.apply(r),
+                    Err(e) => {
+                        tracing::warn!(core = self.ctx.core, "undecodable record: {e}");
+                        ring.skip_all();
+                        self.request_snapshot("undecodable record");
+                        break;
+                    }
+                },
+            }
+        }
+    }
+
+    fn apply(&mut self, r: Record) {
+        let core = self.ctx.core;
+        if let Body::SnapshotBegin { generation } = r.body {
+            tracing::debug!(core, seq = r.seq, generation, "snapshot begins");
+            self.phase = Phase::Building {
+                table: Managed::default(),
+                started: Instant::now(),
+                seq: r.seq,
+            };
+            return;
+        }
+        match &mut self.phase {
+            Phase::Resyncing => {}
+            Phase::Building {
+                table,
+                started,
+                seq,
+            } => match r.body {
+                Body::TunnelUpsert(t) => match tunnel_from(t) {
+                    Ok(t) => table.upsert_tunnel(t),
+                    Err(e) => tracing::warn!(core, "snapshot: {e}"),
+                },
+                Body::TokenUpsert(t) => table.upsert_token(t),
+                Body::SnapshotEnd { tunnels, tokens } => {
+                    let took = started.elapsed();
+                    let seq = *seq;
+                    let table = std::mem::take(table);
+                    if table.tokens() as u64 != tokens {
+                        tracing::warn!(core, tokens, got = table.tokens(), "snapshot incomplete");
+                        self.request_snapshot("snapshot incomplete");
+                        return;
+                    }
+                    let _ = tunnels;
+                    // The swap: connections see the old table or the new one, never a mix.
+                    *self.managed.borrow_mut() = table;
+                    self.applied = seq;
+                    self.phase = Phase::Synced;
+                    self.synced_once.set(true);
+                    if let Some(w) = self.stat(stat::SNAPSHOTS) {
+                        w.store(w.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    }
+                    if let Some(w) = self.stat(stat::LAST_SNAPSHOT_US) {
+                        w.store(took.as_micros() as u64, Ordering::Relaxed);
+                    }
+                    self.publish_applied();
+                    let m = self.managed.borrow();
+                    tracing::info!(
+                        core,
+                        seq,
+                        tunnels = m.tunnels(),
+                        tokens = m.tokens(),
+                        ?took,
+                        "snapshot applied"
+                    );
+                }
+                _ => self.request_snapshot("delta inside a snapshot"),
+            },
+            Phase::Synced => {
+                if r.seq <= self.applied {
+                    return;
+                }
+                if r.seq != self.applied + 1 {
+                    let why = format!("sequence gap: applied {} got {}", self.applied, r.seq);
+                    self.request_snapshot(&why);
+                    return;
+                }
+                {
+                    let mut m = self.managed.borrow_mut();
+                    match r.body {
+                        Body::TunnelUpsert(t) => match tunnel_from(t) {
+                            Ok(t) => m.upsert_tunnel(t),
+                            Err(e) => tracing::warn!(core, "{e}"),
+                        },
+                        Body::TunnelDelete { name } => m.delete_tunnel(&name),
+                        Body::TokenUpsert(t) => m.upsert_token(t),
+                        Body::TokenRevoke { digest } => m.revoke_token(&digest),
+                        Body::SnapshotBegin { .. } | Body::SnapshotEnd { .. } => {}
+                    }
+                }
+                self.applied = r.seq;
+                self.publish_applied();
+            }
+        }
+    }
+
+    fn publish_applied(&self) {
+        if let Some(w) = self.stat(stat::APPLIED_SEQ) {
+            w.store(self.applied, Ordering::Release);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self
+            .region
+            .header(layout::H_RETIRED)
+            .load(Ordering::Acquire)
+            == 1
+        {
+            match attach(&self.path) {
+                Ok(r) if r.ring(self.ctx.core).is_some() => {
+                    tracing::info!(
+                        core = self.ctx.core,
+                        "region replaced by the control plane: re-attached"
+                    );
+                    self.region = r;
+                    if let Some(ring) = self.region.ring(self.ctx.core) {
+                        ring.skip_all();
+                    }
+                    self.request_snapshot("re-attached");
+                }
+                _ => {}
+            }
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        for ((_, v), slot) in self.ctx.stats.snapshot().iter().zip(&self.counter_slots) {
+            if let Some(w) = slot.and_then(|i| self.stat(stat::COUNTERS_AT + i)) {
+                w.store(*v, Ordering::Relaxed);
+            }
+        }
+        let (tunnels, tokens) = {
+            let m = self.managed.borrow();
+            (m.tunnels() as u64, m.tokens() as u64)
+        };
+        for (word, v) in [
+            (stat::TUNNELS, tunnels),
+            (stat::TOKENS, tokens),
+            (stat::HEARTBEAT_MS, now_ms),
+        ] {
+            if let Some(w) = self.stat(word) {
+                w.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+}
