@@ -49,9 +49,73 @@ pub enum Op {
     RevokeToken(String),
 }
 
-impl Op {
-    fn is_token(&self) -> bool {
-        matches!(self, Op::CreateToken(_) | Op::RevokeToken(_))
+/// What one batch touches. Ops go into the same batch (one transaction)
+/// only while they touch disjoint names, hostnames and token ids, so that
+/// validating each against the pre-batch state gives the same answers as
+/// applying them one by one.
+#[derive(Debug, Default)]
+struct Touched {
+    names: HashSet<String>,
+    hosts: HashSet<String>,
+    tokens: HashSet<String>,
+}
+
+impl Touched {
+    /// Records `op`'s keys; `false` (nothing recorded) if it overlaps.
+    fn admit<'a>(&mut self, st: &'a State, op: &'a Op) -> bool {
+        let mut names: Vec<&'a str> = Vec::new();
+        let mut hosts: Vec<&'a str> = Vec::new();
+        let mut tokens: Vec<&'a str> = Vec::new();
+        let old = |key: &'a Key, names: &mut Vec<&'a str>, hosts: &mut Vec<&'a str>| {
+            if let Some(t) = st.find(key) {
+                names.push(&t.name);
+                hosts.extend(t.hostnames.iter().map(String::as_str));
+            }
+        };
+        match op {
+            Op::CreateTunnel(t) => {
+                names.push(&t.name);
+                hosts.extend(t.hostnames.iter().map(String::as_str));
+            }
+            Op::UpdateTunnel(k, t) => {
+                names.push(&t.name);
+                hosts.extend(t.hostnames.iter().map(String::as_str));
+                old(k, &mut names, &mut hosts);
+                if let Key::Id(id) = k {
+                    names.push(id);
+                }
+            }
+            Op::DeleteTunnel(k) => {
+                old(k, &mut names, &mut hosts);
+                match k {
+                    Key::Id(id) => names.push(id),
+                    Key::Name(n) => names.push(n),
+                }
+            }
+            Op::CreateToken(t) => names.extend(t.tunnels.iter().map(String::as_str)),
+            Op::RevokeToken(id) => tokens.push(id),
+        }
+        // A token scoped to a tunnel may share a batch with other tokens of
+        // that tunnel, never with a change of the tunnel itself.
+        let token_scope = matches!(op, Op::CreateToken(_));
+        let clash = names.iter().any(|n| {
+            if token_scope {
+                self.names.contains(&format!("tunnel:{n}"))
+            } else {
+                self.names.contains(&format!("tunnel:{n}"))
+                    || self.names.contains(&format!("scope:{n}"))
+            }
+        }) || hosts.iter().any(|h| self.hosts.contains(*h))
+            || tokens.iter().any(|t| self.tokens.contains(*t));
+        if clash {
+            return false;
+        }
+        let prefix = if token_scope { "scope:" } else { "tunnel:" };
+        self.names
+            .extend(names.iter().map(|n| format!("{prefix}{n}")));
+        self.hosts.extend(hosts.iter().map(|h| h.to_string()));
+        self.tokens.extend(tokens.iter().map(|t| t.to_string()));
+        true
     }
 }
 
@@ -311,11 +375,15 @@ async fn writer(hub: Arc<Hub>, store: Arc<Store>, mut rx: mpsc::Receiver<(Op, Re
                 None => return,
             },
         };
-        let mut batch = vec![first];
-        if batch[0].0.is_token() {
+        let mut batch = Vec::new();
+        {
+            let st = hub.state.read().unwrap_or_else(|e| e.into_inner());
+            let mut touched = Touched::default();
+            touched.admit(&st, &first.0);
+            batch.push(first);
             while batch.len() < 4096 {
                 match rx.try_recv() {
-                    Ok(x) if x.0.is_token() => batch.push(x),
+                    Ok(x) if touched.admit(&st, &x.0) => batch.push(x),
                     Ok(x) => {
                         leftover = Some(x);
                         break;

@@ -41,6 +41,9 @@ enum Command {
         /// Path of the `dataplane` binary (default: next to this one).
         #[arg(long)]
         dataplane: Option<PathBuf>,
+        /// Run the data plane as `dataplane demo` (starts the example origins).
+        #[arg(long)]
+        demo: bool,
     },
     /// Manage tunnels.
     #[command(subcommand)]
@@ -125,10 +128,10 @@ async fn run(cli: Cli) -> ExitCode {
             .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
-        Command::Up { dataplane } => match &cli.config {
+        Command::Up { dataplane, demo } => match &cli.config {
             Some(p) => {
                 let dp = controlplane::supervisor::dataplane_path(dataplane);
-                controlplane::supervisor::up(p, dp)
+                controlplane::supervisor::up(p, dp, demo)
                     .await
                     .map_err(|e| e.to_string())
             }

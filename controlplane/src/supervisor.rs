@@ -25,8 +25,9 @@ pub fn dataplane_path(flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("dataplane"))
 }
 
-/// Runs both processes until a signal.
-pub async fn up(config: &Path, dataplane: PathBuf) -> Result<(), StartError> {
+/// Runs both processes until a signal. `demo`: the child runs as
+/// `dataplane demo` (example origins and certificate, README quick start).
+pub async fn up(config: &Path, dataplane: PathBuf, demo: bool) -> Result<(), StartError> {
     let cfg = ControlConfig::load(config)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
@@ -51,7 +52,7 @@ pub async fn up(config: &Path, dataplane: PathBuf) -> Result<(), StartError> {
         tracing::info!("shutting down: data plane drains, then the control plane stops");
         let _ = stop_tx.send(true);
     });
-    supervise(config, &dataplane, stop_rx).await;
+    supervise(config, &dataplane, demo, stop_rx).await;
     signals.abort();
     match server.await {
         Ok(r) => r,
@@ -77,16 +78,20 @@ async fn wait_signal() {
     }
 }
 
-async fn supervise(config: &Path, dataplane: &Path, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn supervise(
+    config: &Path,
+    dataplane: &Path,
+    demo: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let started = Instant::now();
-        let mut child = match Command::new(dataplane)
-            .arg("--config")
-            .arg(config)
-            .kill_on_drop(true)
-            .spawn()
-        {
+        let mut cmd = Command::new(dataplane);
+        if demo {
+            cmd.arg("demo");
+        }
+        let mut child = match cmd.arg("--config").arg(config).kill_on_drop(true).spawn() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(path = %dataplane.display(), "cannot start the data plane: {e}");

@@ -248,7 +248,18 @@ impl Poller {
         }
     }
 
+    /// Table sizes first, then the sequence number: a reader that sees the
+    /// new `applied_seq` also sees sizes at least that new.
     fn publish_applied(&self) {
+        let (tunnels, tokens) = {
+            let m = self.managed.borrow();
+            (m.tunnels() as u64, m.tokens() as u64)
+        };
+        for (word, v) in [(stat::TUNNELS, tunnels), (stat::TOKENS, tokens)] {
+            if let Some(w) = self.stat(word) {
+                w.store(v, Ordering::Relaxed);
+            }
+        }
         if let Some(w) = self.stat(stat::APPLIED_SEQ) {
             w.store(self.applied, Ordering::Release);
         }
@@ -285,18 +296,8 @@ impl Poller {
                 w.store(*v, Ordering::Relaxed);
             }
         }
-        let (tunnels, tokens) = {
-            let m = self.managed.borrow();
-            (m.tunnels() as u64, m.tokens() as u64)
-        };
-        for (word, v) in [
-            (stat::TUNNELS, tunnels),
-            (stat::TOKENS, tokens),
-            (stat::HEARTBEAT_MS, now_ms),
-        ] {
-            if let Some(w) = self.stat(word) {
-                w.store(v, Ordering::Relaxed);
-            }
+        if let Some(w) = self.stat(stat::HEARTBEAT_MS) {
+            w.store(now_ms, Ordering::Relaxed);
         }
     }
 }
