@@ -287,11 +287,8 @@ async fn fill(sess: &mut Session, acc: &mut Vec<u8>) -> Result<(), Failure> {
 }
 
 async fn bulk(ctx: &Ctx, conn: usize) {
-    if ctx.plan.via == Via::Ws {
-        return ctx.fail(Failure::Handshake(
-            "bulk needs a byte stream: use --via raw|httpupgrade|connect".into(),
-        ));
-    }
+    // Over a WebSocket upgrade the bytes pushed are not framed: proxies relay
+    // the upgraded stream without parsing frames, and the origin echoes raw.
     let sess = match establish(&ctx.plan.target, ctx.plan.via, ctx.source(conn), &[]).await {
         Ok(s) => s,
         Err(f) => return ctx.fail(f),

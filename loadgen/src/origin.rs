@@ -112,26 +112,34 @@ async fn head(s: &mut TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     }
 }
 
+/// The exact Xray answer; when the client sent a WebSocket key (a WebSocket
+/// client, or a proxy that insists on one), the matching accept is added so
+/// that strict intermediaries pass the 101 on.
 async fn httpupgrade_echo(mut s: TcpStream) -> std::io::Result<()> {
-    let (_, rest) = head(&mut s).await?;
-    s.write_all(
-        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-    )
-    .await?;
+    let (h, rest) = head(&mut s).await?;
+    let answer = match websocket_key(&h) {
+        Some(key) => format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            ws::accept_key(&key)
+        ),
+        None => "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".to_owned(),
+    };
+    s.write_all(answer.as_bytes()).await?;
     echo(s, rest).await
+}
+
+fn websocket_key(head: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("sec-websocket-key")
+            .then(|| v.trim().to_owned())
+    })
 }
 
 async fn ws_echo(mut s: TcpStream) -> std::io::Result<()> {
     let (h, mut acc) = head(&mut s).await?;
-    let key = h
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_owned())
-        })
-        .ok_or(std::io::ErrorKind::InvalidData)?;
+    let key = websocket_key(&h).ok_or(std::io::ErrorKind::InvalidData)?;
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         ws::accept_key(&key)
