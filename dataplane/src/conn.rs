@@ -99,7 +99,8 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
     let mut down = match &lis.tls {
         None => Downstream::Plain(tcp),
         Some(acceptor) => {
-            let hs = acceptor.accept(Prefixed::new(std::mem::take(&mut pending), tcp));
+            // Boxed: the handshake state is large and only lives this long.
+            let hs = Box::pin(acceptor.accept(Prefixed::new(std::mem::take(&mut pending), tcp)));
             match until(deadline, hs).await {
                 None => {
                     return log_closed(
@@ -273,6 +274,8 @@ async fn proceed(
         if !early.is_empty() {
             up.write_all(&early).await.map_err(gone)?;
         }
+        // Nothing of the handshake outlives it: an idle relay keeps only its task state.
+        drop((head, early));
         return run_relay(core, down, up, opts, client, t, "httpupgrade").await;
     }
 
@@ -291,8 +294,12 @@ async fn proceed(
         reject(core, down, client, rej, Some(&head), Some(t)).await;
         return Ok(());
     }
+    drop(out);
     let kind = match &plan.intent {
-        Intent::Request => return run_relay(core, down, up, opts, client, t, "request").await,
+        Intent::Request => {
+            drop(head);
+            return run_relay(core, down, up, opts, client, t, "request").await;
+        }
         Intent::WebSocket => "websocket",
         Intent::Upgrade { .. } => "upgrade",
         Intent::Connect { .. } => "connect",
@@ -320,6 +327,7 @@ async fn proceed(
     // by whatever the upstream sent after it in the same read.
     down.write_all(&answer.raw).await.map_err(gone)?;
     if accepted {
+        drop((answer, head));
         return run_relay(core, down, up, opts, client, t, kind).await;
     }
     tracing::info!(%client, tunnel = %t.config.name, status, kind, "upstream refused the {kind}; answer relayed, closing");
@@ -434,7 +442,9 @@ fn first_forwarded_for(head: &RequestHead) -> Option<IpAddr> {
 
 async fn read_proxy_header(tcp: &mut TcpStream) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
     let mut buf = Vec::with_capacity(proxy_protocol::MAX_HEADER);
-    let mut chunk = [0u8; 1024];
+    // Heap, not stack: an array here would stay in every connection's task
+    // state for its whole life (async fn state is the union of all phases).
+    let mut chunk = vec![0u8; 1024];
     loop {
         match proxy_protocol::parse(&buf).map_err(|e| e.to_string())? {
             proxy_protocol::Parsed::Complete { len, source } => {
@@ -464,7 +474,7 @@ async fn read_head(
     max: usize,
     deadline: Instant,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
-    let mut chunk = [0u8; 4096];
+    let mut chunk = vec![0u8; 4096];
     loop {
         if !buf.is_empty() {
             if let Some((head, len)) = parse_request(&buf, max)? {
@@ -548,7 +558,7 @@ async fn reject(
     let _ = down.close().await;
     // Lingering close: drain what the client is still sending so that the
     // kernel does not answer it with RST and destroy our answer in flight.
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let _ = with_timeout(Duration::from_secs(1), async {
         let mut total = 0usize;
         while total < 256 * 1024 {

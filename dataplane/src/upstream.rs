@@ -67,7 +67,7 @@ pub async fn read_answer(
 ) -> Result<Answer, Rejection> {
     let work = async {
         let mut raw = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 4096];
+        let mut chunk = vec![0u8; 4096];
         loop {
             let n = up
                 .read(&mut chunk)
