@@ -140,8 +140,8 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
         }
     };
     let tunnel = plan.tunnel.clone();
-    if let Err(rej) = proceed(&core, down, client, hop, head, early, plan).await {
-        tracing::debug!(%client, "upstream phase failed after the answer was sent: {rej}");
+    if let Err(e) = proceed(&core, down, client, hop, head, early, plan).await {
+        tracing::debug!(%client, "connection ended during the upgrade handshake: {e}");
     }
     drop(tunnel);
 }
@@ -246,7 +246,7 @@ async fn proceed(
     mut head: RequestHead,
     early: Vec<u8>,
     plan: Plan,
-) -> Result<(), Rejection> {
+) -> std::io::Result<()> {
     let t = &plan.tunnel;
     let edge = &core.edge;
     let mut up = match upstream::dial(
@@ -270,9 +270,9 @@ async fn proceed(
 
     if t.config.mode == TunnelMode::HttpUpgrade {
         // Terminated here: the exact 101, then client early data, then raw bytes.
-        down.write_all(HTTPUPGRADE_101).await.map_err(gone)?;
+        down.write_all(HTTPUPGRADE_101).await?;
         if !early.is_empty() {
-            up.write_all(&early).await.map_err(gone)?;
+            up.write_all(&early).await?;
         }
         // Nothing of the handshake outlives it: an idle relay keeps only its task state.
         drop((head, early));
@@ -325,7 +325,7 @@ async fn proceed(
     };
     // The upstream's answer head goes to the client byte for byte, followed
     // by whatever the upstream sent after it in the same read.
-    down.write_all(&answer.raw).await.map_err(gone)?;
+    down.write_all(&answer.raw).await?;
     if accepted {
         drop((answer, head));
         return run_relay(core, down, up, opts, client, t, kind).await;
@@ -340,7 +340,7 @@ async fn proceed(
             _ => break,
         };
         let (take, finished) = framing.advance(&buf[..n]);
-        down.write_all(&buf[..take]).await.map_err(gone)?;
+        down.write_all(&buf[..take]).await?;
         done = finished;
     }
     let _ = down.close().await;
@@ -355,20 +355,13 @@ async fn run_relay(
     client: SocketAddr,
     t: &Tunnel,
     kind: &str,
-) -> Result<(), Rejection> {
+) -> std::io::Result<()> {
     stats::add(&core.stats.relays_total, 1);
     tracing::debug!(%client, tunnel = %t.config.name, kind, "relay started");
     let r = relay::relay(down, up, opts, &core.stats).await;
     tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
         end = ?r.end, spliced = r.spliced, "relay ended");
     Ok(())
-}
-
-fn gone(e: std::io::Error) -> Rejection {
-    Rejection::UpstreamUnreachable {
-        addr: "downstream".into(),
-        reason: e.to_string(),
-    }
 }
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto.
