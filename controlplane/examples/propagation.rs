@@ -120,6 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .arg(bin.join("dataplane"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("up.log"))?)
         .spawn()?;
     let t0 = Instant::now();
     while TcpStream::connect(edge).is_err() {
@@ -217,6 +218,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     name: format!("b{i}"),
                     hostnames: vec![format!("b{i}.bench")],
                     upstream: origin.clone(),
+                    mode: pb::Mode::Httpupgrade as i32,
+                    path: "/t".into(),
                     ..Default::default()
                 };
                 tc.create_tunnel(pb::CreateTunnelRequest { tunnel: Some(t) })

@@ -29,6 +29,7 @@ pub fn dataplane_path(flag: Option<PathBuf>) -> PathBuf {
 /// `dataplane demo` (example origins and certificate, README quick start).
 pub async fn up(config: &Path, dataplane: PathBuf, demo: bool) -> Result<(), StartError> {
     let cfg = ControlConfig::load(config)?;
+    let cfg_shm = cfg.shm.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -52,7 +53,7 @@ pub async fn up(config: &Path, dataplane: PathBuf, demo: bool) -> Result<(), Sta
         tracing::info!("shutting down: data plane drains, then the control plane stops");
         let _ = stop_tx.send(true);
     });
-    supervise(config, &dataplane, demo, stop_rx).await;
+    supervise(config, &dataplane, demo, adoptable(&cfg_shm), stop_rx).await;
     signals.abort();
     match server.await {
         Ok(r) => r,
@@ -78,12 +79,59 @@ async fn wait_signal() {
     }
 }
 
+/// A data plane that outlived an earlier `up` (killed with -9) and still
+/// serves from this region: adopted instead of started twice.
+fn adoptable(shm: &Path) -> Option<u32> {
+    let region = shmring::Region::attach(shm).ok()?;
+    let pid = region
+        .header(shmring::layout::H_DATAPLANE_PID)
+        .load(std::sync::atomic::Ordering::Acquire) as u32;
+    (pid != 0 && is_dataplane(pid)).then_some(pid)
+}
+
+fn is_dataplane(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3 (after the parenthesized name) is the state; Z = exited.
+    let running = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+    running
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.windows(9).any(|w| w == b"dataplane"))
+}
+
+fn terminate(pid: u32) {
+    // Graceful: the data plane drains its relays on SIGTERM.
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+}
+
 async fn supervise(
     config: &Path,
     dataplane: &Path,
     demo: bool,
+    adopted: Option<u32>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    if let Some(pid) = adopted {
+        tracing::info!(pid, "adopting the data plane that is still serving");
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if !is_dataplane(pid) {
+                        tracing::warn!(pid, "adopted data plane exited; starting a new one");
+                        break;
+                    }
+                }
+                _ = stop.wait_for(|s| *s) => {
+                    terminate(pid);
+                    return;
+                }
+            }
+        }
+    }
     let mut backoff = Duration::from_millis(200);
     loop {
         let started = Instant::now();
@@ -120,11 +168,7 @@ async fn supervise(
             continue;
         }
         if let Some(pid) = pid {
-            // Graceful: the data plane drains its relays on SIGTERM.
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            terminate(pid);
         }
         match tokio::time::timeout(Duration::from_secs(15), child.wait()).await {
             Ok(status) => tracing::info!(?status, "data plane stopped"),

@@ -234,6 +234,17 @@ impl Plane {
 
 impl Drop for Plane {
     fn drop(&mut self) {
+        // A data plane whose `up` was killed with -9 outlives it (by design:
+        // it keeps serving); the test owns it, so it ends it.
+        if let Ok(r) = shmring::Region::attach(&self.shm) {
+            let pid = r
+                .header(shmring::layout::H_DATAPLANE_PID)
+                .load(std::sync::atomic::Ordering::Acquire) as u32;
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            if pid != 0 && cwd.starts_with(self.dir.path()) {
+                signal(pid, "KILL");
+            }
+        }
         let _ = std::fs::remove_file(&self.shm);
     }
 }
