@@ -8,31 +8,22 @@ use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// An upstream that answers garbage, or a 403 with a body, by request path.
 async fn odd_origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (head, _) = read_head(&mut s).await;
-                let answer: &[u8] = if head.starts_with("GET /garbage") {
-                    b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
-                } else {
-                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\nnot for you"
-                };
-                let _ = s.write_all(answer).await;
-                // Keep the connection open: the edge must close after the framed body.
-                tokio::time::sleep(Duration::from_secs(30)).await;
-            });
-        }
-    });
-    addr
+    scripted_origin(|mut s| async move {
+        let (head, _) = read_head(&mut s).await;
+        let answer: &[u8] = if head.starts_with("GET /garbage") {
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n"
+        } else {
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\nnot for you"
+        };
+        let _ = s.write_all(answer).await;
+        // Keep the connection open: the edge must close after the framed body.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await
 }
 
 fn config(

@@ -9,51 +9,44 @@ use std::time::{Duration, Instant};
 
 use support::*;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 /// A tiny HTTP/1.1 target: answers every request with its path and body size,
 /// then closes.
 async fn http_target() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let (head, mut body) = read_head(&mut s).await;
-                let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length: ")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                while body.len() < len {
-                    let mut b = vec![0u8; 65536];
-                    let n = tokio::io::AsyncReadExt::read(&mut s, &mut b)
-                        .await
-                        .unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&b[..n]);
-                }
-                let conn_close = head.to_ascii_lowercase().contains("connection: close");
-                let text = format!(
-                    "hello from target path={path} body={} close={conn_close}\n",
-                    body.len()
-                );
-                let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}", text.len());
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
-            });
+    scripted_origin(|mut s| async move {
+        let (head, mut body) = read_head(&mut s).await;
+        let path = head.split(' ').nth(1).unwrap_or("?").to_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        while body.len() < len {
+            let mut b = vec![0u8; 65536];
+            let n = tokio::io::AsyncReadExt::read(&mut s, &mut b)
+                .await
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&b[..n]);
         }
-    });
-    addr
+        let conn_close = head.to_ascii_lowercase().contains("connection: close");
+        let text = format!(
+            "hello from target path={path} body={} close={conn_close}\n",
+            body.len()
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{text}",
+            text.len()
+        );
+        let _ = s.write_all(resp.as_bytes()).await;
+        let _ = s.shutdown().await;
+    })
+    .await
 }
 
 struct Pproxy(Child);

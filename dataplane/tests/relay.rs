@@ -4,34 +4,15 @@
 
 mod support;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 const BIG: usize = 64 << 20;
-
-/// An upstream running `script` on each accepted connection.
-async fn scripted_origin<F, Fut>(script: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let script = std::sync::Arc::new(script);
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(script(s));
-        }
-    });
-    addr
-}
 
 fn config(upstream: SocketAddr, extra_edge: &str) -> String {
     format!(

@@ -61,6 +61,17 @@ pub struct Session {
     pub buf: Vec<u8>,
 }
 
+impl Session {
+    fn new(stream: Stream, leftover: Vec<u8>, pending: Option<ResponseReader>) -> Session {
+        Session {
+            stream,
+            leftover,
+            pending,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+}
+
 /// Error kinds counted in reports.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failure {
@@ -130,12 +141,7 @@ pub async fn establish(
             .map(|tok| ("Authorization".to_owned(), format!("Bearer {tok}")))
             .collect();
         match via {
-            Via::Raw => Ok(Session {
-                stream,
-                leftover: Vec::new(),
-                pending: None,
-                buf: vec![0; 64 * 1024],
-            }),
+            Via::Raw => Ok(Session::new(stream, Vec::new(), None)),
             Via::Ws => {
                 let (req, accept) = ws::handshake(&t.host, &t.path, &auth);
                 stream
@@ -150,12 +156,7 @@ pub async fn establish(
                 {
                     return Err(Failure::Handshake(format!("status {status}")));
                 }
-                Ok(Session {
-                    stream,
-                    leftover,
-                    pending: None,
-                    buf: vec![0; 64 * 1024],
-                })
+                Ok(Session::new(stream, leftover, None))
             }
             Via::Httpupgrade => {
                 let cfg = DialConfig {
@@ -173,12 +174,7 @@ pub async fn establish(
                     .map_err(|e| Failure::Io(io_kind(&e)))?;
                 let mut reader = ResponseReader::default();
                 if t.ed {
-                    return Ok(Session {
-                        stream,
-                        leftover: Vec::new(),
-                        pending: Some(reader),
-                        buf: vec![0; 64 * 1024],
-                    });
+                    return Ok(Session::new(stream, Vec::new(), Some(reader)));
                 }
                 let mut buf = [0u8; 4096];
                 loop {
@@ -193,12 +189,7 @@ pub async fn establish(
                         .feed(&buf[..n])
                         .map_err(|e| Failure::Handshake(e.to_string()))?
                     {
-                        return Ok(Session {
-                            stream,
-                            leftover,
-                            pending: None,
-                            buf: vec![0; 64 * 1024],
-                        });
+                        return Ok(Session::new(stream, leftover, None));
                     }
                 }
             }
@@ -216,12 +207,7 @@ pub async fn establish(
                 if !(200..300).contains(&status) {
                     return Err(Failure::Handshake(format!("status {status}")));
                 }
-                Ok(Session {
-                    stream,
-                    leftover,
-                    pending: None,
-                    buf: vec![0; 64 * 1024],
-                })
+                Ok(Session::new(stream, leftover, None))
             }
         }
     };

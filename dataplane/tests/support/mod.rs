@@ -5,6 +5,7 @@
 //! listener accepts. Origins are small tokio servers in the test process.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
@@ -245,6 +246,24 @@ pub async fn read_to_end(s: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// An upstream running `script` on each accepted connection.
+pub async fn scripted_origin<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let script = std::sync::Arc::new(script);
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(script(s));
+        }
+    });
+    addr
 }
 
 /// An upstream that answers any upgrade with 101 (echoing the Upgrade token),
