@@ -16,7 +16,9 @@ fn h1_head(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(WS_REQUEST.len() as u64));
     g.bench_function("parse+classify websocket head", |b| {
         b.iter(|| {
-            let (head, _) = parse_request(black_box(WS_REQUEST), 16 * 1024).unwrap().unwrap();
+            let (head, _) = parse_request(black_box(WS_REQUEST), 16 * 1024)
+                .unwrap()
+                .unwrap();
             black_box(classify(&head).unwrap())
         })
     });
@@ -54,7 +56,9 @@ fn routing(c: &mut Criterion) {
     for i in 0..100_000 {
         table.insert(tunnel(i));
     }
-    let hosts: Vec<String> = (0..1024).map(|i| format!("Host-{}.Edge.Test:443", i * 97 % 100_000)).collect();
+    let hosts: Vec<String> = (0..1024)
+        .map(|i| format!("Host-{}.Edge.Test:443", i * 97 % 100_000))
+        .collect();
     let mut i = 0;
     c.bench_function("route lookup, 100k tunnels", |b| {
         b.iter(|| {
@@ -72,17 +76,27 @@ fn tokens(c: &mut Criterion) {
     let good = b"token-777777".to_vec();
     let bad = b"token-x777777".to_vec();
     let mut g = c.benchmark_group("token check, 1M tokens");
-    g.bench_function("valid", |b| b.iter(|| black_box(set.accepts(black_box(&good)))));
-    g.bench_function("invalid", |b| b.iter(|| black_box(set.accepts(black_box(&bad)))));
+    g.bench_function("valid", |b| {
+        b.iter(|| black_box(set.accepts(black_box(&good))))
+    });
+    g.bench_function("invalid", |b| {
+        b.iter(|| black_box(set.accepts(black_box(&bad))))
+    });
     g.finish();
 }
 
 fn proxy_v2(c: &mut Criterion) {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    h.extend_from_slice(&[0x21, 0x11, 0, 12, 10, 0, 0, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x01, 0xbb]);
+    h.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 10, 0, 0, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x01, 0xbb,
+    ]);
     h.extend_from_slice(b"\x16\x03\x01\x02\x00");
     c.bench_function("PROXY v2 parse", |b| {
-        b.iter_batched(|| h.clone(), |h| black_box(dataplane::proxy_protocol::parse(&h).unwrap()), BatchSize::SmallInput)
+        b.iter_batched(
+            || h.clone(),
+            |h| black_box(dataplane::proxy_protocol::parse(&h).unwrap()),
+            BatchSize::SmallInput,
+        )
     });
 }
 
