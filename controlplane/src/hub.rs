@@ -205,6 +205,9 @@ type Reply = oneshot::Sender<Result<Done, ApiError>>;
 #[derive(Debug)]
 pub struct Hub {
     state: RwLock<State>,
+    /// The last snapshot encoded, by store version and generation: cores
+    /// that resync together (a restarted data plane) share one encoding.
+    snapshot_cache: std::sync::Mutex<Option<(u64, u64, Arc<Vec<Vec<u8>>>)>>,
     ops: mpsc::Sender<(Op, Reply)>,
     cores: Vec<mpsc::UnboundedSender<Arc<Vec<u8>>>>,
     region: Option<Arc<Region>>,
@@ -235,6 +238,7 @@ impl Hub {
         }
         let hub = Arc::new(Hub {
             state: RwLock::new(state),
+            snapshot_cache: std::sync::Mutex::new(None),
             ops,
             cores: txs,
             region,
@@ -265,10 +269,21 @@ impl Hub {
         &self,
         feed: &mut mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
         generation: u64,
-    ) -> Vec<Vec<u8>> {
+    ) -> Arc<Vec<Vec<u8>>> {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         while feed.try_recv().is_ok() {}
         let seq = st.version;
+        // Holding the cache lock while encoding makes a second core wait for
+        // the first encoding instead of doing it again.
+        let mut cache = self
+            .snapshot_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((v, g, recs)) = cache.as_ref() {
+            if *v == seq && *g == generation {
+                return recs.clone();
+            }
+        }
         let mut out = Vec::with_capacity(st.tunnels.len() + st.tokens.len() + 2);
         let mut push = |body: Body| {
             if let Ok(b) = (Record { seq, body }).to_bytes() {
@@ -286,6 +301,8 @@ impl Hub {
             tunnels: st.tunnels.len() as u64,
             tokens: st.tokens.len() as u64,
         });
+        let out = Arc::new(out);
+        *cache = Some((seq, generation, out.clone()));
         out
     }
 }

@@ -73,7 +73,7 @@ pub async fn run(
                 need.store(0, Ordering::Release);
                 let records = hub.snapshot(&mut feed, generation);
                 let started = Instant::now();
-                mode = if stream(&ring, &records).await {
+                mode = if stream(&ring, records.as_slice()).await {
                     tracing::info!(core, records = records.len(), elapsed = ?started.elapsed(), "snapshot sent");
                     Mode::Deltas
                 } else {

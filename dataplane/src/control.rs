@@ -192,7 +192,7 @@ impl Poller {
         if let Body::SnapshotBegin { generation } = r.body {
             tracing::debug!(core, seq = r.seq, generation, "snapshot begins");
             self.phase = Phase::Building {
-                table: Managed::default(),
+                table: Managed::sized_like(&self.managed.borrow()),
                 started: Instant::now(),
                 seq: r.seq,
             };

@@ -24,12 +24,35 @@ pub struct Grant {
     pub tunnels: Vec<String>,
 }
 
+/// Hashes a SHA-256 digest by its first 8 bytes: digests are already
+/// uniform, and a client cannot aim at a bucket without a SHA-256 preimage,
+/// so SipHash would only add cost to every auth check and snapshot insert.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length prefix, then the bytes.
+        if bytes.len() >= 8 {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&bytes[..8]);
+            self.0 ^= u64::from_le_bytes(a);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type DigestMap<V> = HashMap<[u8; 32], V, std::hash::BuildHasherDefault<DigestHasher>>;
+
 /// Control-plane tunnels and grants of one core.
 #[derive(Debug, Default)]
 pub struct Managed {
     by_host: HashMap<String, Rc<Tunnel>>,
     by_name: HashMap<String, Rc<Tunnel>>,
-    grants: HashMap<[u8; 32], Grant>,
+    grants: DigestMap<Grant>,
 }
 
 /// Current Unix time in seconds.
@@ -95,6 +118,16 @@ pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
 }
 
 impl Managed {
+    /// An empty table sized like `other` (a snapshot is usually the size of
+    /// the previous one; growing a million-entry map costs several rehashes).
+    pub fn sized_like(other: &Managed) -> Managed {
+        Managed {
+            by_host: HashMap::with_capacity(other.by_host.len()),
+            by_name: HashMap::with_capacity(other.by_name.len()),
+            grants: DigestMap::with_capacity_and_hasher(other.grants.len(), Default::default()),
+        }
+    }
+
     /// Tunnel by normalized host key.
     pub fn by_host(&self, key: &str) -> Option<Rc<Tunnel>> {
         self.by_host.get(key).cloned()
