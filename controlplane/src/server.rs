@@ -75,10 +75,17 @@ pub async fn serve(
     health
         .set_serving::<pb::tunnels_server::TunnelsServer<Api>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // v1 for current tools, v1alpha for older ones (grpcurl tries both).
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(|e| StartError::Grpc(e.to_string()))?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(|e| StartError::Grpc(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.grpc).await?;
     let (tunnels, version) = hub.read(|s| (s.tunnels.len(), s.version));
@@ -99,7 +106,8 @@ pub async fn serve(
             check.clone(),
         ))
         .add_service(InterceptedService::new(health_svc, check.clone()))
-        .add_service(InterceptedService::new(reflection, check))
+        .add_service(InterceptedService::new(reflection, check.clone()))
+        .add_service(InterceptedService::new(reflection_alpha, check))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
