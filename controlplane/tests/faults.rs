@@ -212,3 +212,45 @@ fn ring_overflow_burst_converges_on_every_core() {
     );
     assert!(relay_ok(&plane, "raw.test", Some(&scoped)));
 }
+
+#[test]
+fn up_kill9_leaves_the_data_plane_serving_and_a_new_up_adopts_it() {
+    let origin = tcp_echo();
+    let plane = Plane::new("", "");
+    let mut up = plane.up();
+    rt().block_on(async {
+        let mut c = plane.client().await;
+        c.create_tunnel(httpupgrade("raw", "raw.test", origin))
+            .await;
+        c.converged(None, Duration::from_secs(10)).await;
+    });
+    let mut relays: Vec<_> = (0..8)
+        .map(|_| open_relay(plane.edge, "raw.test", None).expect("relay opens"))
+        .collect();
+    up.kill9();
+    for r in relays.iter_mut() {
+        assert!(echo(r, b"still here\n"), "relay survived kill -9 of up");
+    }
+    assert!(
+        relay_ok(&plane, "raw.test", None),
+        "new relay with the last tables"
+    );
+    let _up = plane.up();
+    rt().block_on(async {
+        let mut c = plane.client().await;
+        c.create_tunnel(httpupgrade("raw2", "raw2.test", origin))
+            .await;
+        c.converged(None, Duration::from_secs(10)).await;
+    });
+    assert!(relay_ok(&plane, "raw2.test", None));
+    for r in relays.iter_mut() {
+        assert!(echo(r, b"and after the new up\n"));
+    }
+    let logs = plane.logs();
+    assert!(logs.contains("adopting the data plane"), "{logs}");
+    assert_eq!(
+        logs.matches("data plane started").count(),
+        1,
+        "no second data plane"
+    );
+}
