@@ -260,6 +260,28 @@ async fn one_echo(
     }
 }
 
+/// `GET` with `Connection: close`; the response must be a 2xx read to EOF.
+async fn one_request(ctx: &Ctx, sess: &mut Session) -> Result<(), Failure> {
+    let io = |e: std::io::Error| Failure::Io(format!("{:?}", e.kind()));
+    let req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        ctx.plan.target.path, ctx.plan.target.host
+    );
+    sess.stream.write_all(req.as_bytes()).await.map_err(io)?;
+    let mut resp = Vec::new();
+    loop {
+        let n = sess.stream.read(&mut sess.buf).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&sess.buf[..n]);
+    }
+    match resp.get(9..10) {
+        Some(b"2") if resp.starts_with(b"HTTP/1.") => Ok(()),
+        _ => Err(Failure::Handshake("not a 2xx answer".into())),
+    }
+}
+
 /// Reads once into `acc`, completing a deferred (`ed`) 101 first.
 async fn fill(sess: &mut Session, acc: &mut Vec<u8>) -> Result<(), Failure> {
     let n = sess
@@ -343,12 +365,16 @@ async fn setup(ctx: &Ctx, conn: usize) {
             let mut acc = std::mem::take(&mut sess.leftover);
             let mut wire = Vec::new();
             let sent = sess.pending.is_some();
-            crate::with_timeout(
-                ctx.plan.target.timeout,
-                one_echo(ctx, &mut sess, &mut acc, &mut wire, sent),
-            )
-            .await
-            .unwrap_or(Err(Failure::Timeout))?;
+            let exchange = async {
+                if ctx.plan.via == Via::Http {
+                    one_request(ctx, &mut sess).await
+                } else {
+                    one_echo(ctx, &mut sess, &mut acc, &mut wire, sent).await
+                }
+            };
+            crate::with_timeout(ctx.plan.target.timeout, exchange)
+                .await
+                .unwrap_or(Err(Failure::Timeout))?;
             let _ = sess.stream.close().await;
             Ok::<(), Failure>(())
         }

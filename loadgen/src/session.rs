@@ -22,6 +22,10 @@ pub enum Via {
     Httpupgrade,
     /// Plain CONNECT to `--connect-target`; raw bytes after the 2xx.
     Connect,
+    /// One plain `GET` with `Connection: close` per connection (setup mode
+    /// only): the scenario of `wrk -H 'Connection: close'`, to check the
+    /// generator against a known tool on the same server.
+    Http,
 }
 
 /// Connection settings shared by all modes.
@@ -141,7 +145,7 @@ pub async fn establish(
             .map(|tok| ("Authorization".to_owned(), format!("Bearer {tok}")))
             .collect();
         match via {
-            Via::Raw => Ok(Session::new(stream, Vec::new(), None)),
+            Via::Raw | Via::Http => Ok(Session::new(stream, Vec::new(), None)),
             Via::Ws => {
                 let (req, accept) = ws::handshake(&t.host, &t.path, &auth);
                 stream
