@@ -128,8 +128,10 @@ async fn sixty_four_mib_each_way_through_splice() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let spliced = edge.total("bytes_spliced");
     let copied = edge.total("bytes_copied");
-    assert!(spliced >= 2 * BIG as u64, "spliced {spliced}");
-    assert!(copied < 1024, "copied {copied}");
+    assert_eq!(spliced + copied, 2 * BIG as u64, "every byte counted once");
+    // Each burst's first read is copied (small messages stay on that path);
+    // a bulk transfer is spliced almost entirely.
+    assert!(copied * 50 < spliced, "spliced {spliced} copied {copied}");
     eprintln!("splice path: spliced={spliced} copied={copied}");
 }
 

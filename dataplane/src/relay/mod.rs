@@ -110,17 +110,27 @@ impl Activity {
     }
 }
 
-/// Byte counter of one direction.
+/// Byte counter of one direction: all bytes, and those of them that went
+/// through a user-space buffer.
 #[derive(Debug, Default)]
-pub struct Moved(Cell<u64>);
+pub struct Moved {
+    total: Cell<u64>,
+    copied: Cell<u64>,
+}
 
 impl Moved {
-    /// Adds `n` bytes.
+    /// Adds `n` bytes moved without a user-space copy (or by the copy path,
+    /// where every byte is copied anyway).
     pub fn add(&self, n: usize) {
-        self.0.set(self.0.get() + n as u64);
+        self.total.set(self.total.get() + n as u64);
+    }
+    /// Adds `n` bytes copied through a buffer on the splice path.
+    pub fn add_copied(&self, n: usize) {
+        self.add(n);
+        self.copied.set(self.copied.get() + n as u64);
     }
     fn get(&self) -> u64 {
-        self.0.get()
+        self.total.get()
     }
 }
 
@@ -185,12 +195,14 @@ pub async fn relay(
         }
         Some(false) => RelayEnd::Closed,
     };
-    let counter = if spliced {
-        &stats.bytes_spliced
+    let total = d2u.get() + u2d.get();
+    if spliced {
+        let copied = d2u.copied.get() + u2d.copied.get();
+        stats::add(&stats.bytes_spliced, total - copied);
+        stats::add(&stats.bytes_copied, copied);
     } else {
-        &stats.bytes_copied
-    };
-    stats::add(counter, d2u.get() + u2d.get());
+        stats::add(&stats.bytes_copied, total);
+    }
     stats::add(&stats.bytes_downstream_to_upstream, d2u.get());
     stats::add(&stats.bytes_upstream_to_downstream, u2d.get());
     Report {

@@ -11,6 +11,10 @@
 //!
 //! Each direction holds its own glommio handle per socket (the second one a
 //! `dup`), so the two directions wait on the same sockets independently.
+//! Each burst starts with one `recv` into a pooled buffer: a small message
+//! (the common WebSocket case) then costs recv + send instead of a pipe and
+//! three splice calls; only a read that fills [`COPY_FIRST`] bytes switches
+//! the rest of the burst to splice (the idea of HAProxy's `splice-auto`).
 //! Pipes come from a per-core pool only while bytes are in flight and go
 //! back as soon as the pipe is empty, so an idle relay holds four fds (two
 //! sockets, two dups) and no pipe.
@@ -27,6 +31,9 @@ use crate::sys;
 
 /// Pipe capacity per direction; also the most one splice call moves.
 const PIPE_SIZE: usize = 256 * 1024;
+
+/// Bytes copied at the start of each burst before splicing takes over.
+pub const COPY_FIRST: usize = 4096;
 
 /// Both sockets of a relay, with the handles and pipes each direction needs.
 #[derive(Debug)]
@@ -119,6 +126,28 @@ async fn direction(
         if let Err(e) = src.peek(&mut [0u8; 1]).await {
             return DirEnd::SourceReset(e.into());
         }
+        // Copy the first bytes: for a small message that is all of it.
+        let mut buf = super::buffers::take();
+        let n = match sys::recv(src_fd, &mut buf[..COPY_FIRST]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return DirEnd::SourceReset(e),
+        };
+        if n == 0 {
+            return match sys::shutdown_write(dst_fd) {
+                Err(e) if is_reset(&e) => DirEnd::DestinationGone(e),
+                _ => DirEnd::Eof,
+            };
+        }
+        if let Err(e) = send_all(dst, dst_fd, &buf[..n]).await {
+            return DirEnd::DestinationGone(e);
+        }
+        moved.add_copied(n);
+        drop(buf);
+        activity.touch();
+        if n < COPY_FIRST {
+            continue;
+        }
         let pipe = match PooledPipe::take() {
             Ok(p) => p,
             Err(e) => return DirEnd::SourceReset(e),
@@ -162,6 +191,25 @@ async fn direction(
             activity.touch();
         }
     }
+}
+
+/// Sends `data` without blocking the core: directly while the socket takes
+/// it, through glommio (which parks until writable) for any rest.
+async fn send_all(dst: &RefCell<TcpStream>, dst_fd: RawFd, data: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match sys::send(dst_fd, &data[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Each writer handle belongs to exactly one direction.
+                #[allow(clippy::await_holding_refcell_ref)]
+                let r = dst.borrow_mut().write_all(&data[sent..]).await;
+                return r;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Moves one byte from the pipe to `dst` through glommio, which parks until
