@@ -269,14 +269,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while (0..cores).any(|c| snaps(c) <= before[c]) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let core_us: Vec<u64> = (0..cores)
-        .map(|c| {
-            region
-                .stat(c, stat::LAST_SNAPSHOT_US)
-                .map(|w| w.load(Ordering::Relaxed))
-                .unwrap_or(0)
-        })
-        .collect();
+    // Each core's last begin→swap time, read from its stats block.
+    let snapshot_us = || -> Vec<u64> {
+        (0..cores)
+            .map(|c| {
+                region
+                    .stat(c, stat::LAST_SNAPSHOT_US)
+                    .map(|w| w.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
+    let core_us = snapshot_us();
     println!(
         "snapshot of {n_tunnels}+{changes} tunnels and {n_tokens} tokens on every core: {:?} (request → swapped on all); per core begin→swap: {:?} µs; data plane RSS {} MiB",
         start.elapsed(),
@@ -297,14 +301,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while !upgrade_ok(edge, "b0.bench") {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let core_us: Vec<u64> = (0..cores)
-        .map(|c| {
-            region
-                .stat(c, stat::LAST_SNAPSHOT_US)
-                .map(|w| w.load(Ordering::Relaxed))
-                .unwrap_or(0)
-        })
-        .collect();
+    let core_us = snapshot_us();
     println!(
         "data plane kill -9 → restarted, snapshot applied, serving: {:?}; per core begin→swap: {:?} µs; RSS {} MiB",
         kill.elapsed(),
