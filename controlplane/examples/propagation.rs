@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo build --release -p controlplane -p dataplane
 //! cargo run --release -p controlplane --example propagation -- --changes 1000 --tunnels 100000 --tokens 1000000
+//! # the same bulk load as a ring-overflow run (1M token upserts into 64 KiB rings):
+//! cargo run --release -p controlplane --example propagation -- --changes 10 --tunnels 1000 --tokens 1000000 --ring-bytes 65536
 //! ```
 //!
 //! 1. `--changes` CreateTunnel calls, one at a time. For each: time from the
@@ -92,12 +94,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let changes = arg("--changes", 1000);
     let n_tunnels = arg("--tunnels", 100_000);
     let n_tokens = arg("--tokens", 1_000_000);
+    // A small ring (e.g. 65536) turns the bulk load into a ring-overflow
+    // run: deltas are dropped, cores resync by snapshot, and must converge.
+    let ring_bytes = arg("--ring-bytes", 16 << 20);
     let bin = std::env::current_exe()?
         .parent()
         .and_then(|p| p.parent())
         .map(PathBuf::from)
         .ok_or("no target dir")?;
     let dir = tempfile::tempdir()?;
+    // BENCH_KEEP=1 keeps the directory (up.log) for a look afterwards.
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("bench dir: {}", dir.path().display());
+    }
     let grpc = format!("127.0.0.1:{}", free_port());
     let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let origin = format!("127.0.0.1:{}", free_port());
@@ -107,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(
         &cfg,
         format!(
-            "[edge]\ncores = 0\n[control]\ngrpc = \"{grpc}\"\nstore = \"{}\"\nshm = \"{shm}\"\nadmin_token_file = \"{}\"\nring_bytes = 16777216\nsnapshot_wait_ms = 60000\n[[listener]]\naddr = \"{edge}\"\n",
+            "[edge]\ncores = 0\n[control]\ngrpc = \"{grpc}\"\nstore = \"{}\"\nshm = \"{shm}\"\nadmin_token_file = \"{}\"\nring_bytes = {ring_bytes}\nsnapshot_wait_ms = 60000\n[[listener]]\naddr = \"{edge}\"\n",
             dir.path().join("store.db").display(),
             dir.path().join("admin.token").display()
         ),
@@ -118,7 +127,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .arg("up")
         .arg("--dataplane")
         .arg(bin.join("dataplane"))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("up.log"))?)
         .spawn()?;
@@ -173,8 +185,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let returned = Instant::now();
         let v = version();
+        // Sleep-poll, not spin: on a 2-core machine a spinning reader takes
+        // a CPU away from the data-plane core it is waiting for.
         while (0..cores).any(|c| applied(c) < v) {
-            std::hint::spin_loop();
+            std::thread::sleep(Duration::from_micros(20));
         }
         let done = Instant::now();
         after_return.push(done - returned);
@@ -252,6 +266,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "  data plane RSS after the deltas: {} MiB",
         rss_kib(dp_pid) / 1024
     );
+    let word = |c: usize, w: usize| region.stat(c, w).map(|w| w.load(Ordering::Acquire));
+    for c in 0..cores {
+        println!(
+            "  core {c}: applied_seq {:?} of store version {v}, tunnels {:?}, tokens {:?}, snapshots {:?}, resync requests {:?} (ring {ring_bytes} bytes)",
+            word(c, stat::APPLIED_SEQ),
+            word(c, stat::TUNNELS),
+            word(c, stat::TOKENS),
+            word(c, stat::SNAPSHOTS),
+            word(c, stat::RESYNC_REQUESTS),
+        );
+    }
 
     let snaps = |c: usize| {
         region
@@ -314,5 +339,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .status();
     let _ = up.wait();
     let _ = std::fs::remove_file(&shm);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        let _ = dir.keep();
+    }
     Ok(())
 }

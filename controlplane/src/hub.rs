@@ -207,10 +207,21 @@ pub struct Hub {
     state: RwLock<State>,
     /// The last snapshot encoded, by store version and generation: cores
     /// that resync together (a restarted data plane) share one encoding.
-    snapshot_cache: std::sync::Mutex<Option<(u64, u64, Arc<Vec<Vec<u8>>>)>>,
+    snapshot_cache: std::sync::Mutex<Option<(u64, u64, Arc<Snapshot>)>>,
     ops: mpsc::Sender<(Op, Reply)>,
     cores: Vec<mpsc::UnboundedSender<Arc<Vec<u8>>>>,
     region: Option<Arc<Region>>,
+}
+
+/// A full table encoded as consecutive ring frames (see
+/// [`shmring::Ring::push_frames`]): one buffer, so a million records cost one
+/// allocation and the producer copies as many as fit per ring store.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// `u32` LE length + body, record after record.
+    pub frames: Vec<u8>,
+    /// Records in `frames`.
+    pub records: usize,
 }
 
 /// Per-core delta receivers, one per ring producer.
@@ -263,13 +274,13 @@ impl Hub {
         rx.await.map_err(|_| ApiError::ShuttingDown)?
     }
 
-    /// A full snapshot for one core, as encoded records, and the discard of
+    /// A full snapshot for one core, as ring frames, and the discard of
     /// every delta already contained in it.
     pub fn snapshot(
         &self,
         feed: &mut mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
         generation: u64,
-    ) -> Arc<Vec<Vec<u8>>> {
+    ) -> Arc<Snapshot> {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         while feed.try_recv().is_ok() {}
         let seq = st.version;
@@ -279,18 +290,29 @@ impl Hub {
             .snapshot_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some((v, g, recs)) = cache.as_ref() {
+        if let Some((v, g, snap)) = cache.as_ref() {
             if *v == seq && *g == generation {
-                return recs.clone();
+                return snap.clone();
             }
         }
-        let mut out = Vec::with_capacity(st.tunnels.len() + st.tokens.len() + 2);
+        let mut snap = Snapshot {
+            // ~70 bytes per token frame, more per tunnel.
+            frames: Vec::with_capacity(st.tunnels.len() * 160 + st.tokens.len() * 72 + 128),
+            records: 0,
+        };
         let mut push = |body: Body| {
-            if let Ok(b) = (Record { seq, body }).to_bytes() {
-                out.push(b);
+            if (Record { seq, body })
+                .encode_frame(&mut snap.frames)
+                .is_ok()
+            {
+                snap.records += 1;
             }
         };
-        push(Body::SnapshotBegin { generation });
+        push(Body::SnapshotBegin {
+            generation,
+            tunnels: st.tunnels.len() as u64,
+            tokens: st.tokens.len() as u64,
+        });
         for t in st.tunnels.values() {
             push(Body::TunnelUpsert(t.to_rec()));
         }
@@ -301,9 +323,13 @@ impl Hub {
             tunnels: st.tunnels.len() as u64,
             tokens: st.tokens.len() as u64,
         });
-        let out = Arc::new(out);
-        *cache = Some((seq, generation, out.clone()));
-        out
+        let snap = Arc::new(snap);
+        // The previous encoding is freed after both locks are released.
+        let old = cache.replace((seq, generation, snap.clone()));
+        drop(cache);
+        drop(st);
+        drop(old);
+        snap
     }
 }
 
@@ -369,7 +395,7 @@ fn plan(
                 .filter(|_| !revoked.contains(&id))
                 .ok_or_else(|| ApiError::NotFound(format!("no token with id `{id}`")))?;
             revoked.insert(id.clone());
-            let body = Body::TokenRevoke { digest: t.digest() };
+            let body = Body::TokenRevoke { digest: t.sha256 };
             Ok((Change::DelToken(id), Done::Deleted, body))
         }
     }

@@ -71,10 +71,11 @@ pub async fn run(
         match mode {
             Mode::Snapshot => {
                 need.store(0, Ordering::Release);
-                let records = hub.snapshot(&mut feed, generation);
                 let started = Instant::now();
-                mode = if stream(&ring, records.as_slice()).await {
-                    tracing::info!(core, records = records.len(), elapsed = ?started.elapsed(), "snapshot sent");
+                let snap = hub.snapshot(&mut feed, generation);
+                let encoded = started.elapsed();
+                mode = if stream(&ring, &snap.frames).await {
+                    tracing::info!(core, records = snap.records, bytes = snap.frames.len(), ?encoded, elapsed = ?started.elapsed(), "snapshot sent");
                     Mode::Deltas
                 } else {
                     tracing::warn!(core, "snapshot abandoned: the core is not consuming");
@@ -118,23 +119,29 @@ pub async fn run(
     }
 }
 
-/// Pushes every record, waiting for space; `false` if the consumer stalls.
-async fn stream(ring: &shmring::Ring<'_>, records: &[Vec<u8>]) -> bool {
+/// Pushes every frame, waiting for space; `false` if the consumer stalls.
+async fn stream(ring: &shmring::Ring<'_>, mut frames: &[u8]) -> bool {
     let mut last_progress = Instant::now();
-    for r in records {
-        let mut spins = 0u32;
-        while !ring.push(r) {
-            if last_progress.elapsed() > STALL {
-                return false;
-            }
-            spins += 1;
-            if spins < 64 {
-                tokio::task::yield_now().await;
-            } else {
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            }
+    let mut spins = 0u32;
+    while !frames.is_empty() {
+        let n = ring.push_frames(frames);
+        if n > 0 {
+            frames = &frames[n..];
+            last_progress = Instant::now();
+            spins = 0;
+            continue;
         }
-        last_progress = Instant::now();
+        if last_progress.elapsed() > STALL {
+            return false;
+        }
+        // A consuming core frees space within microseconds: yield first,
+        // sleep (tokio's 1 ms granularity) only if it does not.
+        spins += 1;
+        if spins < 256 {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
     }
     true
 }

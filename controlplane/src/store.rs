@@ -126,7 +126,7 @@ mod tests {
         let t = TokenEntry {
             id: "tok_1".into(),
             name: "n".into(),
-            sha256: "ab".repeat(32),
+            sha256: [0xab; 32],
             tunnels: vec![],
             expires_at: 0,
             created_at: 1,

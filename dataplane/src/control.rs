@@ -4,9 +4,10 @@
 //! ```text
 //! every 250 µs while records flow, every 1 ms after 100 ms without any
 //! (glommio timer: a core cannot block on an eventfd; each wake-up costs
-//! ~35 µs of CPU, so an idle core backs off):
+//! ~35 µs of CPU, so an idle core backs off); right away, after yielding to
+//! connections, while a full batch was found (a snapshot streams in):
 //!   overflow flag? ─► request snapshot
-//!   pop ≤ BATCH frames ─► decode ─► Synced:     delta seq == applied+1 → apply in place
+//!   pop ≤ BATCH frames, ≤ SLICE of CPU ─► decode ─► Synced:     delta seq == applied+1 → apply in place
 //!                                               seq gap → request snapshot
 //!                                   Resyncing:  drop until SnapshotBegin
 //!                                   Building:   add to a fresh table; SnapshotEnd → swap
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shmring::layout::{self, stat};
-use shmring::{Body, Pop, Record, Region};
+use shmring::{Body, Drained, Record, Region};
 
 use crate::conn::CoreCtx;
 use crate::managed::{tunnel_from, Managed};
@@ -38,6 +39,11 @@ pub const POLL_IDLE: Duration = Duration::from_millis(1);
 pub const QUIET: Duration = Duration::from_millis(100);
 /// Frames applied per poll before yielding to connections.
 pub const BATCH: usize = 8192;
+/// CPU time one poll may take before yielding to connections (a tunnel
+/// record costs microseconds: 8192 of them would stall this core's relays).
+pub const SLICE: Duration = Duration::from_millis(1);
+/// Largest table size a snapshot's announced counts may pre-reserve.
+const MAX_PRESIZE: u64 = 4 << 20;
 /// Time between two stats flushes.
 pub const FLUSH: Duration = Duration::from_millis(50);
 
@@ -47,6 +53,16 @@ pub fn attach(path: &Path) -> Result<Arc<Region>, shmring::AttachError> {
     r.header(layout::H_DATAPLANE_PID)
         .store(u64::from(std::process::id()), Ordering::Release);
     Ok(Arc::new(r))
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Nothing,
+    /// Some frames; the ring is drained.
+    Some,
+    /// A batch or a time slice ended with frames left: poll again soon.
+    More,
 }
 
 enum Phase {
@@ -109,12 +125,18 @@ pub async fn run(ctx: Rc<CoreCtx>, region: Arc<Region>, path: PathBuf, synced: R
     let mut last_flush = Instant::now() - FLUSH;
     let mut last_record = Instant::now();
     loop {
-        if p.poll(&mut buf) {
+        let found = p.poll(&mut buf);
+        if found != Found::Nothing {
             last_record = Instant::now();
         }
         if last_flush.elapsed() >= FLUSH {
             p.flush();
             last_flush = Instant::now();
+        }
+        if found == Found::More {
+            // More is waiting: let connections run, then go on at once.
+            glommio::executor().yield_task_queue_now().await;
+            continue;
         }
         let pause = if last_record.elapsed() < QUIET || p.awaiting_snapshot() {
             POLL
@@ -149,50 +171,73 @@ impl Poller {
         !matches!(self.phase, Phase::Synced)
     }
 
-    /// Applies what is in the ring; `true` if there was anything.
-    fn poll(&mut self, buf: &mut Vec<u8>) -> bool {
+    /// Applies what is in the ring, at most [`BATCH`] frames or [`SLICE`]
+    /// of time.
+    fn poll(&mut self, buf: &mut Vec<u8>) -> Found {
         // A clone of the Arc, so that applying records may borrow `self` mutably.
         let region = self.region.clone();
         let Some(ring) = region.ring(self.ctx.core) else {
-            return false;
+            return Found::Nothing;
         };
-        let mut any = false;
+        let started = Instant::now();
+        let mut n = 0usize;
+        let mut out_of_time = false;
         if ring.overflow().swap(0, Ordering::AcqRel) == 1 {
             // Records before the dropped one are still valid, but the cheapest
             // correct answer is a fresh snapshot.
             ring.skip_all();
             self.request_snapshot("ring overflowed");
         }
-        for _ in 0..BATCH {
-            match ring.pop(buf) {
-                Pop::Empty => break,
-                Pop::Corrupt => {
-                    self.request_snapshot("corrupt frame");
-                    break;
-                }
-                Pop::Frame => match Record::decode(buf) {
-                    Ok(r) => {
-                        any = true;
-                        self.apply(r)
-                    }
-                    Err(e) => {
-                        tracing::warn!(core = self.ctx.core, "undecodable record: {e}");
-                        ring.skip_all();
-                        self.request_snapshot("undecodable record");
-                        break;
-                    }
-                },
+        let mut undecodable = None;
+        let drained = ring.pop_many(BATCH, buf, |frame| match Record::decode(frame) {
+            Ok(r) => {
+                self.apply(r);
+                n += 1;
+                out_of_time = n % 64 == 0 && started.elapsed() >= SLICE;
+                !out_of_time
+            }
+            Err(e) => {
+                undecodable = Some(e);
+                false
+            }
+        });
+        if let Some(e) = undecodable {
+            tracing::warn!(core = self.ctx.core, "undecodable record: {e}");
+            ring.skip_all();
+            self.request_snapshot("undecodable record");
+        }
+        match drained {
+            Drained::Frames(0) => Found::Nothing,
+            Drained::Frames(n) if n == BATCH || out_of_time => Found::More,
+            Drained::Frames(_) => Found::Some,
+            Drained::Corrupt => {
+                self.request_snapshot("corrupt frame");
+                Found::Nothing
             }
         }
-        any
     }
 
     fn apply(&mut self, r: Record) {
         let core = self.ctx.core;
-        if let Body::SnapshotBegin { generation } = r.body {
-            tracing::debug!(core, seq = r.seq, generation, "snapshot begins");
+        if let Body::SnapshotBegin {
+            generation,
+            tunnels,
+            tokens,
+        } = r.body
+        {
+            tracing::debug!(
+                core,
+                seq = r.seq,
+                generation,
+                tunnels,
+                tokens,
+                "snapshot begins"
+            );
+            // The counts are hints from the producer; capped so that a bad
+            // record cannot make a core reserve unbounded memory up front.
+            let cap = |n: u64| n.min(MAX_PRESIZE) as usize;
             self.phase = Phase::Building {
-                table: Managed::sized_like(&self.managed.borrow()),
+                table: Managed::with_capacity(cap(tunnels), cap(tokens)),
                 started: Instant::now(),
                 seq: r.seq,
             };
@@ -221,7 +266,10 @@ impl Poller {
                     }
                     let _ = tunnels;
                     // The swap: connections see the old table or the new one, never a mix.
-                    *self.managed.borrow_mut() = table;
+                    let old = std::mem::replace(&mut *self.managed.borrow_mut(), table);
+                    // Freeing a million entries takes a core ~100 ms: done
+                    // in slices after the swap is published.
+                    glommio::spawn_local(old.free_in_slices()).detach();
                     self.applied = seq;
                     self.phase = Phase::Synced;
                     self.synced_once.set(true);

@@ -118,13 +118,13 @@ pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
 }
 
 impl Managed {
-    /// An empty table sized like `other` (a snapshot is usually the size of
-    /// the previous one; growing a million-entry map costs several rehashes).
-    pub fn sized_like(other: &Managed) -> Managed {
+    /// An empty table with room for a snapshot's announced counts (growing
+    /// a million-entry map costs several rehashes).
+    pub fn with_capacity(tunnels: usize, tokens: usize) -> Managed {
         Managed {
-            by_host: HashMap::with_capacity(other.by_host.len()),
-            by_name: HashMap::with_capacity(other.by_name.len()),
-            grants: DigestMap::with_capacity_and_hasher(other.grants.len(), Default::default()),
+            by_host: HashMap::with_capacity(tunnels),
+            by_name: HashMap::with_capacity(tunnels),
+            grants: DigestMap::with_capacity_and_hasher(tokens, Default::default()),
         }
     }
 
@@ -191,6 +191,28 @@ impl Managed {
     /// Removes a grant.
     pub fn revoke_token(&mut self, digest: &[u8; 32]) {
         self.grants.remove(digest);
+    }
+
+    /// Drops the tables a slice at a time, letting the core's I/O and other
+    /// tasks run in between: a replaced snapshot must not stall relays.
+    pub async fn free_in_slices(self) {
+        const TUNNELS: usize = 1024;
+        const GRANTS: usize = 16 * 1024;
+        let Managed {
+            by_host,
+            by_name,
+            mut grants,
+        } = self;
+        for map in [by_host, by_name] {
+            let mut entries = map.into_values();
+            while entries.by_ref().take(TUNNELS).count() > 0 {
+                glommio::executor().yield_task_queue_now().await;
+            }
+        }
+        let mut entries = grants.drain();
+        while entries.by_ref().take(GRANTS).count() > 0 {
+            glommio::executor().yield_task_queue_now().await;
+        }
     }
 
     /// Tunnels held.

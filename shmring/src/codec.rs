@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! kind: u8 | seq: u64 LE | fields of the kind
-//!   1 SnapshotBegin  generation: u64
+//!   1 SnapshotBegin  generation: u64, tunnels: u64, tokens: u64   (counts to come: capacity hints)
 //!   2 SnapshotEnd    tunnels: u64, tokens: u64         (counts, checked by the core)
 //!   3 TunnelUpsert   TunnelRec
 //!   4 TunnelDelete   name: str
@@ -43,6 +43,10 @@ pub enum Body {
     SnapshotBegin {
         /// Region generation of the producer that sent it.
         generation: u64,
+        /// Tunnels the snapshot will carry (lets the core size its table once).
+        tunnels: u64,
+        /// Tokens the snapshot will carry.
+        tokens: u64,
     },
     /// The snapshot is complete: swap it in.
     SnapshotEnd {
@@ -168,9 +172,15 @@ impl Record {
         let start = out.len();
         let mut w = Writer { out };
         match &self.body {
-            Body::SnapshotBegin { generation } => {
+            Body::SnapshotBegin {
+                generation,
+                tunnels,
+                tokens,
+            } => {
                 w.head(K_SNAP_BEGIN, self.seq);
                 w.u64(*generation);
+                w.u64(*tunnels);
+                w.u64(*tokens);
             }
             Body::SnapshotEnd { tunnels, tokens } => {
                 w.head(K_SNAP_END, self.seq);
@@ -211,6 +221,21 @@ impl Record {
         Ok(())
     }
 
+    /// Appends the whole ring frame (length, then body) to `out`: a
+    /// snapshot is one buffer of frames, pushed in as few copies as fit.
+    pub fn encode_frame(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if let Err(e) = self.encode(out) {
+            out.truncate(at);
+            return Err(e);
+        }
+        // encode() caps the body at MAX_RECORD, so the length fits a u32.
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
     /// Encodes into a fresh buffer.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
         let mut v = Vec::with_capacity(64);
@@ -229,6 +254,8 @@ impl Record {
         let body = match kind {
             K_SNAP_BEGIN => Body::SnapshotBegin {
                 generation: r.u64()?,
+                tunnels: r.u64()?,
+                tokens: r.u64()?,
             },
             K_SNAP_END => Body::SnapshotEnd {
                 tunnels: r.u64()?,
@@ -367,7 +394,11 @@ mod tests {
         vec![
             Record {
                 seq: 1,
-                body: Body::SnapshotBegin { generation: 7 },
+                body: Body::SnapshotBegin {
+                    generation: 7,
+                    tunnels: 1,
+                    tokens: 2,
+                },
             },
             Record {
                 seq: 1,

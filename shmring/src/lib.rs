@@ -30,7 +30,7 @@ pub mod layout;
 pub mod shm;
 
 pub use codec::{Body, DecodeError, Record, TokenRec, TunnelRec};
-pub use shm::{AttachError, Pop, Region, Ring};
+pub use shm::{AttachError, Drained, Pop, Region, Ring};
 
 #[cfg(test)]
 mod tests;

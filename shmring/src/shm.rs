@@ -246,6 +246,19 @@ pub enum Pop {
     Corrupt,
 }
 
+/// What [`Ring::pop_many`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// This many frames were handed over (0: the ring was empty).
+    Frames(usize),
+    /// A length that cannot be right: the ring was emptied; ask for a snapshot.
+    Corrupt,
+}
+
+/// Frames between two `tail` stores in [`Ring::pop_many`]: frees space for
+/// the producer while a long batch is still being applied.
+pub const TAIL_EVERY: usize = 256;
+
 /// One single-producer/single-consumer byte ring of frames.
 #[derive(Debug, Clone, Copy)]
 pub struct Ring<'a> {
@@ -310,6 +323,78 @@ impl Ring<'_> {
         self.head()
             .store(head.wrapping_add(need), Ordering::Release);
         true
+    }
+
+    /// Producer: publishes the longest prefix of whole frames of `frames`
+    /// (each `u32` LE length + body, as [`crate::Record::encode_frame`]
+    /// writes them) that fits now, with one copy and one `head` store;
+    /// returns the bytes taken. Stops at a frame whose length is over
+    /// [`crate::codec::MAX_RECORD`] (the producer's bug: never published).
+    pub fn push_frames(&self, frames: &[u8]) -> usize {
+        let free = self.free();
+        let mut take = 0usize;
+        while let Some(len) = frames.get(take..take + 4) {
+            let n = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let next = take + 4 + n;
+            if n > crate::codec::MAX_RECORD || next > frames.len() || next as u64 > free {
+                break;
+            }
+            take = next;
+        }
+        if take == 0 {
+            return 0;
+        }
+        let head = self.head().load(Ordering::Relaxed);
+        self.write_wrapped(head, &frames[..take]);
+        self.head()
+            .store(head.wrapping_add(take as u64), Ordering::Release);
+        take
+    }
+
+    /// Consumer: hands up to `max` frame bodies, one at a time through
+    /// `out`, to `each`; stops early when `each` returns `false`. Reads
+    /// `head` once and stores `tail` every [`TAIL_EVERY`] frames and at the
+    /// end, so a large batch costs two shared cache lines, not two per frame.
+    pub fn pop_many(
+        &self,
+        max: usize,
+        out: &mut Vec<u8>,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Drained {
+        let head = self.head().load(Ordering::Acquire);
+        let mut tail = self.tail().load(Ordering::Relaxed);
+        let mut frames = 0;
+        while frames < max {
+            let avail = head.wrapping_sub(tail);
+            if avail == 0 {
+                break;
+            }
+            let mut len = [0u8; 4];
+            if avail < 4 || avail > self.cap {
+                self.skip_all();
+                return Drained::Corrupt;
+            }
+            self.read_wrapped(tail, &mut len);
+            let n = u32::from_le_bytes(len) as u64;
+            if n > crate::codec::MAX_RECORD as u64 || 4 + n > avail {
+                self.skip_all();
+                return Drained::Corrupt;
+            }
+            out.clear();
+            out.resize(n as usize, 0);
+            self.read_wrapped(tail.wrapping_add(4), out);
+            tail = tail.wrapping_add(4 + n);
+            frames += 1;
+            let more = each(out);
+            if frames % TAIL_EVERY == 0 || !more {
+                self.tail().store(tail, Ordering::Release);
+            }
+            if !more {
+                return Drained::Frames(frames);
+            }
+        }
+        self.tail().store(tail, Ordering::Release);
+        Drained::Frames(frames)
     }
 
     /// Consumer: copies the next frame body into `out` (replacing its contents).

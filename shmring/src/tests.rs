@@ -4,7 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 
 use crate::layout::{self, stat};
-use crate::{Body, Pop, Record, Region};
+use crate::{Body, Drained, Pop, Record, Region};
 
 fn path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("shmring-test-{}-{name}", std::process::id()))
@@ -65,6 +65,64 @@ fn frames_wrap_and_fill() {
         assert_eq!(buf, i.to_le_bytes());
     }
     assert_eq!(rx.pop(&mut buf), Pop::Empty);
+    std::fs::remove_file(&p).unwrap();
+}
+
+#[test]
+fn batched_frames_wrap_fill_and_stop() {
+    let p = path("batch");
+    let producer = Region::create(&p, 1, 4096).unwrap();
+    let consumer = Region::attach(&p).unwrap();
+    let (tx, rx) = (producer.ring(0).unwrap(), consumer.ring(0).unwrap());
+    let mut frames = Vec::new();
+    let mut bodies = Vec::new();
+    for seq in 1..=2000u64 {
+        let r = Record {
+            seq,
+            body: Body::TunnelDelete {
+                name: "x".repeat((seq % 53) as usize),
+            },
+        };
+        r.encode_frame(&mut frames).unwrap();
+        bodies.push(r.to_bytes().unwrap());
+    }
+    let mut buf = Vec::new();
+    let (mut rest, mut got) = (&frames[..], 0usize);
+    while !rest.is_empty() {
+        let n = tx.push_frames(rest);
+        // Only whole frames, and never more than the ring holds.
+        assert!(n as u64 <= 4096);
+        rest = &rest[n..];
+        // Drain in two steps: a bounded batch, then one that stops early.
+        let step = rx.pop_many(7, &mut buf, |b| {
+            assert_eq!(b, &bodies[got][..]);
+            got += 1;
+            true
+        });
+        assert!(matches!(step, Drained::Frames(k) if k <= 7));
+        let mut once = 0;
+        rx.pop_many(usize::MAX, &mut buf, |b| {
+            assert_eq!(b, &bodies[got][..]);
+            got += 1;
+            once += 1;
+            once < 3
+        });
+    }
+    while let Drained::Frames(k) = rx.pop_many(usize::MAX, &mut buf, |b| {
+        assert_eq!(b, &bodies[got][..]);
+        got += 1;
+        true
+    }) {
+        if k == 0 {
+            break;
+        }
+    }
+    assert_eq!(got, bodies.len());
+    assert_eq!(rx.used(), 0);
+    // A frame longer than MAX_RECORD is never published.
+    let mut bad = (u32::MAX).to_le_bytes().to_vec();
+    bad.extend_from_slice(&[0; 16]);
+    assert_eq!(tx.push_frames(&bad), 0);
     std::fs::remove_file(&p).unwrap();
 }
 
