@@ -145,7 +145,8 @@ pub fn validate_tunnel(t: &pb::Tunnel) -> Result<TunnelEntry, ApiError> {
     };
     let http_version = match pb::HttpVersion::try_from(t.http_version) {
         Ok(pb::HttpVersion::Unspecified | pb::HttpVersion::Http1) => "http/1.1",
-        Ok(v @ (pb::HttpVersion::H2c | pb::HttpVersion::H3)) => {
+        Ok(pb::HttpVersion::H2c) => "h2c",
+        Ok(v @ pb::HttpVersion::H3) => {
             return Err(invalid(
                 "tunnel.http_version",
                 format!(
@@ -239,7 +240,7 @@ impl TunnelEntry {
             hostnames: self.hostnames.clone(),
             upstream: self.upstream.clone(),
             mode: if self.mode == "httpupgrade" { 2 } else { 1 },
-            http_version: 1,
+            http_version: if self.http_version == "h2c" { 2 } else { 1 },
             token_auth: self.token_auth,
             stealth: self.stealth,
             path: self.path.clone(),

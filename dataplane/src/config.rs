@@ -259,6 +259,8 @@ pub struct ListenerConfig {
     pub trusted_forwarded_for: bool,
     /// Tunnel name for plain CONNECT without SNI.
     pub default_tunnel: Option<String>,
+    /// Cleartext listener also accepts HTTP/2 with prior knowledge.
+    pub h2c: bool,
 }
 
 /// PEM files of a TLS listener.
@@ -304,6 +306,17 @@ pub struct TunnelConfig {
     pub allowed_upgrades: Vec<String>,
     /// Plain CONNECT allowed.
     pub allow_connect: bool,
+    /// HTTP version toward the upstream.
+    pub http_version: UpstreamVersion,
+}
+
+/// HTTP version spoken to a tunnel's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamVersion {
+    /// HTTP/1.1 (Upgrade, CONNECT, requests).
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (extended CONNECT).
+    H2c,
 }
 
 impl Config {
@@ -429,10 +442,10 @@ impl RawConfig {
                     "HTTP/3 is not available in this build yet",
                 ));
             }
-            if l.h2c {
+            if l.h2c && l.tls.is_some() {
                 return Err(invalid(
                     at("h2c"),
-                    "HTTP/2 is not available in this build yet",
+                    "h2c is for cleartext listeners; a TLS listener offers h2 by ALPN",
                 ));
             }
             let tls = match l.tls {
@@ -459,6 +472,7 @@ impl RawConfig {
                 proxy_protocol: l.proxy_protocol,
                 trusted_forwarded_for: l.trusted_forwarded_for,
                 default_tunnel,
+                h2c: l.h2c,
             });
         }
         Ok(Config {
@@ -505,15 +519,13 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
                 format!("`{}` is not host:port", t.upstream),
             ));
         }
-        match t.http_version.as_str() {
-            "http/1.1" => {}
-            "h2c" | "h3" => {
+        let http_version = match t.http_version.as_str() {
+            "http/1.1" => UpstreamVersion::Http1,
+            "h2c" => UpstreamVersion::H2c,
+            "h3" => {
                 return Err(invalid(
                     at("http_version"),
-                    format!(
-                        "`{}` upstreams are not available in this build yet",
-                        t.http_version
-                    ),
+                    "`h3` upstreams are not available in this build yet",
                 ))
             }
             other => {
@@ -522,7 +534,7 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
                     format!("`{other}`: expected http/1.1, h2c or h3"),
                 ))
             }
-        }
+        };
         let mode = match t.mode.as_str() {
             "http" => TunnelMode::Http,
             "httpupgrade" => TunnelMode::HttpUpgrade,
@@ -573,6 +585,7 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
                 .map(|u| u.to_ascii_lowercase())
                 .collect(),
             allow_connect: t.allow_connect,
+            http_version,
         });
     }
     Ok(out)

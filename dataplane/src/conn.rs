@@ -3,6 +3,7 @@
 //! ```text
 //! accept → PROXY header → TLS/ALPN → h1 head → intent → route + auth → upstream dial → relay
 //! (listener) (proxy_protocol) (tls) (downstream::h1) (intent) (route, auth) (upstream) (relay)
+//!                                 └─ ALPN h2 / h2c preface → downstream::h2 (per stream, same line)
 //! ```
 //!
 //! Each arrow is a call into the module named below it; this file only
@@ -19,7 +20,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::auth;
-use crate::config::{EdgeSettings, ListenerConfig, TunnelMode};
+use crate::config::{EdgeSettings, ListenerConfig, TunnelMode, UpstreamVersion};
 use crate::downstream::h1::{parse_request, BodyFraming, Headers, RequestHead};
 use crate::error::Rejection;
 use crate::intent::{classify, Intent};
@@ -46,6 +47,19 @@ pub struct CoreCtx {
     pub routes: RefCell<Rc<RouteTable>>,
     /// This core's counters.
     pub stats: Arc<CoreStats>,
+    /// Raised when the edge shuts down (h2 connections send GOAWAY).
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// This core's h2c upstream connections.
+    pub h2c: crate::upstream::h2c::H2cPool,
+}
+
+/// Downstream HTTP version, where routing rules differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.x.
+    H1,
+    /// HTTP/2 (a stream).
+    H2,
 }
 
 /// One listener as seen by one core.
@@ -95,8 +109,34 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
         }
     }
 
-    // TLS: SNI recorded; ALPN is http/1.1 until the h2 downstream lands.
+    // TLS: SNI recorded; ALPN picks h2 or http/1.1.
     let mut down = match &lis.tls {
+        None if lis.cfg.h2c => match sniff_h2_preface(&mut tcp, &mut pending, deadline).await {
+            Some(true) => {
+                let io = Prefixed::new(std::mem::take(&mut pending), tcp);
+                let deadline = Instant::now() + core.edge.handshake_timeout;
+                crate::downstream::h2::serve(
+                    core.clone(),
+                    lis.clone(),
+                    io,
+                    client,
+                    client,
+                    None,
+                    "http",
+                    deadline,
+                )
+                .await;
+                return;
+            }
+            Some(false) => Downstream::Plain(tcp),
+            None => {
+                return log_closed(
+                    &core,
+                    client,
+                    "nothing received within the handshake timeout",
+                )
+            }
+        },
         None => Downstream::Plain(tcp),
         Some(acceptor) => {
             // Boxed: the handshake state is large and only lives this long.
@@ -116,6 +156,21 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
             }
         }
     };
+    if down.alpn() == Some(b"h2") {
+        let sni = down.sni().map(str::to_owned);
+        crate::downstream::h2::serve(
+            core.clone(),
+            lis.clone(),
+            down,
+            client,
+            client,
+            sni,
+            "https",
+            deadline,
+        )
+        .await;
+        return;
+    }
 
     let (mut head, early) =
         match read_head(&mut down, pending, core.edge.max_head_bytes, deadline).await {
@@ -133,7 +188,21 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
     }
 
     let routes = core.routes.borrow().clone();
-    let plan = match plan(&core, &lis, &routes, &down, client, &mut head) {
+    let intent = match classify(&head) {
+        Ok(i) => i,
+        Err(e) => return reject(&core, down, client, e.into(), Some(&head), None).await,
+    };
+    let sni = down.sni().map(str::to_owned);
+    let plan = match plan(
+        &core,
+        &lis,
+        &routes,
+        sni.as_deref(),
+        client,
+        &mut head,
+        intent,
+        Version::H1,
+    ) {
         Ok(p) => p,
         Err((rej, tunnel)) => {
             return reject(&core, down, client, rej, Some(&head), tunnel.as_deref()).await
@@ -147,27 +216,33 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
 }
 
 /// What the edge will do with an accepted request.
-struct Plan {
-    tunnel: Rc<Tunnel>,
-    intent: Intent,
+pub struct Plan {
+    /// The tunnel it goes through.
+    pub tunnel: Rc<Tunnel>,
+    /// What was asked for.
+    pub intent: Intent,
 }
 
-type Refusal = (Rejection, Option<Rc<Tunnel>>);
+/// A refusal, with the tunnel when one was selected (for stealth and logs).
+pub type Refusal = (Rejection, Option<Rc<Tunnel>>);
 
-/// Intent → route → access → auth. Pure decisions on the head; no I/O.
-fn plan(
+/// Route → access → auth for a classified request. Pure decisions on the
+/// head; no I/O. Shared by the h1 connection and every h2 stream.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
     core: &CoreCtx,
     lis: &ListenerCtx,
     routes: &RouteTable,
-    down: &Downstream,
+    sni: Option<&str>,
     client: SocketAddr,
     head: &mut RequestHead,
+    intent: Intent,
+    version: Version,
 ) -> Result<Plan, Refusal> {
-    let intent = classify(head).map_err(|e| (e.into(), None))?;
     let tunnel = match &intent {
         // Plain CONNECT names the proxy's target, not us: route by the
         // connection (SNI), else the listener's default tunnel.
-        Intent::Connect { .. } => match down.sni() {
+        Intent::Connect { .. } => match sni {
             Some(sni) => routes.by_host(sni),
             None => lis
                 .cfg
@@ -200,12 +275,19 @@ fn plan(
                     &core.edge.token_query_param,
                 ))));
             }
-            // Xray compares the first field value whole, case-insensitively.
+            // Xray compares the first field value whole, case-insensitively;
+            // on h2 the extended CONNECT's :protocol already said websocket.
             let first_is = |name: &str, want: &str| {
                 head.get(name)
                     .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(want.as_bytes()))
             };
-            if !first_is("connection", "upgrade") || !first_is("upgrade", "websocket") {
+            let upgrade = match version {
+                Version::H1 => {
+                    first_is("connection", "upgrade") && first_is("upgrade", "websocket")
+                }
+                Version::H2 => intent == Intent::WebSocket,
+            };
+            if !upgrade {
                 return Err(refuse(Rejection::NotUpgrade));
             }
         }
@@ -249,6 +331,9 @@ async fn proceed(
 ) -> std::io::Result<()> {
     let t = &plan.tunnel;
     let edge = &core.edge;
+    if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
+        return to_h2c(core, down, client, hop, head, early, plan).await;
+    }
     let mut up = match upstream::dial(
         &t.upstream_addrs,
         &t.config.upstream,
@@ -347,6 +432,142 @@ async fn proceed(
     Ok(())
 }
 
+/// HTTP/1.1 downstream, h2c upstream: the handshake is translated (the
+/// client's Key answered with our Accept; CONNECT's 2xx as an h1 200), the
+/// bytes after it are relayed untouched.
+async fn to_h2c(
+    core: &CoreCtx,
+    mut down: Downstream,
+    client: SocketAddr,
+    hop: SocketAddr,
+    mut head: RequestHead,
+    early: Vec<u8>,
+    plan: Plan,
+) -> std::io::Result<()> {
+    use crate::upstream::session::{self, Ask, AskKind, Deadlines, Opened};
+    let t = &plan.tunnel;
+    let edge = &core.edge;
+    let (kind, accept) = match &plan.intent {
+        Intent::WebSocket => match head.get("sec-websocket-key") {
+            Some(key) => (
+                AskKind::WebSocket,
+                Some(crate::websocket::accept_key(key.trim_ascii())),
+            ),
+            None => {
+                let rej = crate::downstream::h1::HeadError::Malformed(
+                    "WebSocket upgrade without Sec-WebSocket-Key",
+                );
+                reject(core, down, client, rej.into(), Some(&head), Some(t)).await;
+                return Ok(());
+            }
+        },
+        Intent::Connect { authority } => (
+            AskKind::Connect {
+                authority: authority.clone(),
+            },
+            None,
+        ),
+        Intent::Upgrade { .. } | Intent::Request => {
+            let rej = Rejection::NotSupported(
+                "only WebSocket and CONNECT are relayed from HTTP/1.1 to an h2c upstream".into(),
+            );
+            reject(core, down, client, rej, Some(&head), Some(t)).await;
+            return Ok(());
+        }
+    };
+    add_forwarding_headers(&mut head, hop.ip(), down.scheme());
+    let ask = Ask {
+        kind: kind.clone(),
+        authority: head.host().unwrap_or_default().to_owned(),
+        path: head.target.clone(),
+        fields: session::forwardable_fields(&head),
+    };
+    let limits = Deadlines {
+        connect: edge.upstream_connect_timeout,
+        handshake: edge.upstream_handshake_timeout,
+    };
+    let opened = match session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await {
+        Ok(o) => o,
+        Err(rej) => {
+            reject(core, down, client, rej, Some(&head), Some(t)).await;
+            return Ok(());
+        }
+    };
+    match opened {
+        Opened::Open { leg, fields, .. } => {
+            let mut answer = match &accept {
+                Some(accept) => format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n"
+                ),
+                None => "HTTP/1.1 200 Connection Established\r\n".to_owned(),
+            }
+            .into_bytes();
+            for (name, value) in &fields {
+                let pass = accept.is_none()
+                    || name == "sec-websocket-protocol"
+                    || name == "sec-websocket-extensions";
+                if pass {
+                    answer.extend_from_slice(name.as_bytes());
+                    answer.extend_from_slice(b": ");
+                    answer.extend_from_slice(value);
+                    answer.extend_from_slice(b"\r\n");
+                }
+            }
+            answer.extend_from_slice(b"\r\n");
+            down.write_all(&answer).await?;
+            drop((answer, fields, head));
+            let kind = if accept.is_some() {
+                "websocket"
+            } else {
+                "connect"
+            };
+            stats::add(&core.stats.relays_total, 1);
+            tracing::debug!(%client, tunnel = %t.config.name, kind, "relay to h2c started");
+            let opts = RelayOptions {
+                idle: edge.idle_timeout,
+                splice: false,
+                end_on_upstream_eof: false,
+            };
+            let prelude = relay::Prelude {
+                to_up: early,
+                to_down: Vec::new(),
+            };
+            let r =
+                relay::relay_legs(relay::Leg::Down(down), leg, prelude, opts, &core.stats).await;
+            tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "relay to h2c ended");
+        }
+        Opened::Refused {
+            status,
+            fields,
+            body,
+        } => {
+            tracing::info!(%client, tunnel = %t.config.name, status, "h2c upstream refused; answer relayed, closing");
+            let mut answer = format!(
+                "HTTP/1.1 {status} {}\r\n",
+                crate::error::reason_phrase(status)
+            )
+            .into_bytes();
+            for (name, value) in &fields {
+                answer.extend_from_slice(name.as_bytes());
+                answer.extend_from_slice(b": ");
+                answer.extend_from_slice(value);
+                answer.extend_from_slice(b"\r\n");
+            }
+            answer.extend_from_slice(
+                format!(
+                    "Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            answer.extend_from_slice(&body);
+            down.write_all(&answer).await?;
+            let _ = down.close().await;
+        }
+    }
+    Ok(())
+}
+
 async fn run_relay(
     core: &CoreCtx,
     down: Downstream,
@@ -365,7 +586,7 @@ async fn run_relay(
 }
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto.
-fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &str) {
+pub(crate) fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &str) {
     let ip = client.to_string();
     match head
         .headers
@@ -431,6 +652,37 @@ fn first_forwarded_for(head: &RequestHead) -> Option<IpAddr> {
         .parse::<IpAddr>()
         .ok()
         .or_else(|| first.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// On an `h2c` listener: reads until the bytes either are the HTTP/2
+/// client preface (RFC 9113 §3.4) or cannot be. `None` if nothing usable
+/// arrived within the deadline.
+async fn sniff_h2_preface(
+    tcp: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    deadline: Instant,
+) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let n = pending.len().min(PREFACE.len());
+        if pending[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        match until(deadline, tcp.read(&mut chunk)).await {
+            Some(Ok(0)) | Some(Err(_)) | None => {
+                return if pending.is_empty() {
+                    None
+                } else {
+                    Some(false)
+                }
+            }
+            Some(Ok(n)) => pending.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 async fn read_proxy_header(tcp: &mut TcpStream) -> Result<(Option<SocketAddr>, Vec<u8>), String> {
@@ -503,7 +755,7 @@ fn log_closed(core: &CoreCtx, client: SocketAddr, reason: &str) {
     tracing::warn!(core = core.core, %client, "connection closed: {reason}");
 }
 
-fn log_rejection(
+pub(crate) fn log_rejection(
     core: &CoreCtx,
     client: SocketAddr,
     rej: &Rejection,

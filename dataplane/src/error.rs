@@ -67,6 +67,16 @@ pub enum Rejection {
     /// Upstream answered with something that is not an HTTP response head.
     #[error("upstream sent an invalid answer: {0}")]
     UpstreamBadAnswer(String),
+    /// h2: a proxy request (plain CONNECT) on a connection that carried
+    /// reverse-proxy requests, or the other way round (DESIGN §1).
+    #[error("{0} on a connection already used for the other kind of request")]
+    Misdirected(&'static str),
+    /// A request body over the forwarding limit.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// A request this edge cannot carry toward this tunnel's upstream.
+    #[error("not supported: {0}")]
+    NotSupported(String),
 }
 
 impl Rejection {
@@ -79,7 +89,11 @@ impl Rejection {
             Rejection::Auth(_) => 401,
             Rejection::Forbidden(_) => 403,
             Rejection::NotUpgrade => 426,
-            Rejection::UpgradeNotAllowed(_) | Rejection::ConnectNotAllowed => 501,
+            Rejection::UpgradeNotAllowed(_)
+            | Rejection::ConnectNotAllowed
+            | Rejection::NotSupported(_) => 501,
+            Rejection::Misdirected(_) => 421,
+            Rejection::BodyTooLarge(_) => 413,
             Rejection::UpstreamUnreachable { .. } | Rejection::UpstreamBadAnswer(_) => 502,
             Rejection::UpstreamTimeout { .. } => 504,
         }
@@ -117,6 +131,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
+        413 => "Content Too Large",
         421 => "Misdirected Request",
         426 => "Upgrade Required",
         501 => "Not Implemented",

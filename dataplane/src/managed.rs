@@ -12,7 +12,7 @@ use std::rc::Rc;
 use subtle::ConstantTimeEq;
 
 use crate::auth::{digest, TokenSet};
-use crate::config::{TunnelConfig, TunnelMode};
+use crate::config::{TunnelConfig, TunnelMode, UpstreamVersion};
 use crate::route::{host_key, Tunnel};
 
 /// One token grant.
@@ -111,6 +111,10 @@ pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
             allowed_cidrs,
             allowed_upgrades: Vec::new(),
             allow_connect: true,
+            http_version: match rec.http_version {
+                2 => UpstreamVersion::H2c,
+                _ => UpstreamVersion::Http1,
+            },
         },
         tokens: TokenSet::default(),
         upstream_addrs,

@@ -173,6 +173,8 @@ async fn run_core(
             edge: config.edge.clone(),
             routes: RefCell::new(Rc::new(routes)),
             stats,
+            stop: stop.clone(),
+            h2c: Default::default(),
         });
         let mut listeners = Vec::new();
         for (l, id) in config.listeners.iter().zip(&identities) {

@@ -2,8 +2,8 @@
 //!
 //! The certificate is loaded once; every core builds its own `ServerConfig`
 //! from it, so the session cache (a mutex inside rustls) is never shared
-//! between cores. ALPN offers `http/1.1`; `h2` is added here when the HTTP/2
-//! downstream lands, and [`Downstream::alpn`] is the switch point.
+//! between cores. ALPN offers `h2` and `http/1.1`; [`Downstream::alpn`] is
+//! the switch point between the two downstream protocols.
 
 use std::io;
 use std::path::Path;
@@ -80,7 +80,9 @@ impl Identity {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())?;
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // h2 first: clients that speak both prefer it (RFC 7301 §3.2, the
+        // server picks; rustls picks by our order).
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
 }

@@ -15,3 +15,4 @@
 //! [`crate::tls`] and `h3` at the per-core QUIC endpoint (DESIGN §3).
 
 pub mod h1;
+pub mod h2;

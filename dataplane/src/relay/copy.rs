@@ -36,3 +36,25 @@ where
         _ => DirEnd::Eof,
     }
 }
+
+/// [`direction`], after first writing `first` to `dst`.
+pub async fn direction_after<R, W>(
+    first: Vec<u8>,
+    src: R,
+    mut dst: W,
+    activity: &Activity,
+    moved: &Moved,
+) -> DirEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if !first.is_empty() {
+        if let Err(e) = dst.write_all(&first).await {
+            return DirEnd::DestinationGone(e);
+        }
+        moved.add(first.len());
+    }
+    drop(first);
+    direction(src, dst, activity, moved).await
+}

@@ -17,6 +17,7 @@
 
 pub mod buffers;
 pub mod copy;
+pub mod h2;
 pub mod splice;
 
 use std::cell::Cell;
@@ -154,8 +155,8 @@ pub async fn relay(
                         pair.d2u(&activity, &d2u),
                         pair.u2d(&activity, &u2d),
                         opts,
-                        down_fd,
-                        up_fd,
+                        linger_zero(down_fd),
+                        linger_zero(up_fd),
                     )
                     .await
                 }
@@ -171,13 +172,26 @@ pub async fn relay(
                     copy::direction(dr, uw, &activity, &d2u),
                     copy::direction(ur, dw, &activity, &u2d),
                     opts,
-                    down_fd,
-                    up_fd,
+                    linger_zero(down_fd),
+                    linger_zero(up_fd),
                 )
                 .await
             }
         }
     };
+    finish(work, &activity, opts, &d2u, &u2d, spliced, stats).await
+}
+
+/// Runs `work` against the idle timer and books the outcome.
+async fn finish(
+    work: impl Future<Output = bool>,
+    activity: &Activity,
+    opts: RelayOptions,
+    d2u: &Moved,
+    u2d: &Moved,
+    spliced: bool,
+    stats: &CoreStats,
+) -> Report {
     let outcome = async { Some(work.await) }
         .or(async {
             activity.expired(opts.idle).await;
@@ -213,17 +227,93 @@ pub async fn relay(
     }
 }
 
+/// One end of a relay that is not a cleartext-TCP pair: an h2 stream, a TLS
+/// or TCP connection. Everything here goes through the copy path.
+pub enum Leg {
+    /// The downstream connection (after its h1 handshake).
+    Down(Downstream),
+    /// An upstream TCP connection.
+    Tcp(TcpStream),
+    /// An h2 stream (downstream extended CONNECT, or an h2c upstream stream).
+    H2(h2::H2Stream),
+}
+
+type Reader = Box<dyn futures_lite::io::AsyncRead + Unpin>;
+type Writer = Box<dyn futures_lite::io::AsyncWrite + Unpin>;
+type Resetter = Box<dyn FnOnce()>;
+
+impl Leg {
+    fn halves(self) -> (Reader, Writer, Resetter) {
+        match self {
+            Leg::Down(d) => {
+                let fd = d.tcp().as_raw_fd();
+                let (r, w) = futures_util::io::AsyncReadExt::split(d);
+                (Box::new(r), Box::new(w), Box::new(linger_zero(fd)))
+            }
+            Leg::Tcp(t) => {
+                let fd = t.as_raw_fd();
+                let (r, w) = futures_util::io::AsyncReadExt::split(t);
+                (Box::new(r), Box::new(w), Box::new(linger_zero(fd)))
+            }
+            Leg::H2(s) => {
+                let (r, w, reset) = s.split();
+                (Box::new(r), Box::new(w), Box::new(move || reset.reset()))
+            }
+        }
+    }
+}
+
+/// Bytes that arrived with a handshake and must go first: client early data
+/// after its head (to the upstream), upstream bytes after its answer (to the
+/// downstream).
+#[derive(Debug, Default)]
+pub struct Prelude {
+    /// Written to the upstream before relaying.
+    pub to_up: Vec<u8>,
+    /// Written to the downstream before relaying.
+    pub to_down: Vec<u8>,
+}
+
+/// Relays between any two legs through the copy path, with the same
+/// half-close, reset and idle rules as [`relay`].
+pub async fn relay_legs(
+    down: Leg,
+    up: Leg,
+    prelude: Prelude,
+    opts: RelayOptions,
+    stats: &CoreStats,
+) -> Report {
+    let activity = Activity::new();
+    let (d2u, u2d) = (Moved::default(), Moved::default());
+    let (dr, dw, reset_down) = down.halves();
+    let (ur, uw, reset_up) = up.halves();
+    let work = both(
+        copy::direction_after(prelude.to_up, dr, uw, &activity, &d2u),
+        copy::direction_after(prelude.to_down, ur, dw, &activity, &u2d),
+        opts,
+        reset_down,
+        reset_up,
+    );
+    finish(work, &activity, opts, &d2u, &u2d, false, stats).await
+}
+
+fn linger_zero(fd: RawFd) -> impl FnOnce() {
+    move || {
+        let _ = crate::sys::set_linger_zero(fd);
+    }
+}
+
 /// Runs both directions; stops early on an abort in either, or when the
-/// upstream finished and `end_on_upstream_eof` is set. On an abort, arms a
-/// reset (SO_LINGER 0) on the leg that has not failed yet, while its socket is
-/// still open, so that dropping the streams sends RST there. Returns whether a
-/// reset was propagated.
+/// upstream finished and `end_on_upstream_eof` is set. On an abort, resets
+/// the leg that has not failed yet (TCP: SO_LINGER 0 armed while the socket
+/// is still open, so that dropping it sends RST; h2: RST_STREAM). Returns
+/// whether a reset was propagated.
 async fn both(
     d2u: impl Future<Output = DirEnd>,
     u2d: impl Future<Output = DirEnd>,
     opts: RelayOptions,
-    down_fd: RawFd,
-    up_fd: RawFd,
+    down_reset: impl FnOnce(),
+    up_reset: impl FnOnce(),
 ) -> bool {
     let mut d2u = pin!(d2u);
     let mut u2d = pin!(u2d);
@@ -255,10 +345,11 @@ async fn both(
         matches!(a, Some(DirEnd::SourceReset(_))) || matches!(b, Some(DirEnd::DestinationGone(_)));
     let reset_down =
         matches!(b, Some(DirEnd::SourceReset(_))) || matches!(a, Some(DirEnd::DestinationGone(_)));
-    for (fd, arm) in [(up_fd, reset_up), (down_fd, reset_down)] {
-        if arm {
-            let _ = crate::sys::set_linger_zero(fd);
-        }
+    if reset_up {
+        up_reset();
+    }
+    if reset_down {
+        down_reset();
     }
     if let Some(e) = [&a, &b].into_iter().flatten().find_map(|d| match d {
         DirEnd::SourceReset(e) | DirEnd::DestinationGone(e) => Some(e),

@@ -4,6 +4,9 @@
 //! The answer head is read with the same sans-IO parser as requests; bytes
 //! after it in the same read are returned to the caller, never dropped.
 
+pub mod h2c;
+pub mod session;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

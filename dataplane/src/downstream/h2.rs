@@ -1,0 +1,482 @@
+//! HTTP/2 downstream: TLS with ALPN `h2`, or cleartext with prior knowledge
+//! on listeners with `h2c = true`.
+//!
+//! The `h2` crate does the framing, HPACK, flow control and stream state; it
+//! speaks tokio's I/O traits, so the glommio/rustls stream is adapted with
+//! tokio-util's compat layer (no tokio runtime is involved). This module is
+//! the glue: it turns every stream into a request head, then runs the same
+//! straight line as HTTP/1.1 (intent → route + auth → upstream → relay):
+//!
+//! ```text
+//! CONNECT :protocol websocket  → WebSocket intent (routed by :authority)
+//! CONNECT host:port            → CONNECT intent   (routed by SNI / default tunnel)
+//! anything else                → ordinary request (forwarded, see `forward`)
+//! ```
+//!
+//! Refusals are stream-level answers (DESIGN §5); the connection serves on.
+//! A connection that carried a plain CONNECT answers 421 to reverse-proxy
+//! requests and the other way round.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::FutureExt;
+use h2::server::SendResponse;
+use h2::RecvStream;
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+
+use crate::conn::{self, CoreCtx, ListenerCtx};
+use crate::downstream::h1::{Header, RequestHead};
+use crate::error::{reason_phrase, Rejection};
+use crate::intent::Intent;
+use crate::relay::h2::H2Stream;
+use crate::relay::{self, Leg, Prelude, RelayOptions};
+use crate::stats;
+use crate::timeout::until;
+use crate::upstream::session::{self, Ask, AskKind, Deadlines, Field, Opened};
+
+mod forward;
+
+/// Concurrent streams a client may open on one connection.
+pub const MAX_STREAMS: u32 = 256;
+/// Receive window per stream; the connection window is 4×. Bounds what one
+/// stalled relay can make the edge hold.
+pub const STREAM_WINDOW: u32 = 1 << 20;
+/// Streams reset by the client before we accepted them (CVE-2023-44487
+/// "rapid reset"): past this the connection gets GOAWAY(ENHANCE_YOUR_CALM).
+pub const MAX_PENDING_RESETS: usize = 64;
+/// Streams we reset for protocol errors before the connection is closed.
+pub const MAX_LOCAL_RESETS: usize = 512;
+/// How often the connection task checks for shutdown and idleness.
+const WATCH: Duration = Duration::from_millis(250);
+
+/// Who the connection's first stream made it (DESIGN §1: 421 separation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Plain CONNECT: a forward proxy's egress.
+    Proxy,
+    /// WebSocket and ordinary requests: a reverse proxy.
+    Reverse,
+}
+
+/// Per-connection facts every stream needs.
+struct Conn {
+    core: Rc<CoreCtx>,
+    lis: Rc<ListenerCtx>,
+    client: SocketAddr,
+    hop: SocketAddr,
+    sni: Option<String>,
+    scheme: &'static str,
+    role: Cell<Option<Role>>,
+    streams: Cell<usize>,
+    last_active: Cell<Instant>,
+}
+
+/// Serves one HTTP/2 connection until it closes. `io` is the TLS session
+/// (ALPN h2) or the cleartext socket with the bytes already read in front.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<T>(
+    core: Rc<CoreCtx>,
+    lis: Rc<ListenerCtx>,
+    io: T,
+    client: SocketAddr,
+    hop: SocketAddr,
+    sni: Option<String>,
+    scheme: &'static str,
+    deadline: Instant,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let mut builder = h2::server::Builder::new();
+    builder
+        .enable_connect_protocol()
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(core.edge.max_head_bytes as u32)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(4 * STREAM_WINDOW)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS));
+    let hs = builder.handshake::<_, Bytes>(io.compat());
+    let mut h2 = match until(deadline, hs).await {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            tracing::warn!(core = core.core, %client, "h2 handshake failed: {e}");
+            return;
+        }
+        None => {
+            tracing::warn!(core = core.core, %client, "h2 preface not complete within the handshake timeout");
+            return;
+        }
+    };
+    let conn = Rc::new(Conn {
+        core,
+        lis,
+        client,
+        hop,
+        sni,
+        scheme,
+        role: Cell::new(None),
+        streams: Cell::new(0),
+        last_active: Cell::new(Instant::now()),
+    });
+    let mut closing = false;
+    loop {
+        let watch = async {
+            loop {
+                glommio::timer::sleep(WATCH).await;
+                if closing {
+                    continue;
+                }
+                if conn.core.stop.load(Ordering::Relaxed) {
+                    return "shutting down";
+                }
+                let idle = conn.last_active.get().elapsed() >= conn.core.edge.idle_timeout;
+                if conn.streams.get() == 0 && idle {
+                    return "idle";
+                }
+            }
+        };
+        let next = async { Next::Stream(h2.accept().await) }
+            .or(async { Next::Close(watch.await) })
+            .await;
+        match next {
+            Next::Stream(Some(Ok((req, respond)))) => {
+                conn.last_active.set(Instant::now());
+                glommio::spawn_local(stream(conn.clone(), req, respond)).detach();
+            }
+            Next::Stream(Some(Err(e))) => {
+                tracing::debug!(client = %conn.client, "h2 connection error: {e}");
+                break;
+            }
+            Next::Stream(None) => break,
+            Next::Close(why) => {
+                // GOAWAY with the last stream id: streams in flight finish.
+                tracing::debug!(client = %conn.client, why, "h2 graceful shutdown");
+                h2.graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}
+
+enum Next {
+    Stream(Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>>),
+    Close(&'static str),
+}
+
+/// Handles one stream: a request in, an answer and maybe a relay out.
+async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendResponse<Bytes>) {
+    conn.streams.set(conn.streams.get() + 1);
+    let _count = StreamGuard(&conn);
+    let (parts, body) = req.into_parts();
+    let protocol = parts
+        .extensions
+        .get::<h2::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    let mut head = request_head(&parts, protocol.is_some());
+    let intent = match classify(&parts, protocol.as_deref()) {
+        Ok(i) => i,
+        Err(rej) => return refuse(&conn, respond, rej, Some(&head), None),
+    };
+    let role = match intent {
+        Intent::Connect { .. } => Role::Proxy,
+        _ => Role::Reverse,
+    };
+    match conn.role.get() {
+        Some(r) if r != role => {
+            let what = match role {
+                Role::Proxy => "CONNECT",
+                Role::Reverse => "reverse-proxy request",
+            };
+            return refuse(
+                &conn,
+                respond,
+                Rejection::Misdirected(what),
+                Some(&head),
+                None,
+            );
+        }
+        Some(_) => {}
+        None => conn.role.set(Some(role)),
+    }
+    let core = &conn.core;
+    let routes = core.routes.borrow().clone();
+    let client = conn.client;
+    let plan = match conn::plan(
+        core,
+        &conn.lis,
+        &routes,
+        conn.sni.as_deref(),
+        client,
+        &mut head,
+        intent,
+        conn::Version::H2,
+    ) {
+        Ok(p) => p,
+        Err((rej, t)) => return refuse(&conn, respond, rej, Some(&head), t.as_deref()),
+    };
+    conn::add_forwarding_headers(&mut head, conn.hop.ip(), conn.scheme);
+    let t = plan.tunnel.clone();
+    match plan.intent {
+        Intent::Request => forward::request(&conn, &t, head, parts, body, respond).await,
+        Intent::WebSocket | Intent::Connect { .. } => {
+            tunnel(&conn, &t, plan.intent, head, parts, body, respond).await
+        }
+        Intent::Upgrade { token } => refuse(
+            &conn,
+            respond,
+            Rejection::UpgradeNotAllowed(token),
+            Some(&head),
+            Some(&t),
+        ),
+    }
+}
+
+struct StreamGuard<'a>(&'a Conn);
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        self.0.streams.set(self.0.streams.get().saturating_sub(1));
+        self.0.last_active.set(Instant::now());
+    }
+}
+
+/// The stream's pseudo-headers and fields as an HTTP/1.1-shaped head, so
+/// that routing and auth are the same code for every version.
+fn request_head(parts: &http::request::Parts, extended: bool) -> RequestHead {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_default();
+    let target = if parts.method == http::Method::CONNECT && !extended {
+        authority.clone()
+    } else {
+        parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into())
+    };
+    let mut headers = Vec::with_capacity(parts.headers.len() + 1);
+    // RFC 9113 §8.3.1: :authority stands in for Host.
+    headers.push(Header {
+        name: "host".into(),
+        value: authority.into_bytes(),
+    });
+    for (name, value) in &parts.headers {
+        if name == http::header::HOST {
+            continue;
+        }
+        headers.push(Header {
+            name: name.as_str().to_owned(),
+            value: value.as_bytes().to_vec(),
+        });
+    }
+    RequestHead {
+        method: parts.method.as_str().to_owned(),
+        target,
+        minor_version: 1,
+        headers,
+    }
+}
+
+/// RFC 8441 / RFC 9113 §8.5: which intent a stream carries.
+fn classify(parts: &http::request::Parts, protocol: Option<&str>) -> Result<Intent, Rejection> {
+    if parts.method != http::Method::CONNECT {
+        return Ok(Intent::Request);
+    }
+    match protocol {
+        Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
+        Some(p) => Err(Rejection::UpgradeNotAllowed(p.to_ascii_lowercase())),
+        None => {
+            let authority = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default();
+            match authority.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
+                    Ok(Intent::Connect { authority })
+                }
+                _ => Err(crate::intent::IntentError::BadConnectTarget.into()),
+            }
+        }
+    }
+}
+
+/// WebSocket or CONNECT: open the upstream session, answer 200, relay.
+async fn tunnel(
+    conn: &Conn,
+    t: &Rc<crate::route::Tunnel>,
+    intent: Intent,
+    head: RequestHead,
+    parts: http::request::Parts,
+    body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+) {
+    let core = &conn.core;
+    let edge = &core.edge;
+    let limits = Deadlines {
+        connect: edge.upstream_connect_timeout,
+        handshake: edge.upstream_handshake_timeout,
+    };
+    let kind = match &intent {
+        Intent::Connect { authority } => AskKind::Connect {
+            authority: authority.clone(),
+        },
+        _ => AskKind::WebSocket,
+    };
+    let opened = if t.config.mode == crate::config::TunnelMode::HttpUpgrade {
+        // Terminated here like the h1 HTTPUpgrade: raw TCP to the upstream.
+        match crate::upstream::dial(&t.upstream_addrs, &t.config.upstream, limits.connect).await {
+            Ok(up) => Opened::Open {
+                leg: Leg::Tcp(up),
+                early: Vec::new(),
+                fields: Vec::new(),
+            },
+            Err(rej) => return refuse(conn, respond, rej, Some(&head), Some(t)),
+        }
+    } else {
+        let ask = Ask {
+            kind: kind.clone(),
+            authority: head.host().unwrap_or_default().to_owned(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into()),
+            fields: session::forwardable_fields(&head),
+        };
+        match session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await {
+            Ok(o) => o,
+            Err(rej) => return refuse(conn, respond, rej, Some(&head), Some(t)),
+        }
+    };
+    let what = if kind == AskKind::WebSocket {
+        "websocket"
+    } else {
+        "connect"
+    };
+    match opened {
+        Opened::Open { leg, early, fields } => {
+            let mut answer = http::Response::builder().status(200);
+            for (name, value) in &fields {
+                let pass = match kind {
+                    AskKind::WebSocket => {
+                        name == "sec-websocket-protocol" || name == "sec-websocket-extensions"
+                    }
+                    AskKind::Connect { .. } => true,
+                };
+                if pass {
+                    answer = answer.header(name.as_str(), value.as_slice());
+                }
+            }
+            let Ok(answer) = answer.body(()) else {
+                return refuse(
+                    conn,
+                    respond,
+                    Rejection::UpstreamBadAnswer("answer fields not valid in h2".into()),
+                    Some(&head),
+                    Some(t),
+                );
+            };
+            let send = match respond.send_response(answer, false) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
+                    return;
+                }
+            };
+            drop((head, parts, fields));
+            stats::add(&core.stats.relays_total, 1);
+            tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h2 relay started");
+            let opts = RelayOptions {
+                idle: edge.idle_timeout,
+                splice: false,
+                end_on_upstream_eof: false,
+            };
+            let prelude = Prelude {
+                to_up: Vec::new(),
+                to_down: early,
+            };
+            let r = relay::relay_legs(
+                Leg::H2(H2Stream::new(send, body)),
+                leg,
+                prelude,
+                opts,
+                &core.stats,
+            )
+            .await;
+            tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "h2 relay ended");
+        }
+        Opened::Refused {
+            status,
+            fields,
+            body: answer_body,
+        } => {
+            tracing::info!(client = %conn.client, tunnel = %t.config.name, status, kind = what, "upstream refused the {what}; answer relayed");
+            respond_with(respond, status, &fields, answer_body);
+        }
+    }
+}
+
+/// Sends a complete answer (fields and body) on a stream.
+pub(crate) fn respond_with(
+    mut respond: SendResponse<Bytes>,
+    status: u16,
+    fields: &[Field],
+    body: Vec<u8>,
+) {
+    let mut answer = http::Response::builder().status(status);
+    for (name, value) in fields {
+        answer = answer.header(name.as_str(), value.as_slice());
+    }
+    let answer = answer
+        .body(())
+        .or_else(|_| http::Response::builder().status(502).body(()));
+    let Ok(answer) = answer else { return };
+    let empty = body.is_empty();
+    if let Ok(mut send) = respond.send_response(answer, empty) {
+        if !empty {
+            // Small (bounded) body: queued whole, sent as the window allows.
+            let _ = send.send_data(Bytes::from(body), true);
+        }
+    }
+}
+
+/// A stream-level refusal: its status and a one-line body (or a stream
+/// reset on a stealth tunnel), and the log line.
+fn refuse(
+    conn: &Conn,
+    mut respond: SendResponse<Bytes>,
+    rej: Rejection,
+    head: Option<&RequestHead>,
+    tunnel: Option<&crate::route::Tunnel>,
+) {
+    let core = &conn.core;
+    stats::add(&core.stats.rejected_total, 1);
+    if rej.is_upstream() {
+        stats::add(&core.stats.upstream_errors, 1);
+    }
+    let silent = tunnel.is_some_and(|t| {
+        t.config.mode == crate::config::TunnelMode::HttpUpgrade && t.config.stealth
+    });
+    conn::log_rejection(core, conn.client, &rej, head, tunnel, silent);
+    if silent {
+        respond.send_reset(h2::Reason::CANCEL);
+        return;
+    }
+    let status = rej.status();
+    let mut fields: Vec<Field> = vec![("content-type".into(), b"text/plain".to_vec())];
+    if matches!(rej, Rejection::Auth(_)) {
+        fields.push(("www-authenticate".into(), b"Bearer".to_vec()));
+    }
+    let body = format!("{status} {}\n", reason_phrase(status)).into_bytes();
+    respond_with(respond, status, &fields, body);
+}
