@@ -106,6 +106,10 @@ class TunnelStream(Stream):
         self.open = False
         self.tail_queued = False
         self.close_sent = self.close_seen = None
+        # --close-after-echo: half-close (END_STREAM / WebSocket Close) only
+        # once every byte came back; for peers that do not half-close
+        # (pproxy closes both ways on EOF; websockets drops queued echoes).
+        self.wait_echo = getattr(conn, "close_after_echo", False)
 
     def on_response(self):
         if self.accept(self.status):
@@ -124,7 +128,8 @@ class TunnelStream(Stream):
             self.sent += len(chunk)
             self.sha_sent.update(chunk)
             self.outq += self.framer.send_data(chunk, fin=True) if self.framed else chunk
-        if self.remaining == 0 and not self.tail_queued and self.sink_expect is None:
+        echo_pending = self.wait_echo and self.received < self.sent
+        if self.remaining == 0 and not self.tail_queued and self.sink_expect is None and not echo_pending:
             self.tail_queued = True
             if self.framed:   # END_STREAM follows once the echoed Close arrives
                 self.outq += self.framer.close(1000, "done")
@@ -509,6 +514,7 @@ is2xx = (lambda st: st is not None and 200 <= st < 300)
 
 
 def mode_tunnels(conn, a, ws):
+    conn.close_after_echo = getattr(a, "close_after_echo", False)
     if ws:
         need_connect_protocol(conn)
     else:
@@ -648,11 +654,15 @@ def build_parser():
     sp.add_argument("--subprotocol", help="offer sec-websocket-protocol")
     sp.add_argument("--streams", type=int, default=1, help="concurrent streams on one connection")
     sp.add_argument("--bytes", type=int, default=65536, help="payload bytes per stream")
+    sp.add_argument("--close-after-echo", action="store_true",
+                    help="send the Close / END_STREAM only after the whole echo arrived")
     sp.add_argument("--raw", action="store_true", help="no websocket framing (raw-echo origin)")
     sp = common(sub.add_parser("connect", help="K plain CONNECT streams, raw echo check"), False)
     sp.add_argument("--target", required=True, metavar="HOST:PORT", help=":authority of the CONNECT")
     sp.add_argument("--streams", type=int, default=1)
     sp.add_argument("--bytes", type=int, default=65536)
+    sp.add_argument("--close-after-echo", action="store_true",
+                    help="send END_STREAM only after the whole echo arrived")
     sp = common(sub.add_parser("request", help="C sequential ordinary requests"))
     sp.add_argument("--method", default="GET")
     sp.add_argument("--body", type=int, default=0, help="request body bytes (seeded)")

@@ -136,6 +136,11 @@ impl Edge {
         }
     }
 
+    /// The edge's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Everything the edge logged so far.
     pub fn log(&self) -> String {
         let mut s = String::new();
@@ -376,6 +381,8 @@ pub async fn ws_echo_origin() -> (SocketAddr, mpsc::UnboundedReceiver<Vec<(Strin
                             break;
                         }
                     } else if m.is_close() {
+                        // tungstenite queued the Close reply; send it.
+                        let _ = ws.flush().await;
                         break;
                     }
                 }
