@@ -340,7 +340,7 @@ mod tests {
             (|t| t.hostnames.clear(), "tunnel.hostnames"),
             (|t| t.upstream = "nope".into(), "tunnel.upstream"),
             (|t| t.mode = 9, "tunnel.mode"),
-            (|t| t.http_version = 2, "tunnel.http_version"),
+            (|t| t.http_version = 3, "tunnel.http_version"),
             (
                 |t| t.trusted_cidrs = vec!["10.0.0.0/99".into()],
                 "tunnel.trusted_cidrs",

@@ -9,6 +9,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod h2;
 pub mod httpupgrade;
 pub mod modes;
 pub mod net;

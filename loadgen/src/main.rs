@@ -27,6 +27,11 @@ enum Command {
     Httpupgrade(Common),
     /// Plain CONNECT to --connect-target, then raw echo round trips.
     Connect(Common),
+    /// WebSocket over HTTP/2 extended CONNECT (RFC 8441), echo round trips;
+    /// --streams-per-conn streams share one connection.
+    WsH2(Common),
+    /// Plain CONNECT over HTTP/2, raw echo round trips.
+    ConnectH2(Common),
     /// Upgraded streams pushing and pulling bytes as fast as possible.
     Bulk(Common),
     /// Connection + handshake + one echo + close, repeatedly.
@@ -97,6 +102,9 @@ struct Common {
     /// Handshake for bulk/setup/idle.
     #[arg(long, value_enum, default_value = "httpupgrade")]
     via: Via,
+    /// HTTP/2 vias: streams sharing one connection (--connections counts streams).
+    #[arg(long, default_value_t = 1)]
+    streams_per_conn: usize,
     /// Spread connections over 127.0.0.1..N source addresses.
     #[arg(long, default_value_t = 1)]
     sources: usize,
@@ -145,13 +153,16 @@ fn main() -> ExitCode {
         Command::Ws(c) => ("ws", Mode::Echo, Some(Via::Ws), c),
         Command::Httpupgrade(c) => ("httpupgrade", Mode::Echo, Some(Via::Httpupgrade), c),
         Command::Connect(c) => ("connect", Mode::Echo, Some(Via::Connect), c),
+        Command::WsH2(c) => ("ws-h2", Mode::Echo, Some(Via::WsH2), c),
+        Command::ConnectH2(c) => ("connect-h2", Mode::Echo, Some(Via::ConnectH2), c),
         Command::Bulk(c) => ("bulk", Mode::Bulk, None, c),
         Command::Setup(c) => ("setup", Mode::Setup, None, c),
         Command::Idle(c) => ("idle", Mode::Idle, None, c),
     };
     let via = via_override.unwrap_or(c.via);
     let tls = if c.tls {
-        match loadgen::net::tls_config(c.ca.as_deref()) {
+        let alpn: &[u8] = if via.is_h2() { b"h2" } else { b"http/1.1" };
+        match loadgen::net::tls_config(c.ca.as_deref(), alpn) {
             Ok(t) => Some(t),
             Err(e) => {
                 eprintln!("error: --ca: {e}");
@@ -176,6 +187,7 @@ fn main() -> ExitCode {
         connect_target: c.connect_target.clone(),
         ed: c.ed,
         timeout: Duration::from_secs_f64(c.timeout),
+        streams_per_conn: c.streams_per_conn.max(1),
     };
     let plan = Plan {
         mode,

@@ -189,6 +189,7 @@ async fn echo(ctx: &Ctx, conn: usize) {
     let mut sess = match establish(
         &ctx.plan.target,
         ctx.plan.via,
+        conn,
         ctx.source(conn),
         &ctx.payload,
     )
@@ -228,7 +229,7 @@ async fn one_echo(
     already_sent: bool,
 ) -> Result<(), Failure> {
     let io = |e: std::io::Error| Failure::Io(format!("{:?}", e.kind()));
-    let framed = ctx.plan.via == Via::Ws;
+    let framed = ctx.plan.via.framed();
     if !already_sent {
         if framed {
             wire.clear();
@@ -311,7 +312,7 @@ async fn fill(sess: &mut Session, acc: &mut Vec<u8>) -> Result<(), Failure> {
 async fn bulk(ctx: &Ctx, conn: usize) {
     // Over a WebSocket upgrade the bytes pushed are not framed: proxies relay
     // the upgraded stream without parsing frames, and the origin echoes raw.
-    let sess = match establish(&ctx.plan.target, ctx.plan.via, ctx.source(conn), &[]).await {
+    let sess = match establish(&ctx.plan.target, ctx.plan.via, conn, ctx.source(conn), &[]).await {
         Ok(s) => s,
         Err(f) => return ctx.fail(f),
     };
@@ -357,6 +358,7 @@ async fn setup(ctx: &Ctx, conn: usize) {
             let mut sess = establish(
                 &ctx.plan.target,
                 ctx.plan.via,
+                conn,
                 ctx.source(conn),
                 &ctx.payload,
             )
@@ -387,7 +389,7 @@ async fn setup(ctx: &Ctx, conn: usize) {
 }
 
 async fn idle(ctx: &Ctx, conn: usize) {
-    let sess = match establish(&ctx.plan.target, ctx.plan.via, ctx.source(conn), &[]).await {
+    let sess = match establish(&ctx.plan.target, ctx.plan.via, conn, ctx.source(conn), &[]).await {
         Ok(s) => s,
         Err(f) => return ctx.fail(f),
     };

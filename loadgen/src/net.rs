@@ -26,6 +26,8 @@ pub enum Stream {
     Plain(TcpStream),
     /// TLS.
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
+    /// One HTTP/2 stream (ws-h2, connect-h2).
+    H2(Box<crate::h2::H2Io>),
 }
 
 impl AsyncRead for Stream {
@@ -37,6 +39,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -50,18 +53,21 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::H2(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }
@@ -133,8 +139,8 @@ pub async fn proxy_header(s: &mut TcpStream, v: ProxyVersion) -> io::Result<()> 
 }
 
 /// A TLS client config: trusts `ca` if given, else accepts any certificate
-/// (benchmarking a self-signed edge), and offers `http/1.1`.
-pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// (benchmarking a self-signed edge), and offers `alpn` (`http/1.1` or `h2`).
+pub fn tls_config(ca: Option<&Path>, alpn: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -155,7 +161,7 @@ pub fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String
             .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
             .with_no_client_auth(),
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(cfg))
 }
 

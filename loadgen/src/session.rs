@@ -26,6 +26,23 @@ pub enum Via {
     /// only): the scenario of `wrk -H 'Connection: close'`, to check the
     /// generator against a known tool on the same server.
     Http,
+    /// WebSocket over HTTP/2 extended CONNECT (RFC 8441); messages framed.
+    #[value(name = "ws-h2")]
+    WsH2,
+    /// Plain CONNECT over HTTP/2 to `--connect-target`.
+    #[value(name = "connect-h2")]
+    ConnectH2,
+}
+
+impl Via {
+    /// Whether the stream runs over a shared HTTP/2 connection.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Via::WsH2 | Via::ConnectH2)
+    }
+    /// Whether messages are WebSocket-framed.
+    pub fn framed(self) -> bool {
+        matches!(self, Via::Ws | Via::WsH2)
+    }
 }
 
 /// Connection settings shared by all modes.
@@ -51,6 +68,8 @@ pub struct Target {
     pub ed: bool,
     /// Bound on connect + handshake.
     pub timeout: Duration,
+    /// HTTP/2 vias: streams that share one connection.
+    pub streams_per_conn: usize,
 }
 
 /// An established stream.
@@ -112,40 +131,32 @@ fn io_kind(e: &std::io::Error) -> String {
 }
 
 /// Opens a stream and performs the handshake of `via`, within the timeout.
+/// `conn` is the connection index (h2 vias group `--streams-per-conn` of them
+/// onto one HTTP/2 connection).
 pub async fn establish(
     t: &Target,
     via: Via,
+    conn: usize,
     source: Option<IpAddr>,
     first_payload: &[u8],
 ) -> Result<Session, Failure> {
-    let work = async {
-        let mut tcp = net::tcp(t.addr, source)
+    if via.is_h2() {
+        return crate::with_timeout(t.timeout, establish_h2(t, via, conn, source))
             .await
-            .map_err(|e| Failure::Connect(io_kind(&e)))?;
-        if let Some(v) = t.proxy {
-            net::proxy_header(&mut tcp, v)
-                .await
-                .map_err(|e| Failure::Connect(io_kind(&e)))?;
-        }
-        let mut stream = match &t.tls {
-            None => Stream::Plain(tcp),
-            Some(cfg) => {
-                let name = rustls::pki_types::ServerName::try_from(t.sni.clone())
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
-                let s = futures_rustls::TlsConnector::from(cfg.clone())
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| Failure::Tls(e.to_string()))?;
-                Stream::Tls(Box::new(s))
-            }
-        };
+            .unwrap_or(Err(Failure::Timeout));
+    }
+    let work = async {
+        let mut stream = transport(t, source).await?;
         let auth: Vec<(String, String)> = t
             .token
             .iter()
             .map(|tok| ("Authorization".to_owned(), format!("Bearer {tok}")))
             .collect();
         match via {
-            Via::Raw | Via::Http => Ok(Session::new(stream, Vec::new(), None)),
+            // h2 vias were handled above; Raw/Http have no handshake.
+            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 => {
+                Ok(Session::new(stream, Vec::new(), None))
+            }
             Via::Ws => {
                 let (req, accept) = ws::handshake(&t.host, &t.path, &auth);
                 stream
@@ -218,6 +229,55 @@ pub async fn establish(
     crate::with_timeout(t.timeout, work)
         .await
         .unwrap_or(Err(Failure::Timeout))
+}
+
+/// TCP (+ PROXY header) (+ TLS): the transport under every handshake.
+async fn transport(t: &Target, source: Option<IpAddr>) -> Result<Stream, Failure> {
+    let mut tcp = net::tcp(t.addr, source)
+        .await
+        .map_err(|e| Failure::Connect(io_kind(&e)))?;
+    if let Some(v) = t.proxy {
+        net::proxy_header(&mut tcp, v)
+            .await
+            .map_err(|e| Failure::Connect(io_kind(&e)))?;
+    }
+    Ok(match &t.tls {
+        None => Stream::Plain(tcp),
+        Some(cfg) => {
+            let name = rustls::pki_types::ServerName::try_from(t.sni.clone())
+                .map_err(|e| Failure::Tls(e.to_string()))?;
+            let s = futures_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| Failure::Tls(e.to_string()))?;
+            Stream::Tls(Box::new(s))
+        }
+    })
+}
+
+/// A stream on this connection group's HTTP/2 connection.
+async fn establish_h2(
+    t: &Target,
+    via: Via,
+    conn: usize,
+    source: Option<IpAddr>,
+) -> Result<Session, Failure> {
+    let group = conn / t.streams_per_conn.max(1);
+    let send = crate::h2::connection(group, || transport(t, source)).await?;
+    let auth: Vec<(String, String)> = t
+        .token
+        .iter()
+        .map(|tok| ("authorization".to_owned(), format!("Bearer {tok}")))
+        .collect();
+    let io = match via {
+        Via::WsH2 => {
+            let scheme = if t.tls.is_some() { "https" } else { "http" };
+            let uri = format!("{scheme}://{}{}", t.host, t.path);
+            crate::h2::open(send, &uri, Some("websocket"), &auth).await?
+        }
+        _ => crate::h2::open(send, &t.connect_target, None, &auth).await?,
+    };
+    Ok(Session::new(Stream::H2(Box::new(io)), Vec::new(), None))
 }
 
 type Head = (u16, Vec<(String, String)>, Vec<u8>);
