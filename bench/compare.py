@@ -13,6 +13,11 @@ Scenarios (DESIGN §7):
   setup      connect + WebSocket handshake + 64 B echo + close: conn/s
   ws64/ws1k  WebSocket echo, 256 connections, 64 B / 1 KiB: msgs/s, p50, p99
   idle       N upgraded connections held: proxy RSS per connection
+  bulk-h2    bulk over one RFC 8441 extended-CONNECT stream (h2c prior
+             knowledge) to the same h1 origin: Switchyard's h2 path vs its
+             h1 path in the same run, and vs HAProxy's h2 frontend
+  ws64-h2    WebSocket echo over h2, 256 streams on 16 connections, 64 B
+             (nginx has no RFC 8441: not compared there)
 
 Every scenario opens its stream with a real WebSocket handshake (key and
 accept): HAProxy 2.6 in mode http answers 400 to an Xray-style HTTPUpgrade
@@ -51,6 +56,10 @@ PROXY_PORTS = {  # per target: (upgrade listener, ws listener, tcp listener)
     "switchyard": (18081, 18081, None),
     "haproxy": (18091, 18092, 18093),
     "nginx": (18111, 18112, None),
+}
+H2_PORTS = {  # per target: h2c (prior knowledge) listener with RFC 8441
+    "switchyard": 18081,
+    "haproxy": 18094,
 }
 CLIENT_CPU = "0"
 PROXY_CPU = "1"
@@ -138,6 +147,7 @@ def switchyard_config(d):
 cores = 1
 [[listener]]
 addr = "127.0.0.1:{PROXY_PORTS['switchyard'][0]}"
+h2c = true
 [[tunnel]]
 name = "hu"
 hostnames = ["hu.bench"]
@@ -175,6 +185,11 @@ frontend upgrade
 frontend websocket
     mode http
     bind 127.0.0.1:{ws}
+    default_backend ws_echo
+frontend websocket_h2
+    mode http
+    bind 127.0.0.1:{H2_PORTS['haproxy']} proto h2
+    use_backend httpupgrade_echo if {{ req.hdr(host) -m beg hu.bench }}
     default_backend ws_echo
 frontend l4
     mode tcp
@@ -249,10 +264,14 @@ def scenarios(quick):
         "ws64": dict(mode="ws", host="ws.bench", c=256, d=d, size=64),
         "ws1k": dict(mode="ws", host="ws.bench", c=256, d=d, size=1024),
         "idle": dict(mode="idle", via="ws", host="hu.bench", c=idle_n, d=(4 if quick else 8), size=64),
+        "bulk-h2": dict(mode="bulk", via="ws-h2", host="hu.bench", c=1, d=d, size=64, h2=True),
+        "ws64-h2": dict(mode="ws-h2", host="ws.bench", c=256, spc=16, d=d, size=64, h2=True),
     }
 
 
 def target_port(target, sc):
+    if sc.get("h2"):
+        return H2_PORTS.get(target)
     framed = sc["mode"] == "ws" or sc["mode"] == "setup"
     if target == "direct":
         return PORTS["ws-echo"] if framed else PORTS["httpupgrade-echo"]
@@ -264,12 +283,16 @@ def target_port(target, sc):
 
 def run_scenario(target, name, sc, proxy):
     port = target_port(target, sc)
+    if port is None:
+        return {"skipped": "no RFC 8441 h2 frontend"}
     args = [sc["mode"], "--target", f"127.0.0.1:{port}", "--host", sc["host"], "-c", str(sc["c"]), "-d", str(sc["d"]), "--size", str(sc["size"])]
     if "via" in sc:
         via = "raw" if target == "haproxy-tcp" else sc["via"]
         args += ["--via", via]
     if sc["mode"] == "idle":
         args += ["--sources", "8", "--timeout", "30"]
+    if "spc" in sc:
+        args += ["--streams-per-conn", str(sc["spc"])]
     before_cpu = cpu_seconds(proxy) if proxy else 0
     before_rss = rss_kib(proxy) if proxy else 0
     if sc["mode"] == "idle" and proxy:
@@ -296,6 +319,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="reduced run, under 3 minutes")
     ap.add_argument("--targets", default="direct,switchyard,haproxy,haproxy-tcp,nginx")
+    ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     a = ap.parse_args()
     ensure_tools()
     tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
@@ -319,6 +343,8 @@ def main():
             results[target] = {}
             try:
                 for name, sc in scenarios(a.quick).items():
+                    if a.scenarios and name not in a.scenarios.split(","):
+                        continue
                     if target == "haproxy-tcp" and name != "bulk":
                         continue
                     print(f"{target:12} {name:6} ...", file=sys.stderr, flush=True)
@@ -361,6 +387,10 @@ def render(r, quick, secs):
         ("ws 1 KiB p50 µs", "ws1k", "p50_us", ".0f", False),
         ("ws 1 KiB p99 µs", "ws1k", "p99_us", ".0f", False),
         ("idle: proxy RSS per connection (bytes)", "idle", "rss_per_conn_bytes", ".0f", False),
+        ("h2 bulk GB/s (1 extended-CONNECT stream)", "bulk-h2", "gbytes_per_s", ".3f", True),
+        ("h2 bulk proxy CPU s per GB relayed", "bulk-h2", "proxy_cpu_s_per_gb", ".3f", False),
+        ("h2 ws 64 B msgs/s (256 streams / 16 conns)", "ws64-h2", "ops_per_s", ".0f", True),
+        ("h2 ws 64 B p99 µs", "ws64-h2", "p99_us", ".0f", False),
     ]
     targets = [t for t in ("direct", "switchyard", "haproxy", "haproxy-tcp", "nginx") if t in r]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -377,6 +407,10 @@ def render(r, quick, secs):
         ratio = lambda o: fmt(sy / o, ".2f") if sy is not None and o not in (None, 0) else "—"
         cells = [fmt(vals[t], spec) for t in targets]
         out.append(f"| {label} | " + " | ".join(cells) + f" | {ratio(vals.get('direct'))} | {ratio(vals.get('haproxy'))} | {ratio(vals.get('nginx'))} |")
+    sy = r.get("switchyard", {})
+    h1, h2 = sy.get("bulk", {}).get("gbytes_per_s"), sy.get("bulk-h2", {}).get("gbytes_per_s")
+    if h1 and h2:
+        out += ["", f"Switchyard h2 extended-CONNECT bulk vs its h1 bulk, same run: {h2 / h1:.2f}x"]
     errs = [(t, s, v.get("error") or v.get("errors")) for t in targets for s, v in r.get(t, {}).items() if v.get("error") or v.get("errors")]
     if errs:
         out += ["", "Errors:"] + [f"- {t} {s}: {e}" for t, s, e in errs]

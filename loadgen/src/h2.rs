@@ -62,6 +62,7 @@ where
     let (send, mut conn) = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(4 * STREAM_WINDOW)
+        .max_frame_size(256 * 1024)
         .handshake::<_, Bytes>(stream.compat())
         .await
         .map_err(|e| Failure::Handshake(format!("h2: {e}")))?;

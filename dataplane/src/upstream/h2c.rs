@@ -113,6 +113,7 @@ impl H2cPool {
         let hs = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(4 * STREAM_WINDOW)
+            .max_frame_size(crate::downstream::h2::MAX_FRAME)
             .handshake::<_, Bytes>(tcp.compat());
         let (send, mut conn) = match with_timeout(handshake_timeout, hs).await {
             Some(Ok(x)) => x,
