@@ -193,7 +193,7 @@ impl Poller {
             Ok(r) => {
                 self.apply(r);
                 n += 1;
-                out_of_time = n % 64 == 0 && started.elapsed() >= SLICE;
+                out_of_time = n.is_multiple_of(64) && started.elapsed() >= SLICE;
                 !out_of_time
             }
             Err(e) => {

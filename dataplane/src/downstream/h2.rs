@@ -168,8 +168,12 @@ pub async fn serve<T>(
     }
 }
 
+/// What `accept` yields: a new stream, the end, or a connection error.
+type Accepted = Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
+#[allow(clippy::large_enum_variant)] // lives for one loop iteration
 enum Next {
-    Stream(Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), h2::Error>>),
+    Stream(Accepted),
     Close(&'static str),
 }
 
