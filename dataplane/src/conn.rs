@@ -115,7 +115,10 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
             Some(true) => {
                 let io = Prefixed::new(std::mem::take(&mut pending), tcp);
                 let deadline = Instant::now() + core.edge.handshake_timeout;
-                crate::downstream::h2::serve(
+                // Boxed: an h1 connection's task must not carry the h2
+                // connection state inline (async fn state is the union of
+                // every branch's).
+                Box::pin(crate::downstream::h2::serve(
                     core.clone(),
                     lis.clone(),
                     io,
@@ -124,7 +127,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
                     None,
                     "http",
                     deadline,
-                )
+                ))
                 .await;
                 return;
             }
@@ -158,7 +161,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
     };
     if down.alpn() == Some(b"h2") {
         let sni = down.sni().map(str::to_owned);
-        crate::downstream::h2::serve(
+        Box::pin(crate::downstream::h2::serve(
             core.clone(),
             lis.clone(),
             down,
@@ -167,7 +170,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
             sni,
             "https",
             deadline,
-        )
+        ))
         .await;
         return;
     }
@@ -332,7 +335,7 @@ async fn proceed(
     let t = &plan.tunnel;
     let edge = &core.edge;
     if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
-        return to_h2c(core, down, client, hop, head, early, plan).await;
+        return Box::pin(to_h2c(core, down, client, hop, head, early, plan)).await;
     }
     let mut up = match upstream::dial(
         &t.upstream_addrs,
