@@ -505,17 +505,12 @@ async fn to_h2c(
                 None => "HTTP/1.1 200 Connection Established\r\n".to_owned(),
             }
             .into_bytes();
-            for (name, value) in &fields {
-                let pass = accept.is_none()
+            let pass = |(name, _): &&session::Field| {
+                accept.is_none()
                     || name == "sec-websocket-protocol"
-                    || name == "sec-websocket-extensions";
-                if pass {
-                    answer.extend_from_slice(name.as_bytes());
-                    answer.extend_from_slice(b": ");
-                    answer.extend_from_slice(value);
-                    answer.extend_from_slice(b"\r\n");
-                }
-            }
+                    || name == "sec-websocket-extensions"
+            };
+            session::write_h1_fields(&mut answer, fields.iter().filter(pass));
             answer.extend_from_slice(b"\r\n");
             down.write_all(&answer).await?;
             drop((answer, fields, head));
@@ -550,12 +545,7 @@ async fn to_h2c(
                 crate::error::reason_phrase(status)
             )
             .into_bytes();
-            for (name, value) in &fields {
-                answer.extend_from_slice(name.as_bytes());
-                answer.extend_from_slice(b": ");
-                answer.extend_from_slice(value);
-                answer.extend_from_slice(b"\r\n");
-            }
+            session::write_h1_fields(&mut answer, &fields);
             answer.extend_from_slice(
                 format!(
                     "Content-Length: {}\r\nConnection: close\r\n\r\n",

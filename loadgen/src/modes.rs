@@ -269,6 +269,8 @@ async fn one_request(ctx: &Ctx, sess: &mut Session) -> Result<(), Failure> {
         ctx.plan.target.path, ctx.plan.target.host
     );
     sess.stream.write_all(req.as_bytes()).await.map_err(io)?;
+    // Done at the end of the response (like wrk), not at the server's FIN:
+    // waiting for the close would add the server's teardown to every setup.
     let mut resp = Vec::new();
     loop {
         let n = sess.stream.read(&mut sess.buf).await.map_err(io)?;
@@ -276,11 +278,31 @@ async fn one_request(ctx: &Ctx, sess: &mut Session) -> Result<(), Failure> {
             break;
         }
         resp.extend_from_slice(&sess.buf[..n]);
+        if response_complete(&resp) {
+            break;
+        }
     }
     match resp.get(9..10) {
         Some(b"2") if resp.starts_with(b"HTTP/1.") => Ok(()),
         _ => Err(Failure::Handshake("not a 2xx answer".into())),
     }
+}
+
+/// Whether `buf` holds a whole response with a Content-Length body (other
+/// framings end at EOF).
+fn response_complete(buf: &[u8]) -> bool {
+    let mut hs = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut hs);
+    let Ok(httparse::Status::Complete(head)) = r.parse(buf) else {
+        return false;
+    };
+    let len = r
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    len.is_some_and(|n| buf.len() >= head + n)
 }
 
 /// Reads once into `acc`, completing a deferred (`ed`) 101 first.

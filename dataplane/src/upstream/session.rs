@@ -114,6 +114,16 @@ pub fn is_hop_field(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Appends `fields` as HTTP/1.1 header lines.
+pub fn write_h1_fields<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = &'a Field>) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Fields of a request head that travel on to the upstream (names
 /// lower-cased, as h2 requires).
 pub fn forwardable_fields(head: &RequestHead) -> Vec<Field> {
@@ -177,12 +187,7 @@ async fn open_h1(
         }
     }
     let mut out = head.into_bytes();
-    for (name, value) in &ask.fields {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    write_h1_fields(&mut out, &ask.fields);
     out.extend_from_slice(b"\r\n");
     up.write_all(&out)
         .await

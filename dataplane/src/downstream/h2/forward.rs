@@ -21,7 +21,9 @@ use crate::error::Rejection;
 use crate::relay::h2::{io_error, send_all};
 use crate::route::Tunnel;
 use crate::timeout::with_timeout;
-use crate::upstream::session::{forwardable_fields as end_to_end_fields, is_hop_field, Field};
+use crate::upstream::session::{
+    forwardable_fields as end_to_end_fields, is_hop_field, write_h1_fields, Field,
+};
 
 /// Largest request body forwarded.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
@@ -100,12 +102,7 @@ async fn via_h1(
         head.host().unwrap_or_default()
     )
     .into_bytes();
-    for (name, value) in end_to_end_fields(head) {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(&value);
-        out.extend_from_slice(b"\r\n");
-    }
+    write_h1_fields(&mut out, &end_to_end_fields(head));
     if !body.is_empty() || matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") {
         out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
     }
