@@ -22,7 +22,7 @@ use shmring::layout::{self, stat};
 use shmring::Region;
 use tokio::sync::mpsc;
 
-use crate::hub::Hub;
+use crate::hub::{Hub, Snapshot};
 
 /// A snapshot that makes no progress for this long is abandoned.
 pub const STALL: Duration = Duration::from_secs(3);
@@ -73,9 +73,9 @@ pub async fn run(
                 need.store(0, Ordering::Release);
                 let started = Instant::now();
                 let snap = hub.snapshot(&mut feed, generation);
-                let encoded = started.elapsed();
-                mode = if stream(&ring, &snap.frames).await {
-                    tracing::info!(core, records = snap.records, bytes = snap.frames.len(), ?encoded, elapsed = ?started.elapsed(), "snapshot sent");
+                mode = if stream(&ring, &snap).await {
+                    let bytes = snap.with_frames(|f, _| f.len());
+                    tracing::info!(core, records = snap.records(), bytes, elapsed = ?started.elapsed(), "snapshot sent");
                     Mode::Deltas
                 } else {
                     tracing::warn!(core, "snapshot abandoned: the core is not consuming");
@@ -119,23 +119,36 @@ pub async fn run(
     }
 }
 
-/// Pushes every frame, waiting for space; `false` if the consumer stalls.
-async fn stream(ring: &shmring::Ring<'_>, mut frames: &[u8]) -> bool {
+/// Pushes every frame as the encoder produces it, waiting for space;
+/// `false` if the consumer stalls (waiting for the encoder is no stall).
+async fn stream(ring: &shmring::Ring<'_>, snap: &Snapshot) -> bool {
+    let mut pos = 0usize;
     let mut last_progress = Instant::now();
     let mut spins = 0u32;
-    while !frames.is_empty() {
-        let n = ring.push_frames(frames);
-        if n > 0 {
-            frames = &frames[n..];
+    loop {
+        let (pushed, available, done) = snap.with_frames(|frames, done| {
+            let n = match frames.get(pos..) {
+                Some(rest) if !rest.is_empty() => ring.push_frames(rest),
+                _ => 0,
+            };
+            (n, frames.len(), done)
+        });
+        if pushed > 0 {
+            pos += pushed;
             last_progress = Instant::now();
             spins = 0;
             continue;
         }
-        if last_progress.elapsed() > STALL {
+        if pos == available {
+            if done {
+                return true;
+            }
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > STALL {
             return false;
         }
-        // A consuming core frees space within microseconds: yield first,
-        // sleep (tokio's 1 ms granularity) only if it does not.
+        // A consuming core frees space (and the encoder adds frames) within
+        // microseconds: yield first, sleep (tokio's 1 ms) only if not.
         spins += 1;
         if spins < 256 {
             tokio::task::yield_now().await;
@@ -143,5 +156,4 @@ async fn stream(ring: &shmring::Ring<'_>, mut frames: &[u8]) -> bool {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
     }
-    true
 }

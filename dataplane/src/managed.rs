@@ -27,6 +27,7 @@ pub struct Grant {
 /// Hashes a SHA-256 digest by its first 8 bytes: digests are already
 /// uniform, and a client cannot aim at a bucket without a SHA-256 preimage,
 /// so SipHash would only add cost to every auth check and snapshot insert.
+/// Must stay [`shmring::order::digest_hash`]: snapshots arrive sorted by it.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DigestHasher(u64);
 

@@ -27,6 +27,7 @@
 
 pub mod codec;
 pub mod layout;
+pub mod order;
 pub mod shm;
 
 pub use codec::{Body, DecodeError, Record, TokenRec, TunnelRec};
