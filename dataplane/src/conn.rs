@@ -11,7 +11,7 @@
 //! into its one answer and one log line ([`Rejection`]).
 
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,9 @@ use crate::auth;
 use crate::config::{EdgeSettings, ListenerConfig, TunnelMode, UpstreamVersion};
 use crate::downstream::h1::{parse_request, BodyFraming, Headers, RequestHead};
 use crate::error::Rejection;
+use crate::forwarding::{
+    add_forwarding_headers, decoded_path, first_forwarded_for, make_single_request,
+};
 use crate::intent::{classify, Intent};
 use crate::proxy_protocol;
 use crate::relay::{self, RelayOptions};
@@ -335,7 +338,10 @@ async fn proceed(
     let t = &plan.tunnel;
     let edge = &core.edge;
     if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
-        return Box::pin(to_h2c(core, down, client, hop, head, early, plan)).await;
+        return Box::pin(crate::translate::to_h2c(
+            core, down, client, hop, head, early, plan,
+        ))
+        .await;
     }
     let mut up = match upstream::dial(
         &t.upstream_addrs,
@@ -435,132 +441,6 @@ async fn proceed(
     Ok(())
 }
 
-/// HTTP/1.1 downstream, h2c upstream: the handshake is translated (the
-/// client's Key answered with our Accept; CONNECT's 2xx as an h1 200), the
-/// bytes after it are relayed untouched.
-async fn to_h2c(
-    core: &CoreCtx,
-    mut down: Downstream,
-    client: SocketAddr,
-    hop: SocketAddr,
-    mut head: RequestHead,
-    early: Vec<u8>,
-    plan: Plan,
-) -> std::io::Result<()> {
-    use crate::upstream::session::{self, Ask, AskKind, Deadlines, Opened};
-    let t = &plan.tunnel;
-    let edge = &core.edge;
-    let (kind, accept) = match &plan.intent {
-        Intent::WebSocket => match head.get("sec-websocket-key") {
-            Some(key) => (
-                AskKind::WebSocket,
-                Some(crate::websocket::accept_key(key.trim_ascii())),
-            ),
-            None => {
-                let rej = crate::downstream::h1::HeadError::Malformed(
-                    "WebSocket upgrade without Sec-WebSocket-Key",
-                );
-                reject(core, down, client, rej.into(), Some(&head), Some(t)).await;
-                return Ok(());
-            }
-        },
-        Intent::Connect { authority } => (
-            AskKind::Connect {
-                authority: authority.clone(),
-            },
-            None,
-        ),
-        Intent::Upgrade { .. } | Intent::Request => {
-            let rej = Rejection::NotSupported(
-                "only WebSocket and CONNECT are relayed from HTTP/1.1 to an h2c upstream".into(),
-            );
-            reject(core, down, client, rej, Some(&head), Some(t)).await;
-            return Ok(());
-        }
-    };
-    add_forwarding_headers(&mut head, hop.ip(), down.scheme());
-    let ask = Ask {
-        kind: kind.clone(),
-        authority: head.host().unwrap_or_default().to_owned(),
-        path: head.target.clone(),
-        fields: session::forwardable_fields(&head),
-    };
-    let limits = Deadlines {
-        connect: edge.upstream_connect_timeout,
-        handshake: edge.upstream_handshake_timeout,
-    };
-    let opened = match session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await {
-        Ok(o) => o,
-        Err(rej) => {
-            reject(core, down, client, rej, Some(&head), Some(t)).await;
-            return Ok(());
-        }
-    };
-    match opened {
-        Opened::Open { leg, fields, .. } => {
-            let mut answer = match &accept {
-                Some(accept) => format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n"
-                ),
-                None => "HTTP/1.1 200 Connection Established\r\n".to_owned(),
-            }
-            .into_bytes();
-            let pass = |(name, _): &&session::Field| {
-                accept.is_none()
-                    || name == "sec-websocket-protocol"
-                    || name == "sec-websocket-extensions"
-            };
-            session::write_h1_fields(&mut answer, fields.iter().filter(pass));
-            answer.extend_from_slice(b"\r\n");
-            down.write_all(&answer).await?;
-            drop((answer, fields, head));
-            let kind = if accept.is_some() {
-                "websocket"
-            } else {
-                "connect"
-            };
-            stats::add(&core.stats.relays_total, 1);
-            tracing::debug!(%client, tunnel = %t.config.name, kind, "relay to h2c started");
-            let opts = RelayOptions {
-                idle: edge.idle_timeout,
-                splice: false,
-                end_on_upstream_eof: false,
-            };
-            let prelude = relay::Prelude {
-                to_up: early,
-                to_down: Vec::new(),
-            };
-            let r =
-                relay::relay_legs(relay::Leg::Down(down), leg, prelude, opts, &core.stats).await;
-            tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "relay to h2c ended");
-        }
-        Opened::Refused {
-            status,
-            fields,
-            body,
-        } => {
-            tracing::info!(%client, tunnel = %t.config.name, status, "h2c upstream refused; answer relayed, closing");
-            let mut answer = format!(
-                "HTTP/1.1 {status} {}\r\n",
-                crate::error::reason_phrase(status)
-            )
-            .into_bytes();
-            session::write_h1_fields(&mut answer, &fields);
-            answer.extend_from_slice(
-                format!(
-                    "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            answer.extend_from_slice(&body);
-            down.write_all(&answer).await?;
-            let _ = down.close().await;
-        }
-    }
-    Ok(())
-}
-
 async fn run_relay(
     core: &CoreCtx,
     down: Downstream,
@@ -576,75 +456,6 @@ async fn run_relay(
     tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
         end = ?r.end, spliced = r.spliced, "relay ended");
     Ok(())
-}
-
-/// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto.
-pub(crate) fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &str) {
-    let ip = client.to_string();
-    match head
-        .headers
-        .iter_mut()
-        .rev()
-        .find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
-    {
-        Some(h) => {
-            h.value.extend_from_slice(b", ");
-            h.value.extend_from_slice(ip.as_bytes());
-        }
-        None => head.append("X-Forwarded-For", ip),
-    }
-    head.remove("x-forwarded-proto");
-    head.append("X-Forwarded-Proto", scheme);
-}
-
-/// One request per upstream connection: drop hop-by-hop fields (RFC 9110
-/// §7.6.1) and ask the upstream to close after its response.
-fn make_single_request(head: &mut RequestHead) {
-    let listed: Vec<String> = head
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(|v| String::from_utf8_lossy(v.trim_ascii()).to_ascii_lowercase())
-        .filter(|v| !v.is_empty() && v != "close")
-        .collect();
-    for name in listed.iter().map(String::as_str).chain([
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "upgrade",
-        "te",
-        "trailer",
-    ]) {
-        if !name.eq_ignore_ascii_case("transfer-encoding") {
-            head.remove(name);
-        }
-    }
-    head.append("Connection", "close");
-}
-
-/// Percent-decoded path of a request target, query dropped.
-fn decoded_path(target: &str) -> String {
-    let path = match target.find("://") {
-        Some(i) => {
-            let rest = &target[i + 3..];
-            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
-        }
-        None => target,
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
-fn first_forwarded_for(head: &RequestHead) -> Option<IpAddr> {
-    let v = std::str::from_utf8(head.get("x-forwarded-for")?).ok()?;
-    let first = v.split(',').next()?.trim();
-    first
-        .parse::<IpAddr>()
-        .ok()
-        .or_else(|| first.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// On an `h2c` listener: reads until the bytes either are the HTTP/2
@@ -769,7 +580,7 @@ pub(crate) fn log_rejection(
 
 /// Answers a refusal (or closes silently on a stealth tunnel), logs it, and
 /// closes the connection gracefully.
-async fn reject(
+pub(crate) async fn reject(
     core: &CoreCtx,
     mut down: Downstream,
     client: SocketAddr,
@@ -807,34 +618,4 @@ async fn reject(
         }
     })
     .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_decode_like_go() {
-        assert_eq!(decoded_path("/ray%2Fpath?ed=2048"), "/ray/path");
-        assert_eq!(decoded_path("http://h:1/ray?x"), "/ray");
-        assert_eq!(decoded_path("http://h:1"), "/");
-    }
-
-    #[test]
-    fn forwarding_headers_and_single_request() {
-        let (mut h, _) = parse_request(
-            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-            4096,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(first_forwarded_for(&h), Some("1.2.3.4".parse().unwrap()));
-        add_forwarding_headers(&mut h, "10.0.0.1".parse().unwrap(), "http");
-        make_single_request(&mut h);
-        assert_eq!(h.get("x-forwarded-for"), Some(&b"1.2.3.4, 10.0.0.1"[..]));
-        assert_eq!(h.get("x-forwarded-proto"), Some(&b"http"[..]));
-        assert_eq!(h.get("connection"), Some(&b"close"[..]));
-        assert!(h.get("x-hop").is_none());
-        assert!(h.get("transfer-encoding").is_some());
-    }
 }

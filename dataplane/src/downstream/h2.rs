@@ -228,7 +228,7 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
         Ok(p) => p,
         Err((rej, t)) => return refuse(&conn, respond, rej, Some(&head), t.as_deref()),
     };
-    conn::add_forwarding_headers(&mut head, conn.hop.ip(), conn.scheme);
+    crate::forwarding::add_forwarding_headers(&mut head, conn.hop.ip(), conn.scheme);
     let t = plan.tunnel.clone();
     match plan.intent {
         Intent::Request => forward::request(&conn, &t, head, parts, body, respond).await,
