@@ -69,7 +69,10 @@ pub async fn accept_loop(
             Ok(p) => p,
             Err(_) => continue,
         };
-        let task = conn::serve(core.clone(), lis.clone(), stream, peer);
+        // Boxed: the gate's wrapper would otherwise hold the connection's
+        // future twice (as its capture and as what it awaits), doubling
+        // every connection's task memory.
+        let task = Box::pin(conn::serve(core.clone(), lis.clone(), stream, peer));
         match gate.spawn(task) {
             Ok(t) => {
                 t.detach();

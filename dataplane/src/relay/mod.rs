@@ -179,25 +179,26 @@ pub async fn relay(
             }
         }
     };
-    finish(work, &activity, opts, &d2u, &u2d, spliced, stats).await
-}
-
-/// Runs `work` against the idle timer and books the outcome.
-async fn finish(
-    work: impl Future<Output = bool>,
-    activity: &Activity,
-    opts: RelayOptions,
-    d2u: &Moved,
-    u2d: &Moved,
-    spliced: bool,
-    stats: &CoreStats,
-) -> Report {
     let outcome = async { Some(work.await) }
         .or(async {
             activity.expired(opts.idle).await;
             None
         })
         .await;
+    book(outcome, &d2u, &u2d, spliced, stats)
+}
+
+/// Books a relay's outcome (`None`: idle timeout; `Some(reset)`) in the
+/// counters. Not an async fn taking the relay future: an async fn keeps its
+/// future argument and the copy it awaits both in its state, which every
+/// idle relay would carry.
+fn book(
+    outcome: Option<bool>,
+    d2u: &Moved,
+    u2d: &Moved,
+    spliced: bool,
+    stats: &CoreStats,
+) -> Report {
     let end = match outcome {
         None => {
             stats::add(&stats.idle_timeouts, 1);
@@ -294,7 +295,13 @@ pub async fn relay_legs(
         reset_down,
         reset_up,
     );
-    finish(work, &activity, opts, &d2u, &u2d, false, stats).await
+    let outcome = async { Some(work.await) }
+        .or(async {
+            activity.expired(opts.idle).await;
+            None
+        })
+        .await;
+    book(outcome, &d2u, &u2d, false, stats)
 }
 
 fn linger_zero(fd: RawFd) -> impl FnOnce() {
