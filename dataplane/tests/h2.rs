@@ -536,66 +536,54 @@ hostnames = ["echo.test"]
 upstream = "{web}"
 "#
     ));
+    // curl with `args`; returns stdout, panics with stderr on a failed run.
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "15"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+    };
     let tls = edge.tls_addr.port();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "15",
-            "--http2",
-            "-w",
-            " %{http_version}",
-        ])
-        .arg("--cacert")
-        .arg(&edge.cert_pem)
-        .args(["--resolve", &format!("echo.test:{tls}:127.0.0.1")])
-        .arg(format!("https://echo.test:{tls}/over-tls"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text,
-        "hello over h1 path=/over-tls\n 2",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "15",
-            "--http2-prior-knowledge",
-            "-w",
-            " %{http_version}",
-        ])
-        .args(["-H", "Host: echo.test"])
-        .arg(format!("http://{}/cleartext", edge.addr))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text,
-        "hello over h1 path=/cleartext\n 2",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cert = edge.cert_pem.to_str().unwrap();
+    let resolve = format!("echo.test:{tls}:127.0.0.1");
+    let url = format!("https://echo.test:{tls}/over-tls");
+    let (text, err) = curl(&[
+        "--http2",
+        "-w",
+        " %{http_version}",
+        "--cacert",
+        cert,
+        "--resolve",
+        &resolve,
+        &url,
+    ]);
+    assert_eq!(text, "hello over h1 path=/over-tls\n 2", "{err}");
+    let url = format!("http://{}/cleartext", edge.addr);
+    let (text, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_version}",
+        "-H",
+        "Host: echo.test",
+        &url,
+    ]);
+    assert_eq!(text, "hello over h1 path=/cleartext\n 2", "{err}");
     // An unknown :authority is a stream-level 404; the connection stays up.
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "15",
-            "--http2-prior-knowledge",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .args(["-H", "Host: nobody.test"])
-        .arg(format!("http://{}/", edge.addr))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    let url = format!("http://{}/", edge.addr);
+    let (code, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: nobody.test",
+        &url,
+    ]);
+    assert_eq!(code, "404", "{err}");
 }
 
 /// Python's h2 stops sending after a GOAWAY, so the drain is checked with

@@ -399,29 +399,11 @@ impl Ring<'_> {
 
     /// Consumer: copies the next frame body into `out` (replacing its contents).
     pub fn pop(&self, out: &mut Vec<u8>) -> Pop {
-        let head = self.head().load(Ordering::Acquire);
-        let tail = self.tail().load(Ordering::Relaxed);
-        let avail = head.wrapping_sub(tail);
-        if avail == 0 {
-            return Pop::Empty;
+        match self.pop_many(1, out, |_| true) {
+            Drained::Frames(0) => Pop::Empty,
+            Drained::Frames(_) => Pop::Frame,
+            Drained::Corrupt => Pop::Corrupt,
         }
-        let mut len = [0u8; 4];
-        if avail < 4 || avail > self.cap {
-            self.skip_all();
-            return Pop::Corrupt;
-        }
-        self.read_wrapped(tail, &mut len);
-        let n = u32::from_le_bytes(len) as u64;
-        if n > crate::codec::MAX_RECORD as u64 || 4 + n > avail {
-            self.skip_all();
-            return Pop::Corrupt;
-        }
-        out.clear();
-        out.resize(n as usize, 0);
-        self.read_wrapped(tail.wrapping_add(4), out);
-        self.tail()
-            .store(tail.wrapping_add(4 + n), Ordering::Release);
-        Pop::Frame
     }
 
     /// Consumer: discards everything published so far (a new consumer starts
