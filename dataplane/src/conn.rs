@@ -19,14 +19,12 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::auth;
 use crate::config::{EdgeSettings, ListenerConfig, TunnelMode, UpstreamVersion};
-use crate::downstream::h1::{parse_request, BodyFraming, Headers, RequestHead};
+use crate::downstream::h1::{parse_request, BodyFraming, HeadError, Headers, RequestHead};
 use crate::error::Rejection;
-use crate::forwarding::{
-    add_forwarding_headers, decoded_path, first_forwarded_for, make_single_request,
-};
+use crate::forwarding::{decoded_path, first_forwarded_for, prepare_h1_forward, Hop};
 use crate::intent::{classify, Intent};
+use crate::logsafe::{ClientText, Escaped};
 use crate::proxy_protocol;
 use crate::relay::{self, RelayOptions};
 use crate::route::{RouteTable, Tunnel};
@@ -54,6 +52,10 @@ pub struct CoreCtx {
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// This core's h2c upstream connections.
     pub h2c: crate::upstream::h2c::H2cPool,
+    /// Receive windows handed to this core's h2 connections.
+    pub h2_budget: crate::downstream::h2::guard::RecvBudget,
+    /// Early stream resets per client address (h2).
+    pub h2_resets: crate::downstream::h2::guard::ResetLimiter,
 }
 
 /// Downstream HTTP version, where routing rules differ.
@@ -215,7 +217,12 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer
         }
     };
     let tunnel = plan.tunnel.clone();
-    if let Err(e) = proceed(&core, down, client, hop, head, early, plan).await {
+    let request = Request {
+        head,
+        early,
+        deadline,
+    };
+    if let Err(e) = proceed(&core, down, client, hop, request, plan).await {
         tracing::debug!(%client, "connection ended during the upgrade handshake: {e}");
     }
     drop(tunnel);
@@ -261,7 +268,7 @@ pub fn plan(
             let host = head.host().unwrap_or("");
             routes
                 .by_host(host)
-                .ok_or_else(|| (Rejection::UnknownHost(host.to_owned()), None))?
+                .ok_or_else(|| (Rejection::UnknownHost(ClientText(host.to_owned())), None))?
         }
     }
     .clone();
@@ -276,10 +283,7 @@ pub fn plan(
             }
             let path = decoded_path(&head.target);
             if path != tunnel.config.path {
-                return Err(refuse(Rejection::WrongPath(auth::redact_target(
-                    &path,
-                    &core.edge.token_query_param,
-                ))));
+                return Err(refuse(Rejection::WrongPath(ClientText(path))));
             }
             // Xray compares the first field value whole, case-insensitively;
             // on h2 the extended CONNECT's :protocol already said websocket.
@@ -302,10 +306,14 @@ pub fn plan(
                 return Err(refuse(Rejection::ConnectNotAllowed))
             }
             Intent::Upgrade { token } if !upgrade_allowed(&tunnel, token) => {
-                return Err(refuse(Rejection::UpgradeNotAllowed(token.clone())))
+                return Err(refuse(Rejection::UpgradeNotAllowed(ClientText(
+                    token.clone(),
+                ))))
             }
             Intent::WebSocket if !upgrade_allowed(&tunnel, "websocket") => {
-                return Err(refuse(Rejection::UpgradeNotAllowed("websocket".into())))
+                return Err(refuse(Rejection::UpgradeNotAllowed(ClientText(
+                    "websocket".into(),
+                ))))
             }
             _ => {}
         },
@@ -324,17 +332,36 @@ fn upgrade_allowed(tunnel: &Tunnel, token: &str) -> bool {
     allowed.is_empty() || allowed.iter().any(|a| a == token)
 }
 
+/// An h1 request as read: its head, the bytes that came after the head in
+/// the same reads, and the handshake deadline.
+struct Request {
+    head: RequestHead,
+    early: Vec<u8>,
+    deadline: Instant,
+}
+
 /// Dials the upstream, performs the upstream side of the handshake, answers
 /// the downstream, and relays.
+///
+/// Nothing the client sent after its request reaches the upstream before the
+/// upstream accepted the upgrade (or CONNECT): the request's own body goes
+/// with the head, anything after it is held back, and dropped if the upstream
+/// declines. An ordinary request forwards exactly its framed body; bytes
+/// after it (a pipelined request) are never forwarded, because this
+/// connection closes after the answer.
 async fn proceed(
     core: &CoreCtx,
     mut down: Downstream,
     client: SocketAddr,
     hop: SocketAddr,
-    mut head: RequestHead,
-    early: Vec<u8>,
+    request: Request,
     plan: Plan,
 ) -> std::io::Result<()> {
+    let Request {
+        mut head,
+        early,
+        deadline,
+    } = request;
     let t = &plan.tunnel;
     let edge = &core.edge;
     if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
@@ -343,6 +370,42 @@ async fn proceed(
         ))
         .await;
     }
+    let opts = RelayOptions {
+        idle: edge.idle_timeout,
+        splice: edge.splice,
+        end_on_upstream_eof: plan.intent == Intent::Request,
+    };
+    // The request's body (read whole for an upgrade, bounded by the head
+    // limit; its first bytes for an ordinary request, the rest streams) and
+    // what followed it.
+    let mut framing = BodyFraming::of_request(&head);
+    let (body, after) = match plan.intent {
+        _ if t.config.mode == TunnelMode::HttpUpgrade => (Vec::new(), early),
+        Intent::Request => {
+            let (take, _) = framing.advance(&early);
+            split_at(early, take)
+        }
+        Intent::Connect { .. } if !framing.is_done() => {
+            let rej = HeadError::Malformed("CONNECT request with content").into();
+            reject(core, down, client, rej, Some(&head), Some(t)).await;
+            return Ok(());
+        }
+        _ => match read_body(
+            &mut down,
+            early,
+            framing.clone(),
+            edge.max_head_bytes,
+            deadline,
+        )
+        .await
+        {
+            Ok(parts) => parts,
+            Err(rej) => {
+                reject(core, down, client, rej, Some(&head), Some(t)).await;
+                return Ok(());
+            }
+        },
+    };
     let mut up = match upstream::dial(
         &t.upstream_addrs,
         &t.config.upstream,
@@ -356,30 +419,27 @@ async fn proceed(
             return Ok(());
         }
     };
-    let opts = RelayOptions {
-        idle: edge.idle_timeout,
-        splice: edge.splice,
-        end_on_upstream_eof: plan.intent == Intent::Request,
-    };
 
     if t.config.mode == TunnelMode::HttpUpgrade {
         // Terminated here: the exact 101, then client early data, then raw bytes.
         down.write_all(HTTPUPGRADE_101).await?;
-        if !early.is_empty() {
-            up.write_all(&early).await?;
+        if !after.is_empty() {
+            up.write_all(&after).await?;
         }
         // Nothing of the handshake outlives it: an idle relay keeps only its task state.
-        drop((head, early));
+        drop((head, after));
         return run_relay(core, down, up, opts, client, t, "httpupgrade").await;
     }
 
-    add_forwarding_headers(&mut head, hop.ip(), down.scheme());
-    if plan.intent == Intent::Request {
-        make_single_request(&mut head);
-    }
-    let mut out = Vec::with_capacity(1024 + early.len());
+    let hop_kind = match plan.intent {
+        Intent::Request => Hop::SingleRequest,
+        Intent::Connect { .. } => Hop::Connect,
+        Intent::WebSocket | Intent::Upgrade { .. } => Hop::Upgrade,
+    };
+    prepare_h1_forward(&mut head, hop_kind, hop.ip(), down.scheme());
+    let mut out = Vec::with_capacity(1024 + body.len());
     head.encode(&mut out);
-    out.extend_from_slice(&early);
+    out.extend_from_slice(&body);
     if let Err(e) = up.write_all(&out).await {
         let rej = Rejection::UpstreamUnreachable {
             addr: t.config.upstream.clone(),
@@ -388,11 +448,17 @@ async fn proceed(
         reject(core, down, client, rej, Some(&head), Some(t)).await;
         return Ok(());
     }
-    drop(out);
+    drop((out, body));
     let kind = match &plan.intent {
         Intent::Request => {
-            drop(head);
-            return run_relay(core, down, up, opts, client, t, "request").await;
+            if !after.is_empty() {
+                tracing::debug!(%client, bytes = after.len(), "bytes after the request dropped (no pipelining: the connection closes after this answer)");
+            }
+            drop((head, after));
+            stats::add(&core.stats.relays_total, 1);
+            let r = relay::forward_request(down, up, framing, opts, &core.stats).await;
+            tracing::debug!(%client, tunnel = %t.config.name, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "request forwarded");
+            return Ok(());
         }
         Intent::WebSocket => "websocket",
         Intent::Upgrade { .. } => "upgrade",
@@ -417,16 +483,25 @@ async fn proceed(
         Intent::Connect { .. } => (200..300).contains(&status),
         _ => status == 101,
     };
-    // The upstream's answer head goes to the client byte for byte, followed
-    // by whatever the upstream sent after it in the same read.
-    down.write_all(&answer.raw).await?;
     if accepted {
-        drop((answer, head));
+        // The upstream's answer head goes to the client byte for byte,
+        // followed by what the upstream sent after it in the same read; the
+        // client's held-back bytes go up first.
+        down.write_all(&answer.raw).await?;
+        if !after.is_empty() {
+            up.write_all(&after).await?;
+        }
+        drop((answer, head, after));
         return run_relay(core, down, up, opts, client, t, kind).await;
     }
-    tracing::info!(%client, tunnel = %t.config.name, status, kind, "upstream refused the {kind}; answer relayed, closing");
+    // Declined: exactly the answer (head and framed body) goes back, then
+    // the connection closes; the held-back bytes are dropped.
+    tracing::info!(%client, tunnel = %t.config.name, status, kind, held_back = after.len(), "upstream refused the {kind}; answer relayed, closing");
+    drop(after);
     let mut framing = BodyFraming::of_response(&head.method, &answer.head);
-    let (_, mut done) = framing.advance(&answer.raw[answer.head_len..]);
+    let (take, mut done) = framing.advance(&answer.raw[answer.head_len..]);
+    down.write_all(&answer.raw[..answer.head_len + take])
+        .await?;
     let mut buf = relay::buffers::take();
     while !done {
         let n = match with_timeout(edge.idle_timeout, up.read(&mut buf)).await {
@@ -439,6 +514,48 @@ async fn proceed(
     }
     let _ = down.close().await;
     Ok(())
+}
+
+fn split_at(mut v: Vec<u8>, at: usize) -> (Vec<u8>, Vec<u8>) {
+    let rest = v.split_off(at);
+    (v, rest)
+}
+
+/// Reads an upgrade request's whole body (at most `limit` bytes, within the
+/// handshake deadline): it must reach the upstream with the head, before the
+/// upstream decides. Returns the body and the bytes after it.
+async fn read_body(
+    down: &mut Downstream,
+    mut buf: Vec<u8>,
+    mut framing: BodyFraming,
+    limit: usize,
+    deadline: Instant,
+) -> Result<(Vec<u8>, Vec<u8>), Rejection> {
+    let mut body = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let (take, done) = framing.advance(&buf);
+        if framing.is_invalid() {
+            return Err(HeadError::Malformed("invalid chunked request body").into());
+        }
+        body.extend_from_slice(&buf[..take]);
+        if body.len() > limit {
+            return Err(Rejection::BodyTooLarge(limit));
+        }
+        if done {
+            return Ok((body, buf.split_off(take)));
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        buf = match until(deadline, down.read(&mut chunk)).await {
+            None => return Err(Rejection::HeadTimeout(round_ms(timeout))),
+            Some(Ok(n)) if n > 0 => chunk[..n].to_vec(),
+            _ => {
+                return Err(
+                    HeadError::Malformed("connection closed inside the request body").into(),
+                )
+            }
+        };
+    }
 }
 
 async fn run_relay(
@@ -556,7 +673,7 @@ fn round_ms(d: Duration) -> Duration {
 
 fn log_closed(core: &CoreCtx, client: SocketAddr, reason: &str) {
     stats::add(&core.stats.rejected_total, 1);
-    tracing::warn!(core = core.core, %client, "connection closed: {reason}");
+    tracing::warn!(core = core.core, %client, "connection closed: {}", Escaped(reason));
 }
 
 pub(crate) fn log_rejection(
@@ -567,15 +684,17 @@ pub(crate) fn log_rejection(
     tunnel: Option<&Tunnel>,
     silent: bool,
 ) {
-    let target = head.map(|h| auth::redact_target(&h.target, &core.edge.token_query_param));
-    let method = head.map(|h| h.method.as_str());
+    let target =
+        head.map(|h| crate::logsafe::redact_target(&h.target, &core.edge.token_query_param));
+    let target = target.as_deref().map(Escaped);
+    let method = head.map(|h| Escaped(&h.method));
     let tunnel = tunnel.map(|t| t.config.name.as_str());
     let answer = if silent {
         "closed silently (stealth)".to_string()
     } else {
         rej.status().to_string()
     };
-    tracing::warn!(core = core.core, %client, method, target, tunnel, answer, "rejected: {rej}");
+    tracing::warn!(core = core.core, %client, method = method.map(tracing::field::display), target = target.map(tracing::field::display), tunnel, answer, "rejected: {rej}");
 }
 
 /// Answers a refusal (or closes silently on a stealth tunnel), logs it, and

@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::auth::AuthError;
 use crate::downstream::h1::HeadError;
 use crate::intent::IntentError;
+use crate::logsafe::ClientText;
 
 /// Why the edge refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -25,8 +26,8 @@ pub enum Rejection {
     #[error("request head not complete within {0:?}")]
     HeadTimeout(Duration),
     /// No tunnel serves this Host.
-    #[error("no tunnel for host `{0}`")]
-    UnknownHost(String),
+    #[error("no tunnel for host {0}")]
+    UnknownHost(ClientText),
     /// Plain CONNECT with no SNI tunnel and no default tunnel.
     #[error("CONNECT on a connection with no tunnel (no SNI match, no default_tunnel)")]
     NoConnectTunnel,
@@ -37,14 +38,14 @@ pub enum Rejection {
     #[error("client {0} is not in the tunnel's allowed networks")]
     Forbidden(IpAddr),
     /// Upgrade token the tunnel does not relay.
-    #[error("upgrade `{0}` is not allowed on this tunnel")]
-    UpgradeNotAllowed(String),
+    #[error("upgrade {0} is not allowed on this tunnel")]
+    UpgradeNotAllowed(ClientText),
     /// CONNECT on a tunnel that does not relay it, or on an httpupgrade tunnel.
     #[error("CONNECT is not allowed on this tunnel")]
     ConnectNotAllowed,
     /// HTTPUpgrade: the decoded path is not the tunnel's.
-    #[error("httpupgrade: path `{0}` is not the tunnel's path")]
-    WrongPath(String),
+    #[error("httpupgrade: path {0} is not the tunnel's path")]
+    WrongPath(ClientText),
     /// HTTPUpgrade: not `Connection: upgrade` + `Upgrade: websocket`.
     #[error("httpupgrade: request is not an upgrade to websocket")]
     NotUpgrade,
@@ -83,7 +84,8 @@ impl Rejection {
     /// The status this rejection answers with on HTTP/1.1.
     pub fn status(&self) -> u16 {
         match self {
-            Rejection::Head(_) | Rejection::Intent(_) => 400,
+            Rejection::Head(e) => e.status(),
+            Rejection::Intent(_) => 400,
             Rejection::HeadTimeout(_) => 408,
             Rejection::UnknownHost(_) | Rejection::NoConnectTunnel | Rejection::WrongPath(_) => 404,
             Rejection::Auth(_) => 401,
@@ -132,6 +134,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         404 => "Not Found",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         421 => "Misdirected Request",
         426 => "Upgrade Required",
         501 => "Not Implemented",

@@ -25,42 +25,77 @@ pub fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &s
     head.append("X-Forwarded-Proto", scheme);
 }
 
-/// One request per upstream connection: drop hop-by-hop fields (RFC 9110
-/// §7.6.1) and ask the upstream to close after its response.
-pub fn make_single_request(head: &mut RequestHead) {
-    let listed: Vec<String> = head
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(|v| String::from_utf8_lossy(v.trim_ascii()).to_ascii_lowercase())
-        .filter(|v| !v.is_empty() && v != "close")
-        .collect();
-    for name in listed.iter().map(String::as_str).chain([
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "upgrade",
-        "te",
-        "trailer",
-    ]) {
-        if !name.eq_ignore_ascii_case("transfer-encoding") {
+/// Connection-specific fields (RFC 9110 §7.6.1, RFC 9113 §8.2.2): never
+/// forwarded as received. `Transfer-Encoding` is on the list for version
+/// translation; an h1 → h1 forward keeps it, because the body bytes pass
+/// through with their chunked framing.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "transfer-encoding",
+];
+
+/// Whether `name` is on [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The field names a request's `Connection` header lists (lower-cased),
+/// other than `close` and `upgrade`: hop-by-hop for this request.
+pub fn connection_options(head: &RequestHead) -> Vec<String> {
+    head.tokens("connection")
+        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+        .filter(|v| v != "close" && v != "upgrade")
+        .collect()
+}
+
+/// What an HTTP/1.1 upstream receives as connection options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hop {
+    /// An upgrade: `Upgrade` kept, `Connection: Upgrade`.
+    Upgrade,
+    /// One request per upstream connection: `Connection: close`.
+    SingleRequest,
+    /// CONNECT: no connection options.
+    Connect,
+}
+
+/// Prepares a request head for an HTTP/1.1 upstream, the one header policy
+/// of the h1 → h1 path: the client's hop-by-hop fields go (those `Connection`
+/// names, then the standard ones; never the framing fields, which the parser
+/// refuses to see named there), the edge's own connection options are set,
+/// and X-Forwarded-For / X-Forwarded-Proto are added last, so a client cannot
+/// make the edge drop them.
+pub fn prepare_h1_forward(head: &mut RequestHead, hop: Hop, client: IpAddr, scheme: &str) {
+    for name in connection_options(head) {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "host"
+        ) {
+            head.remove(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        let keep = *name == "transfer-encoding" || (*name == "upgrade" && hop == Hop::Upgrade);
+        if !keep {
             head.remove(name);
         }
     }
-    head.append("Connection", "close");
+    match hop {
+        Hop::Upgrade => head.append("Connection", "Upgrade"),
+        Hop::SingleRequest => head.append("Connection", "close"),
+        Hop::Connect => {}
+    }
+    add_forwarding_headers(head, client, scheme);
 }
 
-/// Percent-decoded path of a request target, query dropped.
+/// Percent-decoded path of an origin-form target, query dropped.
 pub fn decoded_path(target: &str) -> String {
-    let path = match target.find("://") {
-        Some(i) => {
-            let rest = &target[i + 3..];
-            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
-        }
-        None => target,
-    };
-    let path = path.split(['?', '#']).next().unwrap_or("");
+    let path = target.split(['?', '#']).next().unwrap_or("");
     percent_encoding::percent_decode_str(path)
         .decode_utf8_lossy()
         .into_owned()
@@ -85,8 +120,7 @@ mod tests {
     #[test]
     fn paths_decode_like_go() {
         assert_eq!(decoded_path("/ray%2Fpath?ed=2048"), "/ray/path");
-        assert_eq!(decoded_path("http://h:1/ray?x"), "/ray");
-        assert_eq!(decoded_path("http://h:1"), "/");
+        assert_eq!(decoded_path("/x%0aFORGED"), "/x\nFORGED");
     }
 
     #[test]
@@ -98,12 +132,31 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(first_forwarded_for(&h), Some("1.2.3.4".parse().unwrap()));
-        add_forwarding_headers(&mut h, "10.0.0.1".parse().unwrap(), "http");
-        make_single_request(&mut h);
+        prepare_h1_forward(
+            &mut h,
+            Hop::SingleRequest,
+            "10.0.0.1".parse().unwrap(),
+            "http",
+        );
         assert_eq!(h.get("x-forwarded-for"), Some(&b"1.2.3.4, 10.0.0.1"[..]));
         assert_eq!(h.get("x-forwarded-proto"), Some(&b"http"[..]));
         assert_eq!(h.get("connection"), Some(&b"close"[..]));
         assert!(h.get("x-hop").is_none());
         assert!(h.get("transfer-encoding").is_some());
+    }
+
+    #[test]
+    fn a_client_cannot_make_the_edge_drop_its_own_fields() {
+        let (mut h, _) = parse_request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, X-Forwarded-For, Keep-Alive\r\nUpgrade: websocket\r\nX-Forwarded-For: 6.6.6.6\r\nKeep-Alive: 5\r\n\r\n",
+            4096,
+        )
+        .unwrap()
+        .unwrap();
+        prepare_h1_forward(&mut h, Hop::Upgrade, "10.0.0.1".parse().unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-for"), Some(&b"10.0.0.1"[..]));
+        assert_eq!(h.get("connection"), Some(&b"Upgrade"[..]));
+        assert_eq!(h.get("upgrade"), Some(&b"websocket"[..]));
+        assert!(h.get("keep-alive").is_none());
     }
 }

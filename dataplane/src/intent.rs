@@ -43,17 +43,7 @@ pub enum IntentError {
 /// Classifies a request head.
 pub fn classify(head: &RequestHead) -> Result<Intent, IntentError> {
     if head.method == "CONNECT" {
-        let ok = head
-            .target
-            .rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-        return if ok {
-            Ok(Intent::Connect {
-                authority: head.target.clone(),
-            })
-        } else {
-            Err(IntentError::BadConnectTarget)
-        };
+        return connect_target(&head.target);
     }
     // RFC 9110 §7.8: Upgrade is only meaningful when listed in Connection and
     // on HTTP/1.1; otherwise the request is an ordinary one.
@@ -79,6 +69,16 @@ pub fn classify(head: &RequestHead) -> Result<Intent, IntentError> {
         return Ok(Intent::WebSocket);
     }
     Ok(Intent::Upgrade { token })
+}
+
+/// The one check of a plain CONNECT target, for every HTTP version:
+/// `host:port` with no userinfo and a port of 1..=65535 (RFC 9110 §9.3.6).
+pub fn connect_target(target: &str) -> Result<Intent, IntentError> {
+    crate::target::parse_authority(target, crate::target::Port::Required)
+        .map(|_| Intent::Connect {
+            authority: target.to_owned(),
+        })
+        .map_err(|_| IntentError::BadConnectTarget)
 }
 
 #[cfg(test)]
@@ -126,7 +126,12 @@ mod tests {
         assert_eq!(classify(&post), Err(IntentError::BadWebSocketMethod));
         let missing = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\n\r\n");
         assert_eq!(classify(&missing), Err(IntentError::MissingUpgrade));
-        let c = head("CONNECT example.com HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert_eq!(classify(&c), Err(IntentError::BadConnectTarget));
+        for bad in ["example.com", "user:pw@h:1", "h:+19002", "h:0"] {
+            assert_eq!(
+                connect_target(bad),
+                Err(IntentError::BadConnectTarget),
+                "{bad}"
+            );
+        }
     }
 }

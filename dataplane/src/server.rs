@@ -175,6 +175,10 @@ async fn run_core(
             stats,
             stop: stop.clone(),
             h2c: Default::default(),
+            h2_budget: crate::downstream::h2::guard::RecvBudget::new(
+                crate::downstream::h2::CORE_RECV_BUDGET,
+            ),
+            h2_resets: Default::default(),
         });
         let mut listeners = Vec::new();
         for (l, id) in config.listeners.iter().zip(&identities) {

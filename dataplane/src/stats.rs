@@ -51,6 +51,8 @@ counters! {
     idle_timeouts,
     /// Resets propagated between legs.
     resets_propagated,
+    /// h2 streams the client reset after we accepted them, before our answer.
+    h2_early_resets,
 }
 
 /// Adds to a counter; only the owning core calls this.

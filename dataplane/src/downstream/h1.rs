@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use crate::target::{self, parse_authority, parse_target, Port, Target, TargetError};
+
 /// Most header fields accepted in one head.
 pub const MAX_HEADERS: usize = 128;
 
@@ -23,19 +25,12 @@ pub struct Header {
 
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if is_credential(&self.name) {
+        if crate::logsafe::is_credential(&self.name) {
             write!(f, "{}: <redacted>", self.name)
         } else {
             write!(f, "{}: {}", self.name, String::from_utf8_lossy(&self.value))
         }
     }
-}
-
-/// Header fields whose values never appear in logs.
-pub fn is_credential(name: &str) -> bool {
-    name.eq_ignore_ascii_case("authorization")
-        || name.eq_ignore_ascii_case("proxy-authorization")
-        || name.eq_ignore_ascii_case("cookie")
 }
 
 /// A request head.
@@ -64,19 +59,43 @@ pub struct ResponseHead {
     pub headers: Vec<Header>,
 }
 
-/// Why a head was refused. Every variant answers 400 on h1 (DESIGN §5).
+/// Why a head was refused: 400 on h1 (a stream error on h2), except where
+/// [`HeadError::status`] says otherwise (DESIGN §5).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HeadError {
     /// Larger than the configured limit.
     #[error("head larger than {0} bytes")]
     TooLarge(usize),
+    /// The request line alone is longer than the head limit (414).
+    #[error("request line longer than {0} bytes")]
+    UriTooLong(usize),
     /// More than [`MAX_HEADERS`] fields.
     #[error("more than {MAX_HEADERS} header fields")]
     TooManyHeaders,
     /// Not valid HTTP/1.x syntax.
     #[error("malformed head: {0}")]
     Malformed(&'static str),
+    /// The request target is not valid for its method.
+    #[error("invalid request target: {0}")]
+    Target(TargetError),
+    /// `Host` (or `:authority`) is not a valid authority.
+    #[error("invalid Host: {0}")]
+    Host(TargetError),
+    /// A transfer coding other than `chunked` was applied (501, RFC 9112 §6.1).
+    #[error("transfer coding other than chunked")]
+    UnsupportedCoding,
+}
+
+impl HeadError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HeadError::UriTooLong(_) => 414,
+            HeadError::UnsupportedCoding => 501,
+            _ => 400,
+        }
+    }
 }
 
 fn map_httparse(e: httparse::Error) -> HeadError {
@@ -110,27 +129,40 @@ pub fn parse_request(buf: &[u8], max: usize) -> Result<Option<(RequestHead, usiz
     let mut req = httparse::Request::new(&mut storage);
     let status = req.parse(buf).map_err(map_httparse)?;
     let len = match status {
-        httparse::Status::Partial if buf.len() > max => return Err(HeadError::TooLarge(max)),
+        httparse::Status::Partial if buf.len() > max => return Err(oversize(buf, max)),
         httparse::Status::Partial => return Ok(None),
-        httparse::Status::Complete(len) if len > max => return Err(HeadError::TooLarge(max)),
+        httparse::Status::Complete(len) if len > max => return Err(oversize(buf, max)),
         httparse::Status::Complete(len) => len,
     };
     let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
     else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
-    let head = RequestHead {
+    let mut head = RequestHead {
         method: method.to_owned(),
         target: target.to_owned(),
         minor_version,
         headers: owned_headers(req.headers),
     };
-    check_request(&head)?;
+    check_request(&mut head)?;
     Ok(Some((head, len)))
 }
 
-/// Request checks a proxy must make before forwarding (RFC 9112 §3.2, §6.3).
-fn check_request(head: &RequestHead) -> Result<(), HeadError> {
+/// 414 when the request line alone does not fit in `max`, else 400.
+fn oversize(buf: &[u8], max: usize) -> HeadError {
+    let line_end = buf.iter().position(|&b| b == b'\n');
+    if line_end.is_none_or(|end| end > max) {
+        HeadError::UriTooLong(max)
+    } else {
+        HeadError::TooLarge(max)
+    }
+}
+
+/// Request checks a proxy must make before forwarding (RFC 9112 §3.2, §6,
+/// RFC 9110 §7.6.1, §8.6), and the one authority rule: an absolute-form
+/// target becomes origin-form with `Host` set to its authority, so routing,
+/// auth and the upstream all see the same host.
+fn check_request(head: &mut RequestHead) -> Result<(), HeadError> {
     let hosts = head
         .headers
         .iter()
@@ -142,27 +174,114 @@ fn check_request(head: &RequestHead) -> Result<(), HeadError> {
     if hosts == 0 && head.minor_version == 1 {
         return Err(HeadError::Malformed("missing Host header"));
     }
-    let te = head.get("transfer-encoding").is_some();
-    let mut lengths = head
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| h.value.as_slice());
-    if let Some(first) = lengths.next() {
-        if te {
+    if let Some(v) = head.get("host") {
+        let v = std::str::from_utf8(v).map_err(|_| HeadError::Host(TargetError::BadHost))?;
+        parse_authority(v.trim_matches([' ', '\t']), Port::Optional).map_err(HeadError::Host)?;
+    }
+    check_framing(head)?;
+    if head.tokens("connection").any(|t| {
+        ["content-length", "transfer-encoding", "host"]
+            .iter()
+            .any(|f| t.eq_ignore_ascii_case(f.as_bytes()))
+    }) {
+        return Err(HeadError::Malformed(
+            "Connection names Content-Length, Transfer-Encoding or Host",
+        ));
+    }
+    let absolute = match parse_target(&head.method, &head.target).map_err(HeadError::Target)? {
+        Target::Absolute {
+            authority,
+            path_and_query,
+        } => Some((
+            match authority.port {
+                Some(p) => format!("{}:{p}", authority.host),
+                None => authority.host.to_owned(),
+            },
+            target::origin_form(path_and_query),
+        )),
+        _ => None,
+    };
+    if let Some((authority, origin)) = absolute {
+        head.target = origin;
+        match head
+            .headers
+            .iter_mut()
+            .find(|h| h.name.eq_ignore_ascii_case("host"))
+        {
+            Some(h) => h.value = authority.into_bytes(),
+            None => head.headers.insert(
+                0,
+                Header {
+                    name: "Host".into(),
+                    value: authority.into_bytes(),
+                },
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Body framing of a request: one `Transfer-Encoding` ending in a single
+/// `chunked` (HTTP/1.1 only), or one `Content-Length` value (repeats of the
+/// same value are merged into one field), never both (RFC 9112 §6.1-6.3).
+fn check_framing(head: &mut RequestHead) -> Result<(), HeadError> {
+    if head.get("transfer-encoding").is_some() {
+        if head.minor_version == 0 {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        let codings: Vec<&[u8]> = head.tokens("transfer-encoding").collect();
+        let chunked = codings
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+            .count();
+        let last_chunked = codings
+            .last()
+            .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        if chunked != 1 || !last_chunked {
+            return Err(HeadError::Malformed(
+                "Transfer-Encoding does not end in exactly one chunked",
+            ));
+        }
+        if codings.len() > 1 {
+            return Err(HeadError::UnsupportedCoding);
+        }
+        if head.get("content-length").is_some() {
             return Err(HeadError::Malformed(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        if first.is_empty() || !first.iter().all(u8::is_ascii_digit) || first.len() > 18 {
-            return Err(HeadError::Malformed("invalid Content-Length"));
-        }
-        if lengths.any(|other| other != first) {
-            return Err(HeadError::Malformed("conflicting Content-Length headers"));
+        return Ok(());
+    }
+    let mut value: Option<Vec<u8>> = None;
+    for v in head.all_values("content-length") {
+        for n in v.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if n.is_empty() || n.len() > 18 || !n.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Malformed("invalid Content-Length"));
+            }
+            match &value {
+                Some(first) if first != n => {
+                    return Err(HeadError::Malformed("conflicting Content-Length headers"))
+                }
+                Some(_) => {}
+                None => value = Some(n.to_vec()),
+            }
         }
     }
-    if head.method == "CONNECT" && (head.target.starts_with('/') || head.target.contains("://")) {
-        return Err(HeadError::Malformed("CONNECT target is not host:port"));
+    if let Some(value) = value {
+        let mut seen = false;
+        head.headers.retain_mut(|h| {
+            if !h.name.eq_ignore_ascii_case("content-length") {
+                return true;
+            }
+            if seen {
+                return false;
+            }
+            seen = true;
+            h.value = value.clone();
+            true
+        });
     }
     Ok(())
 }
@@ -203,14 +322,28 @@ pub trait Headers {
             .map(|h| h.value.as_slice())
     }
 
-    /// Whether the comma-separated values of `name` contain `token`
-    /// (case-insensitive), e.g. `Connection: keep-alive, Upgrade`.
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    /// Every value of `name`, in order (case-insensitive name).
+    fn all_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.fields()
             .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .any(|v| v.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_slice())
+    }
+
+    /// The non-empty elements of the comma-separated list `name` across all
+    /// its fields (RFC 9110 §5.6.1), trimmed.
+    fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.all_values(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether the list `name` contains `token` (case-insensitive), e.g.
+    /// `Connection: keep-alive, Upgrade`.
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.tokens(name)
+            .any(|v| v.eq_ignore_ascii_case(token.as_bytes()))
     }
 }
 
@@ -242,18 +375,13 @@ impl RequestHead {
         });
     }
 
-    /// The Host the request is for: the authority of an absolute-form target,
-    /// else the Host header (RFC 9112 §3.2.2).
+    /// The host the request is for: its `Host` field, which the parsers set
+    /// from an absolute-form target or `:authority` (RFC 9112 §3.2.2,
+    /// RFC 9113 §8.3.1), so there is only one answer.
     pub fn host(&self) -> Option<&str> {
-        if let Some(rest) = self
-            .target
-            .strip_prefix("http://")
-            .or_else(|| self.target.strip_prefix("https://"))
-        {
-            let end = rest.find(['/', '?']).unwrap_or(rest.len());
-            return Some(&rest[..end]);
-        }
-        self.get("host").and_then(|v| std::str::from_utf8(v).ok())
+        self.get("host")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(|v| v.trim_matches([' ', '\t']))
     }
 
     /// Serializes the head (request line, fields in order, blank line).
@@ -280,21 +408,38 @@ fn encode_fields(headers: &[Header], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// How the end of a response body is found (RFC 9112 §6.3), so that a
-/// relayed error response can be followed by a clean close.
+/// How the end of a message body is found (RFC 9112 §6.3): of a request, so
+/// that exactly its body goes upstream, and of a response, so that a relayed
+/// error answer can be followed by a clean close.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyFraming {
-    /// No body (1xx, 204, 304, HEAD, 2xx to CONNECT).
+    /// No body (1xx, 204, 304, HEAD, 2xx to CONNECT; a request without
+    /// Content-Length or Transfer-Encoding).
     Empty,
     /// Exactly this many bytes.
     Length(u64),
     /// Chunked transfer coding; tracked by [`ChunkedScanner`].
     Chunked(ChunkedScanner),
-    /// Until the upstream closes.
+    /// Until the upstream closes (responses only).
     UntilClose,
 }
 
 impl BodyFraming {
+    /// Framing of a request head that passed [`parse_request`]'s checks
+    /// (one Content-Length value, or Transfer-Encoding ending in chunked).
+    pub fn of_request(head: &RequestHead) -> BodyFraming {
+        if head.get("transfer-encoding").is_some() {
+            return BodyFraming::Chunked(ChunkedScanner::default());
+        }
+        match head
+            .get("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        {
+            Some(0) | None => BodyFraming::Empty,
+            Some(n) => BodyFraming::Length(n),
+        }
+    }
+
     /// Framing of `resp`, the answer to a request with `method`.
     pub fn of_response(method: &str, resp: &ResponseHead) -> BodyFraming {
         if method == "HEAD" || resp.status < 200 || resp.status == 204 || resp.status == 304 {
@@ -329,19 +474,41 @@ impl BodyFraming {
             BodyFraming::UntilClose => (buf.len(), false),
         }
     }
+
+    /// Whether the body already ended (or never had bytes).
+    pub fn is_done(&self) -> bool {
+        match self {
+            BodyFraming::Empty => true,
+            BodyFraming::Length(left) => *left == 0,
+            BodyFraming::Chunked(s) => s.state == ChunkState::Done,
+            BodyFraming::UntilClose => false,
+        }
+    }
+
+    /// Whether chunked framing went wrong: the end of the body cannot be
+    /// known (a request must then be aborted, RFC 9112 §6.3).
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, BodyFraming::Chunked(s) if s.state == ChunkState::Invalid)
+    }
 }
 
 /// Finds the end of a chunked body without decoding it (bytes pass through).
+/// Strict where parsers disagree (the chunked smuggling classes): a chunk
+/// size needs at least one hex digit, only spaces/tabs may follow it before
+/// `;` or CR, and a bare LF or a control byte in a size line, an extension or
+/// a trailer line makes the framing invalid.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChunkedScanner {
     state: ChunkState,
     size: u64,
+    digits: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum ChunkState {
     #[default]
     Size,
+    SizeWs,
     Ext,
     SizeLf,
     Data,
@@ -356,7 +523,8 @@ enum ChunkState {
 }
 
 impl ChunkedScanner {
-    /// See [`BodyFraming::advance`]. Invalid framing is treated as "until close".
+    /// See [`BodyFraming::advance`]. Invalid framing is treated as "until
+    /// close" ([`BodyFraming::is_invalid`] tells).
     pub fn advance(&mut self, buf: &[u8]) -> (usize, bool) {
         use ChunkState::*;
         let mut i = 0;
@@ -375,14 +543,30 @@ impl ChunkedScanner {
                     continue;
                 }
                 Size => match (b as char).to_digit(16) {
-                    Some(d) if self.size < (1 << 56) => self.size = self.size * 16 + d as u64,
-                    _ if b == b';' || b == b' ' || b == b'\t' => self.state = Ext,
+                    Some(d) if self.size < (1 << 56) => {
+                        self.size = self.size * 16 + d as u64;
+                        self.digits = self.digits.saturating_add(1);
+                    }
+                    _ if self.digits == 0 => self.state = Invalid,
+                    _ if b == b' ' || b == b'\t' => self.state = SizeWs,
+                    _ if b == b';' => self.state = Ext,
                     _ if b == b'\r' => self.state = SizeLf,
                     _ => self.state = Invalid,
                 },
+                SizeWs => {
+                    self.state = match b {
+                        b' ' | b'\t' => SizeWs,
+                        b';' => Ext,
+                        b'\r' => SizeLf,
+                        _ => Invalid,
+                    }
+                }
                 Ext => {
-                    if b == b'\r' {
-                        self.state = SizeLf;
+                    self.state = match b {
+                        b'\r' => SizeLf,
+                        b'\t' => Ext,
+                        b if b < 0x20 || b == 0x7f => Invalid,
+                        _ => Ext,
                     }
                 }
                 SizeLf => {
@@ -396,15 +580,24 @@ impl ChunkedScanner {
                 DataLf => {
                     self.state = if b == b'\n' {
                         self.size = 0;
+                        self.digits = 0;
                         Size
                     } else {
                         Invalid
                     }
                 }
-                TrailerStart => self.state = if b == b'\r' { EndLf } else { TrailerLine },
+                TrailerStart => {
+                    self.state = match b {
+                        b'\r' => EndLf,
+                        b'\n' => Invalid,
+                        _ => TrailerLine,
+                    }
+                }
                 TrailerLine => {
-                    if b == b'\r' {
-                        self.state = TrailerLf;
+                    self.state = match b {
+                        b'\r' => TrailerLf,
+                        b'\n' => Invalid,
+                        _ => TrailerLine,
                     }
                 }
                 TrailerLf => self.state = if b == b'\n' { TrailerStart } else { Invalid },
@@ -485,6 +678,86 @@ mod tests {
     }
 
     #[test]
+    fn absolute_form_wins_over_host_and_becomes_origin_form() {
+        for t in [
+            "HTTP://private.localhost/x",
+            "Http://private.localhost/x",
+            "http://private.localhost/x",
+        ] {
+            let req = format!("GET {t} HTTP/1.1\r\nHost: public.localhost\r\nX: y\r\n\r\n");
+            let (h, _) = parse_request(req.as_bytes(), 4096).unwrap().unwrap();
+            assert_eq!(h.target, "/x");
+            assert_eq!(h.host(), Some("private.localhost"));
+            assert_eq!(
+                h.headers
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case("host"))
+                    .count(),
+                1
+            );
+        }
+        let (h, _) = parse_request(b"GET https://a.test:8443?q=1 HTTP/1.0\r\n\r\n", 4096)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (h.target.as_str(), h.host()),
+            ("/?q=1", Some("a.test:8443"))
+        );
+    }
+
+    #[test]
+    fn conformance_refusals() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET http://user:pa55word@host/ HTTP/1.1\r\nHost: host\r\n\r\n", 400),
+            (b"CONNECT user:pw@h:1 HTTP/1.1\r\nHost: h:1\r\n\r\n", 400),
+            (b"CONNECT h:+19002 HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+            (b"GET /tun#x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, Host\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: transfer-encoding\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a@b\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n", 400),
+        ];
+        for (req, status) in cases {
+            let e = parse_request(req, 16384).unwrap_err();
+            assert_eq!(
+                e.status(),
+                *status,
+                "{:?}: {e}",
+                String::from_utf8_lossy(req)
+            );
+        }
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(20_000));
+        assert_eq!(
+            parse_request(long.as_bytes(), 16384),
+            Err(HeadError::UriTooLong(16384))
+        );
+        assert_eq!(
+            parse_request(&long.as_bytes()[..17000], 16384),
+            Err(HeadError::UriTooLong(16384))
+        );
+    }
+
+    #[test]
+    fn repeated_content_length_is_merged() {
+        let (h, _) = parse_request(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 45\r\nX: 1\r\nContent-Length: 45, 45\r\n\r\n",
+            4096,
+        )
+        .unwrap()
+        .unwrap();
+        let lengths: Vec<_> = h.all_values("content-length").collect();
+        assert_eq!(lengths, vec![&b"45"[..]]);
+        assert_eq!(BodyFraming::of_request(&h), BodyFraming::Length(45));
+    }
+
+    #[test]
     fn response_and_framing() {
         let (r, len) = parse_response(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nDATA",
@@ -507,6 +780,31 @@ mod tests {
             .unwrap();
         assert_eq!(BodyFraming::of_response("CONNECT", &r), BodyFraming::Empty);
         assert_eq!(BodyFraming::of_response("GET", &r), BodyFraming::UntilClose);
+    }
+
+    #[test]
+    fn chunked_scanner_refuses_what_parsers_disagree_on() {
+        for bad in [
+            &b"\r\n"[..],                     // no size digits
+            b";ext\r\n",                      // no size digits
+            b"5\nhello\r\n0\r\n\r\n",         // bare LF after the size
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",  // bare LF in an extension
+            b"5 6\r\nhello",                  // junk after the size
+            b"5\r\nhelloX\r\n",               // data longer than the size
+            b"0\r\nTrailer: a\nX: b\r\n\r\n", // bare LF in a trailer
+            b"0\r\n\n",                       // bare LF ending the trailers
+        ] {
+            let mut s = ChunkedScanner::default();
+            s.advance(bad);
+            assert_eq!(
+                s.state,
+                ChunkState::Invalid,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut s = ChunkedScanner::default();
+        assert_eq!(s.advance(b"5 ;x=\"a b\"\r\nhello\r\n0\r\n\r\n").1, true);
     }
 
     #[test]

@@ -13,11 +13,19 @@
 //! anything else                → ordinary request (forwarded, see `forward`)
 //! ```
 //!
-//! Refusals are stream-level answers (DESIGN §5); the connection serves on.
-//! A connection that carried a plain CONNECT answers 421 to reverse-proxy
-//! requests and the other way round.
+//! Refusals are stream-level answers (DESIGN §5): a malformed request gets
+//! RST_STREAM(PROTOCOL_ERROR), any other refusal its status; the connection
+//! serves on. A connection that carried a plain CONNECT answers 421 to
+//! reverse-proxy requests and the other way round.
+//!
+//! Bounded per connection and per core (see `guard`): stream credit goes
+//! back only as bytes leave the edge; a stream the client resets before we
+//! answered cancels our upstream dial or handshake and is charged to the
+//! client's address; an idle or draining connection whose client ignores
+//! the PING after our GOAWAY is closed after [`GOAWAY_GRACE`].
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -31,16 +39,18 @@ use h2::RecvStream;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::conn::{self, CoreCtx, ListenerCtx};
-use crate::downstream::h1::{Header, RequestHead};
+use crate::downstream::h1::RequestHead;
 use crate::error::{reason_phrase, Rejection};
 use crate::intent::Intent;
 use crate::relay::h2::H2Stream;
 use crate::relay::{self, Leg, Prelude, RelayOptions};
 use crate::stats;
-use crate::timeout::until;
+use crate::timeout::{until, with_timeout};
 use crate::upstream::session::{self, Ask, AskKind, Deadlines, Field, Opened};
 
 mod forward;
+pub mod guard;
+pub mod head;
 
 /// Concurrent streams a client may open on one connection.
 pub const MAX_STREAMS: u32 = 256;
@@ -57,6 +67,14 @@ pub const MAX_LOCAL_RESETS: usize = 512;
 pub const MAX_FRAME: u32 = 256 * 1024;
 /// How often the connection task checks for shutdown and idleness.
 const WATCH: Duration = Duration::from_millis(250);
+/// Receive-window bytes one core grants across its h2 connections (each
+/// connection asks for 4 × [`STREAM_WINDOW`]; see `guard::RecvBudget`).
+pub const CORE_RECV_BUDGET: u64 = 256 << 20;
+/// After our GOAWAY (idle or shutdown), how long a connection with no
+/// stream left waits for the client's PING acknowledgement before closing.
+pub const GOAWAY_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection told ENHANCE_YOUR_CALM gets to flush its GOAWAY.
+const CALM_FLUSH: Duration = Duration::from_secs(1);
 
 /// Who the connection's first stream made it (DESIGN §1: 421 separation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +96,29 @@ struct Conn {
     role: Cell<Option<Role>>,
     streams: Cell<usize>,
     last_active: Cell<Instant>,
+    /// Set when the client's address ran out of early resets.
+    calm: Cell<bool>,
+}
+
+impl Conn {
+    /// A stream the client reset after we accepted it and before we
+    /// answered: counted, and charged to the client's address.
+    fn early_reset(&self) {
+        stats::add(&self.core.stats.h2_early_resets, 1);
+        if !self.core.h2_resets.charge(self.client.ip(), Instant::now()) && !self.calm.get() {
+            self.calm.set(true);
+        }
+    }
+}
+
+/// Why the connection task stops serving.
+enum Close {
+    /// GOAWAY, let streams in flight finish (shutdown or idle).
+    Graceful(&'static str),
+    /// The client never acknowledged the GOAWAY's PING.
+    Abandon,
+    /// Too many early resets from this address.
+    Calm,
 }
 
 /// Serves one HTTP/2 connection until it closes. `io` is the TLS session
@@ -95,13 +136,14 @@ pub async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    let window = core.h2_budget.reserve(4 * STREAM_WINDOW);
     let mut builder = h2::server::Builder::new();
     builder
         .enable_connect_protocol()
         .max_concurrent_streams(MAX_STREAMS)
         .max_header_list_size(core.edge.max_head_bytes as u32)
         .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(4 * STREAM_WINDOW)
+        .initial_connection_window_size(window.window)
         .max_frame_size(MAX_FRAME)
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_RESETS));
@@ -117,8 +159,9 @@ pub async fn serve<T>(
             return;
         }
     };
+    let calm = !core.h2_resets.allows(client.ip(), Instant::now());
     let conn = Rc::new(Conn {
-        core,
+        core: core.clone(),
         lis,
         client,
         hop,
@@ -127,22 +170,32 @@ pub async fn serve<T>(
         role: Cell::new(None),
         streams: Cell::new(0),
         last_active: Cell::new(Instant::now()),
+        calm: Cell::new(calm),
     });
-    let mut closing = false;
+    let mut closing: Option<Instant> = None;
     loop {
         let watch = async {
             loop {
+                if conn.calm.get() {
+                    return Close::Calm;
+                }
+                match closing {
+                    Some(since) => {
+                        if conn.streams.get() == 0 && since.elapsed() >= GOAWAY_GRACE {
+                            return Close::Abandon;
+                        }
+                    }
+                    None if conn.core.stop.load(Ordering::Relaxed) => {
+                        return Close::Graceful("shutting down")
+                    }
+                    None => {
+                        let idle = conn.last_active.get().elapsed() >= conn.core.edge.idle_timeout;
+                        if conn.streams.get() == 0 && idle {
+                            return Close::Graceful("idle");
+                        }
+                    }
+                }
                 glommio::timer::sleep(WATCH).await;
-                if closing {
-                    continue;
-                }
-                if conn.core.stop.load(Ordering::Relaxed) {
-                    return "shutting down";
-                }
-                let idle = conn.last_active.get().elapsed() >= conn.core.edge.idle_timeout;
-                if conn.streams.get() == 0 && idle {
-                    return "idle";
-                }
             }
         };
         let next = async { Next::Stream(h2.accept().await) }
@@ -158,14 +211,27 @@ pub async fn serve<T>(
                 break;
             }
             Next::Stream(None) => break,
-            Next::Close(why) => {
+            Next::Close(Close::Graceful(why)) => {
                 // GOAWAY with the last stream id: streams in flight finish.
                 tracing::debug!(client = %conn.client, why, "h2 graceful shutdown");
                 h2.graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
+            }
+            Next::Close(Close::Abandon) => {
+                tracing::info!(core = core.core, client = %conn.client, "h2 client did not acknowledge GOAWAY within {GOAWAY_GRACE:?}; closing");
+                break;
+            }
+            Next::Close(Close::Calm) => {
+                stats::add(&core.stats.rejected_total, 1);
+                tracing::warn!(core = core.core, client = %conn.client, "h2 connection closed with ENHANCE_YOUR_CALM: too many streams reset before their answer from this address");
+                h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                let _ =
+                    with_timeout(CALM_FLUSH, async { while h2.accept().await.is_some() {} }).await;
+                break;
             }
         }
     }
+    drop(window);
 }
 
 /// What `accept` yields: a new stream, the end, or a connection error.
@@ -174,7 +240,7 @@ type Accepted = Option<Result<(http::Request<RecvStream>, SendResponse<Bytes>), 
 #[allow(clippy::large_enum_variant)] // lives for one loop iteration
 enum Next {
     Stream(Accepted),
-    Close(&'static str),
+    Close(Close),
 }
 
 /// Handles one stream: a request in, an answer and maybe a relay out.
@@ -186,8 +252,12 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
         .extensions
         .get::<h2::ext::Protocol>()
         .map(|p| p.as_str().to_owned());
-    let mut head = request_head(&parts, protocol.is_some());
-    let intent = match classify(&parts, protocol.as_deref()) {
+    let mut head = match head::request_head(&parts, protocol.is_some()) {
+        Ok(h) => h,
+        Err(e) => return refuse(&conn, respond, e.into(), None, None),
+    };
+    drop(parts);
+    let intent = match head::classify(&head, protocol.as_deref()) {
         Ok(i) => i,
         Err(rej) => return refuse(&conn, respond, rej, Some(&head), None),
     };
@@ -231,18 +301,40 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
     crate::forwarding::add_forwarding_headers(&mut head, conn.hop.ip(), conn.scheme);
     let t = plan.tunnel.clone();
     match plan.intent {
-        Intent::Request => forward::request(&conn, &t, head, parts, body, respond).await,
+        Intent::Request => forward::request(&conn, &t, head, body, respond).await,
         Intent::WebSocket | Intent::Connect { .. } => {
-            tunnel(&conn, &t, plan.intent, head, parts, body, respond).await
+            tunnel(&conn, &t, plan.intent, head, body, respond).await
         }
         Intent::Upgrade { token } => refuse(
             &conn,
             respond,
-            Rejection::UpgradeNotAllowed(token),
+            Rejection::UpgradeNotAllowed(crate::logsafe::ClientText(token)),
             Some(&head),
             Some(&t),
         ),
     }
+}
+
+/// Runs `work` unless the client resets the stream first: then `None`, and
+/// `work` (an upstream dial or handshake) is dropped, which cancels it.
+async fn unless_reset<T>(
+    conn: &Conn,
+    respond: &mut SendResponse<Bytes>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let mut by_client = false;
+    let out = async { Some(work.await) }
+        .or(async {
+            by_client = std::future::poll_fn(|cx| respond.poll_reset(cx))
+                .await
+                .is_ok();
+            None
+        })
+        .await;
+    if out.is_none() && by_client {
+        conn.early_reset();
+    }
+    out
 }
 
 struct StreamGuard<'a>(&'a Conn);
@@ -254,77 +346,12 @@ impl Drop for StreamGuard<'_> {
     }
 }
 
-/// The stream's pseudo-headers and fields as an HTTP/1.1-shaped head, so
-/// that routing and auth are the same code for every version.
-fn request_head(parts: &http::request::Parts, extended: bool) -> RequestHead {
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
-    let target = if parts.method == http::Method::CONNECT && !extended {
-        authority.clone()
-    } else {
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into())
-    };
-    let mut headers = Vec::with_capacity(parts.headers.len() + 1);
-    // RFC 9113 §8.3.1: :authority stands in for Host.
-    headers.push(Header {
-        name: "host".into(),
-        value: authority.into_bytes(),
-    });
-    for (name, value) in &parts.headers {
-        if name == http::header::HOST {
-            continue;
-        }
-        headers.push(Header {
-            name: name.as_str().to_owned(),
-            value: value.as_bytes().to_vec(),
-        });
-    }
-    RequestHead {
-        method: parts.method.as_str().to_owned(),
-        target,
-        minor_version: 1,
-        headers,
-    }
-}
-
-/// RFC 8441 / RFC 9113 §8.5: which intent a stream carries.
-fn classify(parts: &http::request::Parts, protocol: Option<&str>) -> Result<Intent, Rejection> {
-    if parts.method != http::Method::CONNECT {
-        return Ok(Intent::Request);
-    }
-    match protocol {
-        Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
-        Some(p) => Err(Rejection::UpgradeNotAllowed(p.to_ascii_lowercase())),
-        None => {
-            let authority = parts
-                .uri
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .unwrap_or_default();
-            match authority.rsplit_once(':') {
-                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => {
-                    Ok(Intent::Connect { authority })
-                }
-                _ => Err(crate::intent::IntentError::BadConnectTarget.into()),
-            }
-        }
-    }
-}
-
 /// WebSocket or CONNECT: open the upstream session, answer 200, relay.
 async fn tunnel(
     conn: &Conn,
     t: &Rc<crate::route::Tunnel>,
     intent: Intent,
     head: RequestHead,
-    parts: http::request::Parts,
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
 ) {
@@ -340,31 +367,31 @@ async fn tunnel(
         },
         _ => AskKind::WebSocket,
     };
-    let opened = if t.config.mode == crate::config::TunnelMode::HttpUpgrade {
-        // Terminated here like the h1 HTTPUpgrade: raw TCP to the upstream.
-        match crate::upstream::dial(&t.upstream_addrs, &t.config.upstream, limits.connect).await {
-            Ok(up) => Opened::Open {
-                leg: Leg::Tcp(up),
-                early: Vec::new(),
-                fields: Vec::new(),
-            },
-            Err(rej) => return refuse(conn, respond, rej, Some(&head), Some(t)),
+    let open = async {
+        if t.config.mode == crate::config::TunnelMode::HttpUpgrade {
+            // Terminated here like the h1 HTTPUpgrade: raw TCP to the upstream.
+            crate::upstream::dial(&t.upstream_addrs, &t.config.upstream, limits.connect)
+                .await
+                .map(|up| Opened::Open {
+                    leg: Leg::Tcp(up),
+                    early: Vec::new(),
+                    fields: Vec::new(),
+                })
+        } else {
+            // The head's target: the proof the edge consumed is gone from it.
+            let ask = Ask {
+                kind: kind.clone(),
+                authority: head.host().unwrap_or_default().to_owned(),
+                path: head.target.clone(),
+                fields: session::forwardable_fields(&head),
+            };
+            session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await
         }
-    } else {
-        let ask = Ask {
-            kind: kind.clone(),
-            authority: head.host().unwrap_or_default().to_owned(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| "/".into()),
-            fields: session::forwardable_fields(&head),
-        };
-        match session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await {
-            Ok(o) => o,
-            Err(rej) => return refuse(conn, respond, rej, Some(&head), Some(t)),
-        }
+    };
+    let opened = match unless_reset(conn, &mut respond, open).await {
+        None => return,
+        Some(Ok(o)) => o,
+        Some(Err(rej)) => return refuse(conn, respond, rej, Some(&head), Some(t)),
     };
     let what = if kind == AskKind::WebSocket {
         "websocket"
@@ -401,7 +428,7 @@ async fn tunnel(
                     return;
                 }
             };
-            drop((head, parts, fields));
+            drop((head, fields));
             stats::add(&core.stats.relays_total, 1);
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h2 relay started");
             let opts = RelayOptions {
@@ -429,14 +456,14 @@ async fn tunnel(
             body: answer_body,
         } => {
             tracing::info!(client = %conn.client, tunnel = %t.config.name, status, kind = what, "upstream refused the {what}; answer relayed");
-            respond_with(respond, status, &fields, answer_body);
+            respond_with(&mut respond, status, &fields, answer_body);
         }
     }
 }
 
 /// Sends a complete answer (fields and body) on a stream.
 pub(crate) fn respond_with(
-    mut respond: SendResponse<Bytes>,
+    respond: &mut SendResponse<Bytes>,
     status: u16,
     fields: &[Field],
     body: Vec<u8>,
@@ -480,11 +507,17 @@ fn refuse(
         respond.send_reset(h2::Reason::CANCEL);
         return;
     }
+    // A malformed request is a stream error (RFC 9113 §8.1.1, DESIGN §5).
+    let malformed = matches!(rej, Rejection::Head(_) | Rejection::Intent(_));
+    if malformed && rej.status() == 400 {
+        respond.send_reset(h2::Reason::PROTOCOL_ERROR);
+        return;
+    }
     let status = rej.status();
     let mut fields: Vec<Field> = vec![("content-type".into(), b"text/plain".to_vec())];
     if matches!(rej, Rejection::Auth(_)) {
         fields.push(("www-authenticate".into(), b"Bearer".to_vec()));
     }
     let body = format!("{status} {}\n", reason_phrase(status)).into_bytes();
-    respond_with(respond, status, &fields, body);
+    respond_with(&mut respond, status, &fields, body);
 }

@@ -4,6 +4,7 @@
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{buffers, is_reset, Activity, DirEnd, Moved};
+use crate::downstream::h1::BodyFraming;
 
 /// Copies `src` → `dst` until EOF, then closes `dst` for writing (TCP
 /// shutdown; on TLS close_notify first).
@@ -57,4 +58,61 @@ where
     }
     drop(first);
     direction(src, dst, activity, moved).await
+}
+
+/// Most bytes read and dropped after a forwarded request's body, so that
+/// closing the connection does not answer a pipelining client with RST and
+/// destroy the answer in flight.
+const DRAIN_AFTER_BODY: usize = 64 * 1024;
+
+/// Copies the rest of one request body `src` → `dst`, exactly as `framing`
+/// delimits it, and leaves `dst` open (the upstream answers after it). A
+/// client that closes inside the body, or chunked framing that goes wrong,
+/// aborts the request: the upstream must not act on a truncated or
+/// ambiguous body. Bytes after the body are read and dropped (bounded).
+pub async fn body<R, W>(
+    mut framing: BodyFraming,
+    mut src: R,
+    mut dst: W,
+    activity: &Activity,
+    moved: &Moved,
+) -> DirEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = buffers::take();
+    let mut done = framing.is_done();
+    while !done {
+        let n = match src.read(&mut buf).await {
+            Ok(0) => return truncated("client closed inside the request body"),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return truncated("client closed inside the request body")
+            }
+            Err(e) => return DirEnd::SourceReset(e),
+            Ok(n) => n,
+        };
+        let (take, finished) = framing.advance(&buf[..n]);
+        if framing.is_invalid() {
+            return truncated("invalid chunked framing in the request body");
+        }
+        if let Err(e) = dst.write_all(&buf[..take]).await {
+            return DirEnd::DestinationGone(e);
+        }
+        moved.add(take);
+        activity.touch();
+        done = finished;
+    }
+    let mut dropped = 0;
+    while dropped < DRAIN_AFTER_BODY {
+        match src.read(&mut buf).await {
+            Ok(n) if n > 0 => dropped += n,
+            _ => break,
+        }
+    }
+    DirEnd::Eof
+}
+
+fn truncated(why: &'static str) -> DirEnd {
+    DirEnd::SourceReset(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
 }

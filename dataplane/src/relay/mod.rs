@@ -188,6 +188,41 @@ pub async fn relay(
     book(outcome, &d2u, &u2d, spliced, stats)
 }
 
+/// Forwards one ordinary request: the rest of its body (as `framing`
+/// delimits it) up, the answer down until the upstream closes (it was asked
+/// to, `Connection: close`). Copy path: this is the side path of the edge.
+pub async fn forward_request(
+    down: Downstream,
+    up: TcpStream,
+    framing: crate::downstream::h1::BodyFraming,
+    opts: RelayOptions,
+    stats: &CoreStats,
+) -> Report {
+    let activity = Activity::new();
+    let (d2u, u2d) = (Moved::default(), Moved::default());
+    let (down_fd, up_fd) = (down.tcp().as_raw_fd(), up.as_raw_fd());
+    let (dr, dw) = futures_util::io::AsyncReadExt::split(down);
+    let (ur, uw) = futures_util::io::AsyncReadExt::split(up);
+    let opts = RelayOptions {
+        end_on_upstream_eof: true,
+        ..opts
+    };
+    let work = both(
+        copy::body(framing, dr, uw, &activity, &d2u),
+        copy::direction(ur, dw, &activity, &u2d),
+        opts,
+        linger_zero(down_fd),
+        linger_zero(up_fd),
+    );
+    let outcome = async { Some(work.await) }
+        .or(async {
+            activity.expired(opts.idle).await;
+            None
+        })
+        .await;
+    book(outcome, &d2u, &u2d, false, stats)
+}
+
 /// Books a relay's outcome (`None`: idle timeout; `Some(reset)`) in the
 /// counters. Not an async fn taking the relay future: an async fn keeps its
 /// future argument and the copy it awaits both in its state, which every

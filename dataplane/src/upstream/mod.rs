@@ -62,8 +62,8 @@ pub struct Answer {
 }
 
 /// Reads one response head from the upstream within `timeout`.
-pub async fn read_answer(
-    up: &mut TcpStream,
+pub async fn read_answer<R: futures_lite::io::AsyncRead + Unpin>(
+    up: &mut R,
     addr: &str,
     max: usize,
     timeout: Duration,

@@ -2,21 +2,34 @@
 //! tunnel's upstream over HTTP/1.1 (one request per connection, as on the h1
 //! path) or over a pooled h2c connection.
 //!
-//! The request body is read whole first, up to [`MAX_REQUEST_BODY`] (413
-//! beyond): ordinary requests are the side path of a tunnel edge, and a known
-//! length keeps the h1 request simple. The response body streams through
-//! within the downstream's flow-control window.
+//! The request body streams: each DATA chunk is written upstream, and only
+//! then is its window credit released to the client, so a stalled upstream
+//! stalls the client instead of growing a buffer here (toward HTTP/1.1 the
+//! body keeps the client's `content-length`, which h2 checks against the
+//! DATA received, or goes chunked). The body is pumped alongside the
+//! exchange, because an upstream may answer before it read everything. The
+//! response body streams back within the client's window.
+//!
+//! ```text
+//! dial ─► head ─► ┬─ pump body (credit back as bytes leave) ─────────────┐
+//!                 └─ answer head ─► response head ─► response body ───────┴─► done
+//! (a client RST_STREAM before the answer cancels the dial and the exchange)
+//! ```
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use futures_lite::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use h2::server::SendResponse;
-use h2::RecvStream;
+use h2::{RecvStream, SendStream};
 
-use super::{refuse, respond_with, Conn};
+use super::{refuse, respond_with, unless_reset, Conn};
 use crate::config::UpstreamVersion;
-use crate::downstream::h1::{BodyFraming, RequestHead};
+use crate::downstream::h1::{BodyFraming, Headers, RequestHead};
 use crate::error::Rejection;
 use crate::relay::h2::{io_error, send_all};
 use crate::route::Tunnel;
@@ -25,107 +38,195 @@ use crate::upstream::session::{
     forwardable_fields as end_to_end_fields, is_hop_field, write_h1_fields, Field,
 };
 
-/// Largest request body forwarded.
-pub const MAX_REQUEST_BODY: usize = 1 << 20;
-
 /// Forwards one request and streams the response back.
 pub(super) async fn request(
     conn: &Conn,
     t: &Rc<Tunnel>,
     head: RequestHead,
-    parts: http::request::Parts,
-    mut body: RecvStream,
-    respond: SendResponse<Bytes>,
+    body: RecvStream,
+    mut respond: SendResponse<Bytes>,
 ) {
-    let edge = &conn.core.edge;
-    let mut collected = BytesMut::new();
-    loop {
-        match with_timeout(edge.idle_timeout, body.data()).await {
-            Some(Some(Ok(b))) => {
-                let _ = body.flow_control().release_capacity(b.len());
-                if collected.len() + b.len() > MAX_REQUEST_BODY {
-                    let rej = Rejection::BodyTooLarge(MAX_REQUEST_BODY);
-                    return refuse(conn, respond, rej, Some(&head), Some(t));
-                }
-                collected.extend_from_slice(&b);
-            }
-            Some(Some(Err(e))) => {
-                tracing::debug!(client = %conn.client, "request body cut short: {e}");
-                return;
-            }
-            Some(None) => break,
-            None => return,
-        }
-    }
     let result = match t.config.http_version {
-        UpstreamVersion::Http1 => via_h1(conn, t, &head, &parts, collected.freeze(), respond).await,
-        UpstreamVersion::H2c => via_h2c(conn, t, &head, &parts, collected.freeze(), respond).await,
+        UpstreamVersion::Http1 => via_h1(conn, t, &head, body, &mut respond).await,
+        UpstreamVersion::H2c => via_h2c(conn, t, &head, body, &mut respond).await,
     };
-    if let Err((rej, respond)) = result {
+    if let Err(rej) = result {
         refuse(conn, respond, rej, Some(&head), Some(t));
     }
 }
 
-type Failed = (Rejection, SendResponse<Bytes>);
+/// The request body on its way up, polled alongside the exchange.
+struct Pump<'a> {
+    fut: Option<PumpFuture<'a>>,
+}
 
-fn path_of(parts: &http::request::Parts) -> String {
-    parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into())
+type PumpFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ClientGone>> + 'a>>;
+
+/// The client's side of the body failed (reset, malformed, idle): the
+/// exchange is abandoned.
+#[derive(Debug)]
+struct ClientGone(String);
+
+impl<'a> Pump<'a> {
+    fn new(f: impl Future<Output = Result<(), ClientGone>> + 'a) -> Pump<'a> {
+        Pump {
+            fut: Some(Box::pin(f)),
+        }
+    }
+
+    fn none() -> Pump<'a> {
+        Pump { fut: None }
+    }
+
+    /// Runs `work` while the body keeps pumping; `Err` if the client's side
+    /// of the body failed first.
+    async fn alongside<T>(&mut self, work: impl Future<Output = T>) -> Result<T, ClientGone> {
+        let mut work = std::pin::pin!(work);
+        std::future::poll_fn(|cx| {
+            if let Some(f) = self.fut.as_mut() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => self.fut = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            work.as_mut().poll(cx).map(Ok)
+        })
+        .await
+    }
+}
+
+/// Next DATA chunk of the request body (`None` at END_STREAM).
+async fn next_chunk(body: &mut RecvStream, idle: Duration) -> Result<Option<Bytes>, ClientGone> {
+    match with_timeout(idle, body.data()).await {
+        None => Err(ClientGone(format!("request body idle for {idle:?}"))),
+        Some(None) => Ok(None),
+        Some(Some(Ok(b))) => Ok(Some(b)),
+        Some(Some(Err(e))) => Err(ClientGone(format!("request body: {}", io_error(e)))),
+    }
+}
+
+/// Body → HTTP/1.1 upstream, raw (content-length) or chunked. An upstream
+/// that stops reading ends the pump quietly: its answer decides.
+async fn pump_h1<W: AsyncWrite + Unpin>(
+    mut body: RecvStream,
+    mut up: W,
+    chunked: bool,
+    idle: Duration,
+) -> Result<(), ClientGone> {
+    while let Some(data) = next_chunk(&mut body, idle).await? {
+        let n = data.len();
+        let written = if chunked && n > 0 {
+            let mut framed = format!("{n:x}\r\n").into_bytes();
+            framed.extend_from_slice(&data);
+            framed.extend_from_slice(b"\r\n");
+            up.write_all(&framed).await
+        } else {
+            up.write_all(&data).await
+        };
+        if written.is_err() {
+            return Ok(());
+        }
+        let _ = body.flow_control().release_capacity(n);
+    }
+    if chunked {
+        let _ = up.write_all(b"0\r\n\r\n").await;
+    }
+    Ok(())
+}
+
+/// Body → h2c upstream stream, within the upstream's window.
+async fn pump_h2(
+    mut body: RecvStream,
+    mut up: SendStream<Bytes>,
+    idle: Duration,
+) -> Result<(), ClientGone> {
+    loop {
+        match next_chunk(&mut body, idle).await {
+            Ok(Some(data)) => {
+                let n = data.len();
+                if send_all(&mut up, data).await.is_err() {
+                    return Ok(());
+                }
+                let _ = body.flow_control().release_capacity(n);
+            }
+            Ok(None) => {
+                let _ = up.send_data(Bytes::new(), true);
+                return Ok(());
+            }
+            Err(e) => {
+                up.send_reset(h2::Reason::CANCEL);
+                return Err(e);
+            }
+        }
+    }
 }
 
 async fn via_h1(
     conn: &Conn,
     t: &Tunnel,
     head: &RequestHead,
-    parts: &http::request::Parts,
-    body: Bytes,
-    mut respond: SendResponse<Bytes>,
-) -> Result<(), Failed> {
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<(), Rejection> {
     let edge = &conn.core.edge;
-    let mut up = match crate::upstream::dial(
+    let dial = crate::upstream::dial(
         &t.upstream_addrs,
         &t.config.upstream,
         edge.upstream_connect_timeout,
-    )
-    .await
-    {
-        Ok(u) => u,
-        Err(rej) => return Err((rej, respond)),
+    );
+    let Some(up) = unless_reset(conn, respond, dial).await else {
+        return Ok(());
     };
+    let up = up?;
+    let up_fd = std::os::fd::AsRawFd::as_raw_fd(&up);
     let mut out = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         head.method,
-        path_of(parts),
+        head.target,
         head.host().unwrap_or_default()
     )
     .into_bytes();
     write_h1_fields(&mut out, &end_to_end_fields(head));
-    if !body.is_empty() || matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    let no_body = body.is_end_stream();
+    let length = head.get("content-length").map(<[u8]>::to_vec);
+    let chunked = !no_body && length.is_none();
+    match (&length, no_body) {
+        (Some(n), _) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(n);
+            out.extend_from_slice(b"\r\n");
+        }
+        (None, true) if matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") => {
+            out.extend_from_slice(b"Content-Length: 0\r\n")
+        }
+        (None, true) => {}
+        (None, false) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out.extend_from_slice(&body);
-    if let Err(e) = up.write_all(&out).await {
-        let rej = Rejection::UpstreamUnreachable {
+    let (mut ur, mut uw) = futures_util::io::AsyncReadExt::split(up);
+    if let Err(e) = uw.write_all(&out).await {
+        return Err(Rejection::UpstreamUnreachable {
             addr: t.config.upstream.clone(),
             reason: format!("write failed: {e}"),
-        };
-        return Err((rej, respond));
+        });
     }
     drop(out);
-    let answer = match crate::upstream::read_answer(
-        &mut up,
+    let mut pump = if no_body {
+        Pump::none()
+    } else {
+        Pump::new(pump_h1(body, uw, chunked, edge.idle_timeout))
+    };
+    let read = crate::upstream::read_answer(
+        &mut ur,
         &t.config.upstream,
         edge.max_head_bytes,
         edge.upstream_handshake_timeout,
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(rej) => return Err((rej, respond)),
+    );
+    let answer = match unless_reset(conn, respond, pump.alongside(read)).await {
+        None => return Ok(()),
+        Some(Err(gone)) => return abandon(conn, up_fd, gone),
+        Some(Ok(answer)) => answer?,
     };
     let fields: Vec<Field> = answer
         .head
@@ -142,43 +243,50 @@ async fn via_h1(
         builder = builder.header(name.as_str(), value.as_slice());
     }
     let Ok(response) = builder.body(()) else {
-        let rej = Rejection::UpstreamBadAnswer("response fields not valid in h2".into());
-        return Err((rej, respond));
+        return Err(Rejection::UpstreamBadAnswer(
+            "response fields not valid in h2".into(),
+        ));
     };
-    let no_body = done && first.is_empty();
-    let mut send = match respond.send_response(response, no_body) {
-        Ok(s) => s,
-        Err(_) => return Ok(()),
+    let no_answer_body = done && first.is_empty();
+    let Ok(mut send) = respond.send_response(response, no_answer_body) else {
+        return Ok(());
     };
-    if no_body {
+    if no_answer_body {
         return Ok(());
     }
-    if send_all(&mut send, first).await.is_err() {
-        return Ok(());
-    }
-    let mut finished = done;
-    let mut buf = vec![0u8; 32 * 1024];
-    while !finished {
-        let n = match with_timeout(edge.idle_timeout, up.read(&mut buf)).await {
-            Some(Ok(n)) if n > 0 => n,
-            // A close-delimited body ends at EOF; anything else cut short
-            // resets the stream so the client does not take it as complete.
-            Some(Ok(_)) if framing == BodyFraming::UntilClose => break,
-            _ => {
-                send.send_reset(h2::Reason::INTERNAL_ERROR);
-                return Ok(());
-            }
-        };
-        let (take, end) = framing.advance(&buf[..n]);
-        if send_all(&mut send, Bytes::copy_from_slice(&buf[..take]))
-            .await
-            .is_err()
-        {
-            return Ok(());
+    let idle = edge.idle_timeout;
+    let stream_back = async {
+        send_all(&mut send, first).await?;
+        let mut finished = done;
+        let mut buf = vec![0u8; 32 * 1024];
+        while !finished {
+            let n = match with_timeout(idle, ur.read(&mut buf)).await {
+                Some(Ok(n)) if n > 0 => n,
+                // A close-delimited body ends at EOF; anything else cut short
+                // resets the stream so the client does not take it as complete.
+                Some(Ok(_)) if framing == BodyFraming::UntilClose => break,
+                _ => {
+                    send.send_reset(h2::Reason::INTERNAL_ERROR);
+                    return Ok(());
+                }
+            };
+            let (take, end) = framing.advance(&buf[..n]);
+            send_all(&mut send, Bytes::copy_from_slice(&buf[..take])).await?;
+            finished = end;
         }
-        finished = end;
+        send.send_data(Bytes::new(), true).map_err(io_error)
+    };
+    match pump.alongside(stream_back).await {
+        Err(gone) => abandon(conn, up_fd, gone),
+        Ok(_) => Ok(()),
     }
-    let _ = send.send_data(Bytes::new(), true);
+}
+
+/// The client's body failed mid-exchange: the upstream connection is reset
+/// (it must not act on a truncated body), and there is no one to answer.
+fn abandon(conn: &Conn, up_fd: i32, gone: ClientGone) -> Result<(), Rejection> {
+    let _ = crate::sys::set_linger_zero(up_fd);
+    tracing::debug!(client = %conn.client, "request abandoned: {}", gone.0);
     Ok(())
 }
 
@@ -186,62 +294,57 @@ async fn via_h2c(
     conn: &Conn,
     t: &Tunnel,
     head: &RequestHead,
-    parts: &http::request::Parts,
-    body: Bytes,
-    respond: SendResponse<Bytes>,
-) -> Result<(), Failed> {
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<(), Rejection> {
     let edge = &conn.core.edge;
-    let slot = match conn
-        .core
-        .h2c
-        .slot(
-            t,
-            edge.upstream_connect_timeout,
-            edge.upstream_handshake_timeout,
-        )
-        .await
-    {
-        Ok(s) => s,
-        Err(rej) => return Err((rej, respond)),
-    };
-    let mut send = slot.send;
-    let uri = format!(
-        "http://{}{}",
-        head.host().unwrap_or_default(),
-        path_of(parts)
+    let slot = conn.core.h2c.slot(
+        t,
+        edge.upstream_connect_timeout,
+        edge.upstream_handshake_timeout,
     );
+    let Some(slot) = unless_reset(conn, respond, slot).await else {
+        return Ok(());
+    };
+    let mut send = slot?.send;
+    let uri = format!("http://{}{}", head.host().unwrap_or_default(), head.target);
     let mut req = http::Request::builder()
-        .method(parts.method.clone())
+        .method(head.method.as_str())
         .uri(uri);
     for (name, value) in end_to_end_fields(head) {
         req = req.header(name.as_str(), value.as_slice());
     }
+    if let Some(n) = head.get("content-length") {
+        req = req.header("content-length", n);
+    }
     let Ok(req) = req.body(()) else {
-        return Err((
-            Rejection::NotSupported("request not expressible in h2".into()),
-            respond,
+        return Err(Rejection::NotSupported(
+            "request not expressible in h2".into(),
         ));
     };
-    let (response, mut up_send) = match send.send_request(req, body.is_empty()) {
-        Ok(x) => x,
-        Err(e) => return Err((Rejection::UpstreamBadAnswer(format!("h2c: {e}")), respond)),
+    let no_body = body.is_end_stream();
+    let (response, up_send) = send
+        .send_request(req, no_body)
+        .map_err(|e| Rejection::UpstreamBadAnswer(format!("h2c: {e}")))?;
+    let mut pump = if no_body {
+        Pump::none()
+    } else {
+        Pump::new(pump_h2(body, up_send, edge.idle_timeout))
     };
-    if !body.is_empty() {
-        if let Err(e) = send_all(&mut up_send, body).await {
-            return Err((Rejection::UpstreamBadAnswer(format!("h2c: {e}")), respond));
+    let wait = with_timeout(edge.upstream_handshake_timeout, response);
+    let response = match unless_reset(conn, respond, pump.alongside(wait)).await {
+        None => return Ok(()),
+        Some(Err(gone)) => {
+            tracing::debug!(client = %conn.client, "request abandoned: {}", gone.0);
+            return Ok(());
         }
-        let _ = up_send.send_data(Bytes::new(), true);
-    }
-    let response = match with_timeout(edge.upstream_handshake_timeout, response).await {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => return Err((Rejection::UpstreamBadAnswer(format!("h2c: {e}")), respond)),
-        None => {
-            let rej = Rejection::UpstreamTimeout {
+        Some(Ok(None)) => {
+            return Err(Rejection::UpstreamTimeout {
                 addr: t.config.upstream.clone(),
                 after: edge.upstream_handshake_timeout,
-            };
-            return Err((rej, respond));
+            })
         }
+        Some(Ok(Some(r))) => r.map_err(|e| Rejection::UpstreamBadAnswer(format!("h2c: {e}")))?,
     };
     let (rparts, mut rbody) = response.into_parts();
     let fields: Vec<Field> = rparts
@@ -259,36 +362,36 @@ async fn via_h2c(
         builder = builder.header(name.as_str(), value.as_slice());
     }
     let Ok(answer) = builder.body(()) else {
-        return Err((
-            Rejection::UpstreamBadAnswer("bad response fields".into()),
-            respond,
-        ));
+        return Err(Rejection::UpstreamBadAnswer("bad response fields".into()));
     };
-    let mut respond = respond;
     let Ok(mut down) = respond.send_response(answer, false) else {
         return Ok(());
     };
-    loop {
-        match with_timeout(edge.idle_timeout, rbody.data()).await {
-            Some(Some(Ok(b))) => {
-                let n = b.len();
-                if send_all(&mut down, b).await.is_err() {
+    let idle = edge.idle_timeout;
+    let stream_back = async {
+        loop {
+            match with_timeout(idle, rbody.data()).await {
+                Some(Some(Ok(b))) => {
+                    let n = b.len();
+                    send_all(&mut down, b).await?;
+                    let _ = rbody.flow_control().release_capacity(n);
+                }
+                Some(None) => break,
+                Some(Some(Err(e))) => {
+                    tracing::debug!("h2c response cut short: {}", io_error(e));
+                    down.send_reset(h2::Reason::INTERNAL_ERROR);
                     return Ok(());
                 }
-                let _ = rbody.flow_control().release_capacity(n);
-            }
-            Some(None) => break,
-            Some(Some(Err(e))) => {
-                tracing::debug!("h2c response cut short: {}", io_error(e));
-                down.send_reset(h2::Reason::INTERNAL_ERROR);
-                return Ok(());
-            }
-            None => {
-                down.send_reset(h2::Reason::CANCEL);
-                return Ok(());
+                None => {
+                    down.send_reset(h2::Reason::CANCEL);
+                    return Ok(());
+                }
             }
         }
+        down.send_data(Bytes::new(), true).map_err(io_error)
+    };
+    if let Err(gone) = pump.alongside(stream_back).await {
+        tracing::debug!(client = %conn.client, "request abandoned: {}", gone.0);
     }
-    let _ = down.send_data(Bytes::new(), true);
     Ok(())
 }

@@ -1,0 +1,153 @@
+//! An h2 request's pseudo-headers and fields as the version-neutral
+//! [`RequestHead`], and its intent (RFC 9113 §8.3, §8.5; RFC 8441). Sans-IO.
+//!
+//! The authority is `:authority`, else `Host` (RFC 9113 §8.3.1); both
+//! present and naming different hosts is malformed. It is checked by the
+//! same authority parser as HTTP/1.1 (no userinfo, a valid host and port)
+//! and becomes the head's one `Host` field, so routing, auth and every
+//! upstream version read it from one place.
+
+use crate::downstream::h1::{HeadError, Header, RequestHead};
+use crate::error::Rejection;
+use crate::intent::Intent;
+use crate::logsafe::ClientText;
+use crate::target::{self, parse_authority, Port};
+
+/// The stream's request as a head. `extended`: an RFC 8441 CONNECT (it
+/// has a `:path`; a plain CONNECT's target is its authority).
+pub fn request_head(
+    parts: &http::request::Parts,
+    extended: bool,
+) -> Result<RequestHead, HeadError> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let host_field = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HeadError::Malformed("more than one Host header"));
+    }
+    let host_field = host_field
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| HeadError::Host(target::TargetError::BadHost))
+        })
+        .transpose()?;
+    let pseudo = parts.uri.authority().map(|a| a.as_str());
+    let authority = match (pseudo, host_field) {
+        (Some(a), Some(h)) => {
+            let (pa, ph) = (
+                parse_authority(a, Port::Optional).map_err(HeadError::Host)?,
+                parse_authority(h, Port::Optional).map_err(HeadError::Host)?,
+            );
+            let same_port = pa.port.is_none() || ph.port.is_none() || pa.port == ph.port;
+            if !pa.host.eq_ignore_ascii_case(ph.host) || !same_port {
+                return Err(HeadError::Malformed(
+                    ":authority and Host name different hosts",
+                ));
+            }
+            a
+        }
+        (Some(a), None) => a,
+        (None, Some(h)) => h,
+        (None, None) => "",
+    };
+    parse_authority(authority, Port::Optional).map_err(HeadError::Host)?;
+    let method = parts.method.as_str();
+    let target = if parts.method == http::Method::CONNECT && !extended {
+        authority.to_owned()
+    } else {
+        let t = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        // Origin form (or `*` for OPTIONS), the same rule as HTTP/1.1; an
+        // extended CONNECT's :path is checked like a GET's.
+        let form_of = if extended { "GET" } else { method };
+        match target::parse_target(form_of, &t).map_err(HeadError::Target)? {
+            target::Target::Origin | target::Target::Asterisk => t,
+            _ => return Err(HeadError::Target(target::TargetError::WrongForm)),
+        }
+    };
+    let mut headers = Vec::with_capacity(parts.headers.len() + 1);
+    headers.push(Header {
+        name: "host".into(),
+        value: authority.as_bytes().to_vec(),
+    });
+    for (name, value) in &parts.headers {
+        if name != http::header::HOST {
+            headers.push(Header {
+                name: name.as_str().to_owned(),
+                value: value.as_bytes().to_vec(),
+            });
+        }
+    }
+    Ok(RequestHead {
+        method: method.to_owned(),
+        target,
+        minor_version: 1,
+        headers,
+    })
+}
+
+/// RFC 8441 / RFC 9113 §8.5: which intent a stream carries.
+pub fn classify(head: &RequestHead, protocol: Option<&str>) -> Result<Intent, Rejection> {
+    if head.method != "CONNECT" {
+        return Ok(Intent::Request);
+    }
+    match protocol {
+        Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
+        Some(p) => Err(Rejection::UpgradeNotAllowed(ClientText(
+            p.to_ascii_lowercase(),
+        ))),
+        None => crate::intent::connect_target(&head.target).map_err(Rejection::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn authority_from_pseudo_or_host() {
+        let h = request_head(&parts("GET", "https://a.test/x?q", &[]), false).unwrap();
+        assert_eq!((h.host(), h.target.as_str()), (Some("a.test"), "/x?q"));
+        let h = request_head(&parts("GET", "/x", &[("host", "b.test")]), false).unwrap();
+        assert_eq!(h.host(), Some("b.test"));
+        let h = request_head(
+            &parts("GET", "https://a.test:443/", &[("host", "A.test")]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(h.host(), Some("a.test:443"));
+        assert!(request_head(
+            &parts("GET", "https://a.test/", &[("host", "b.test")]),
+            false
+        )
+        .is_err());
+        assert!(request_head(&parts("GET", "/", &[("host", "a"), ("host", "a")]), false).is_err());
+        assert!(request_head(&parts("GET", "https://u@a.test/", &[]), false).is_err());
+    }
+
+    #[test]
+    fn connect_targets() {
+        let h = request_head(&parts("CONNECT", "example.com:443", &[]), false).unwrap();
+        assert_eq!(
+            classify(&h, None).unwrap(),
+            Intent::Connect {
+                authority: "example.com:443".into()
+            }
+        );
+        let h = request_head(&parts("CONNECT", "example.com:0", &[]), false).unwrap();
+        assert!(classify(&h, None).is_err());
+        let h = request_head(&parts("CONNECT", "https://a.test/chat", &[]), true).unwrap();
+        assert_eq!(classify(&h, Some("websocket")).unwrap(), Intent::WebSocket);
+        assert!(classify(&h, Some("x")).is_err());
+    }
+}
