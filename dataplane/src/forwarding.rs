@@ -79,16 +79,31 @@ pub fn prepare_h1_forward(head: &mut RequestHead, hop: Hop, client: IpAddr, sche
             head.remove(&name);
         }
     }
-    for name in HOP_BY_HOP {
-        let keep = *name == "transfer-encoding" || (*name == "upgrade" && hop == Hop::Upgrade);
-        if !keep {
-            head.remove(name);
+    let options = match hop {
+        Hop::Upgrade => Some(&b"Upgrade"[..]),
+        Hop::SingleRequest => Some(&b"close"[..]),
+        Hop::Connect => None,
+    };
+    // The edge's own options take the place of the client's first
+    // `Connection` field (order kept), or go last.
+    let mut placed = false;
+    head.headers.retain_mut(|h| {
+        if h.name.eq_ignore_ascii_case("connection") {
+            match options {
+                Some(v) if !placed => {
+                    h.value = v.to_vec();
+                    placed = true;
+                    return true;
+                }
+                _ => return false,
+            }
         }
-    }
-    match hop {
-        Hop::Upgrade => head.append("Connection", "Upgrade"),
-        Hop::SingleRequest => head.append("Connection", "close"),
-        Hop::Connect => {}
+        let keep = h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (hop == Hop::Upgrade && h.name.eq_ignore_ascii_case("upgrade"));
+        keep || !is_hop_by_hop(&h.name)
+    });
+    if let (Some(v), false) = (options, placed) {
+        head.append("Connection", v);
     }
     add_forwarding_headers(head, client, scheme);
 }
