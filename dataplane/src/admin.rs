@@ -1,38 +1,79 @@
 //! Read-only admin endpoint: `GET /stats` → per-core counters as JSON.
 //!
-//! Off the data path: one plain thread with blocking std sockets (like
-//! Envoy's admin listener, it is for operators and tests, not for traffic).
-//! It only reads the cores' counters; it never touches a core's state.
+//! Off the data path: plain threads with blocking std sockets (like Envoy's
+//! admin listener, it is for operators and tests, not for traffic). Each
+//! connection gets its own short-lived thread, so a client that connects and
+//! says nothing holds only its own thread until the read timeout, never the
+//! next operator's `/stats`; at most [`MAX_CONNECTIONS`] are served at once
+//! (more are closed at once). It only reads the cores' counters; it never
+//! touches a core's state.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::stats::{self, CoreStats};
 
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long one admin client may take to send its request or read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Serves the admin endpoint on `addr` in a background thread.
 pub fn spawn(addr: SocketAddr, cores: Vec<(usize, Arc<CoreStats>)>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     tracing::info!(%addr, "admin endpoint: GET /stats");
-    std::thread::Builder::new().name("admin".into()).spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut conn = conn;
-            let mut buf = [0u8; 2048];
-            let n = conn.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /stats") {
-                ("200 OK", stats::to_json(&cores))
-            } else {
-                ("404 Not Found", "{\"error\":\"try GET /stats\"}".to_string())
-            };
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    })?;
+    let cores = Arc::new(cores);
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                if active.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    tracing::warn!(
+                        "admin: {MAX_CONNECTIONS} connections in progress; closing a new one"
+                    );
+                    continue;
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let (cores, done) = (cores.clone(), active.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("admin-conn".into())
+                        .spawn(move || {
+                            answer(conn, &cores);
+                            done.fetch_sub(1, Ordering::Relaxed);
+                        });
+                if let Err(e) = spawned {
+                    active.fetch_sub(1, Ordering::Relaxed);
+                    tracing::warn!("admin: cannot start a connection thread: {e}");
+                }
+            }
+        })?;
     Ok(())
+}
+
+fn answer(mut conn: TcpStream, cores: &[(usize, Arc<CoreStats>)]) {
+    let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+    let mut buf = [0u8; 2048];
+    let n = conn.read(&mut buf).unwrap_or(0);
+    if n == 0 {
+        return;
+    }
+    let (status, body) = if buf[..n].starts_with(b"GET /stats") {
+        ("200 OK", stats::to_json(cores))
+    } else {
+        (
+            "404 Not Found",
+            "{\"error\":\"try GET /stats\"}".to_string(),
+        )
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
 }

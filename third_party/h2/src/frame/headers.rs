@@ -558,6 +558,16 @@ impl Continuation {
 // ===== impl Pseudo =====
 
 impl Pseudo {
+    /// Whether any pseudo-header field is set. [switchyard patch]
+    pub(crate) fn has_any(&self) -> bool {
+        self.method.is_some()
+            || self.scheme.is_some()
+            || self.authority.is_some()
+            || self.path.is_some()
+            || self.protocol.is_some()
+            || self.status.is_some()
+    }
+
     pub fn request(method: Method, uri: Uri, protocol: Option<Protocol>) -> Self {
         let parts = uri::Parts::from(uri);
 
@@ -963,6 +973,11 @@ impl HeaderBlock {
                 Path(v) => set_pseudo!(path, v),
                 Protocol(v) => set_pseudo!(protocol, v),
                 Status(v) => set_pseudo!(status, v),
+                // [switchyard patch] an invalid field: a stream error.
+                Malformed { .. } => {
+                    tracing::trace!("load_hpack; header malformed -- invalid field");
+                    malformed = true;
+                }
             }
 
             ControlFlow::Continue(())

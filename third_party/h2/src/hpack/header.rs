@@ -17,6 +17,12 @@ pub enum Header<T = HeaderName> {
     Path(BytesStr),
     Protocol(Protocol),
     Status(StatusCode),
+    /// A field the decoder cannot represent (an invalid name or value, an
+    /// unknown pseudo-header): kept as its raw bytes so that the HPACK
+    /// dynamic table stays in step with the peer's, and reported as a
+    /// malformed message (a stream error, RFC 9113 §8.1.1) by the header
+    /// block loader. [switchyard patch]
+    Malformed { name: Bytes, value: Bytes },
 }
 
 /// The header field name
@@ -29,6 +35,8 @@ pub enum Name<'a> {
     Path,
     Protocol,
     Status,
+    /// The name of a [`Header::Malformed`] entry. [switchyard patch]
+    Malformed(&'a Bytes),
 }
 
 #[doc(hidden)]
@@ -56,6 +64,7 @@ impl Header<Option<HeaderName>> {
             Path(v) => Path(v),
             Protocol(v) => Protocol(v),
             Status(v) => Status(v),
+            Malformed { name, value } => Malformed { name, value },
         })
     }
 }
@@ -65,6 +74,15 @@ impl Header {
         if name.is_empty() {
             return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
         }
+        // [switchyard patch] A field that cannot be represented is kept raw
+        // (the table must stay in step) and makes the message malformed.
+        match Self::parse(name.clone(), value.clone()) {
+            Ok(header) => Ok(header),
+            Err(_) => Ok(Header::Malformed { name, value }),
+        }
+    }
+
+    fn parse(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name[0] == b':' {
             match &name[1..] {
                 b"authority" => {
@@ -114,6 +132,10 @@ impl Header {
             Header::Path(ref v) => 32 + 5 + v.len(),
             Header::Protocol(ref v) => 32 + 9 + v.as_str().len(),
             Header::Status(_) => 32 + 7 + 3,
+            Header::Malformed {
+                ref name,
+                ref value,
+            } => 32 + name.len() + value.len(),
         }
     }
 
@@ -127,6 +149,7 @@ impl Header {
             Header::Path(..) => Name::Path,
             Header::Protocol(..) => Name::Protocol,
             Header::Status(..) => Name::Status,
+            Header::Malformed { ref name, .. } => Name::Malformed(name),
         }
     }
 
@@ -139,6 +162,7 @@ impl Header {
             Header::Path(ref v) => v.as_ref(),
             Header::Protocol(ref v) => v.as_ref(),
             Header::Status(ref v) => v.as_str().as_ref(),
+            Header::Malformed { ref value, .. } => value.as_ref(),
         }
     }
 
@@ -173,6 +197,10 @@ impl Header {
             },
             Header::Status(ref a) => match *other {
                 Header::Status(ref b) => a == b,
+                _ => false,
+            },
+            Header::Malformed { value: ref a, .. } => match *other {
+                Header::Malformed { value: ref b, .. } => a == b,
                 _ => false,
             },
         }
@@ -222,12 +250,23 @@ impl From<Header> for Header<Option<HeaderName>> {
             Header::Path(v) => Header::Path(v),
             Header::Protocol(v) => Header::Protocol(v),
             Header::Status(v) => Header::Status(v),
+            Header::Malformed { name, value } => Header::Malformed { name, value },
         }
     }
 }
 
 impl<'a> Name<'a> {
     pub fn into_entry(self, value: Bytes) -> Result<Header, DecoderError> {
+        // [switchyard patch] As in `Header::new`: an unrepresentable value
+        // is kept raw and makes the message malformed.
+        let name = Bytes::copy_from_slice(self.as_slice());
+        match self.parse_entry(value.clone()) {
+            Ok(header) => Ok(header),
+            Err(_) => Ok(Header::Malformed { name, value }),
+        }
+    }
+
+    fn parse_entry(self, value: Bytes) -> Result<Header, DecoderError> {
         match self {
             Name::Field(name) => Ok(Header::Field {
                 name: name.clone(),
@@ -245,6 +284,10 @@ impl<'a> Name<'a> {
                     Err(_) => Err(DecoderError::InvalidStatusCode),
                 }
             }
+            Name::Malformed(name) => Ok(Header::Malformed {
+                name: name.clone(),
+                value,
+            }),
         }
     }
 
@@ -257,6 +300,7 @@ impl<'a> Name<'a> {
             Name::Path => b":path",
             Name::Protocol => b":protocol",
             Name::Status => b":status",
+            Name::Malformed(name) => name.as_ref(),
         }
     }
 }

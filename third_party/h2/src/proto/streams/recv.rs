@@ -427,6 +427,13 @@ impl Recv {
             return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
         }
 
+        // [switchyard patch] RFC 9113 §8.1: trailers MUST NOT include
+        // pseudo-header fields; a message that does is malformed.
+        if frame.pseudo().has_any() {
+            proto_err!(stream: "recv_trailers: pseudo-header field in trailers; stream={:?};", stream.id);
+            return Err(Error::library_reset(stream.id, Reason::PROTOCOL_ERROR));
+        }
+
         let trailers = frame.into_fields();
 
         // Push the frame onto the stream's recv buffer
