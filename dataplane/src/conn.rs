@@ -454,9 +454,13 @@ async fn proceed(
             if !after.is_empty() {
                 tracing::debug!(%client, bytes = after.len(), "bytes after the request dropped (no pipelining: the connection closes after this answer)");
             }
+            let method = std::mem::take(&mut head.method);
             drop((head, after));
             stats::add(&core.stats.relays_total, 1);
-            let r = relay::forward_request(down, up, framing, opts, &core.stats).await;
+            let request = (method.as_str(), framing);
+            let r =
+                relay::forward_request(down, up, request, edge.max_head_bytes, opts, &core.stats)
+                    .await;
             tracing::debug!(%client, tunnel = %t.config.name, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "request forwarded");
             return Ok(());
         }

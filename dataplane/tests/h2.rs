@@ -423,8 +423,16 @@ async fn rapid_reset_leaves_the_edge_serving_with_bounded_memory() {
     let pid = edge.pid();
     let before = rss_kib(pid);
     let plain = vec!["--connect".to_string(), edge.addr.to_string()];
+    // The flood comes from 127.0.0.2: early resets are also charged to the
+    // client's address, and the good client below connects from 127.0.0.1.
+    let flood = vec![
+        "--connect".to_string(),
+        edge.addr.to_string(),
+        "--bind".to_string(),
+        "127.0.0.2".to_string(),
+    ];
     let (code, out, err) = run_h2(
-        &plain,
+        &flood,
         &[
             "rapid-reset",
             "--count",

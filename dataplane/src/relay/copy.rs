@@ -4,7 +4,7 @@
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{buffers, is_reset, Activity, DirEnd, Moved};
-use crate::downstream::h1::BodyFraming;
+use crate::downstream::h1::{parse_response, BodyFraming};
 
 /// Copies `src` → `dst` until EOF, then closes `dst` for writing (TCP
 /// shutdown; on TLS close_notify first).
@@ -115,4 +115,71 @@ where
 
 fn truncated(why: &'static str) -> DirEnd {
     DirEnd::SourceReset(std::io::Error::new(std::io::ErrorKind::InvalidData, why))
+}
+
+/// Copies one response `src` → `dst` (interim 1xx answers, then the final
+/// head and its framed body; a close-delimited body until EOF), then closes
+/// `dst`. The relay of a forwarded request ends with its response, whether
+/// or not the upstream honours `Connection: close`.
+pub async fn response<R, W>(
+    method: &str,
+    max_head: usize,
+    mut src: R,
+    mut dst: W,
+    activity: &Activity,
+    moved: &Moved,
+) -> DirEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = buffers::take();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut framing = loop {
+        match parse_response(&pending, max_head) {
+            Ok(Some((head, len))) => {
+                if let Err(e) = dst.write_all(&pending[..len]).await {
+                    return DirEnd::DestinationGone(e);
+                }
+                moved.add(len);
+                activity.touch();
+                pending.drain(..len);
+                match head.status {
+                    101 => return truncated("101 to a request that asked for no upgrade"),
+                    100..=199 => continue,
+                    _ => break BodyFraming::of_response(method, &head),
+                }
+            }
+            Ok(None) => {}
+            Err(_) => return truncated("upstream answer is not an HTTP/1.1 response"),
+        }
+        match src.read(&mut buf).await {
+            Ok(0) => return truncated("upstream closed before its answer"),
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+            Err(e) => return DirEnd::SourceReset(e),
+        }
+    };
+    let mut chunk = std::mem::take(&mut pending);
+    loop {
+        let (take, done) = framing.advance(&chunk);
+        if let Err(e) = dst.write_all(&chunk[..take]).await {
+            return DirEnd::DestinationGone(e);
+        }
+        moved.add(take);
+        activity.touch();
+        if done {
+            break;
+        }
+        let n = match src.read(&mut buf).await {
+            Ok(0) if framing == BodyFraming::UntilClose => break,
+            Ok(0) => return truncated("upstream closed inside the response body"),
+            Ok(n) => n,
+            Err(e) => return DirEnd::SourceReset(e),
+        };
+        chunk = buf[..n].to_vec();
+    }
+    match dst.close().await {
+        Err(e) if is_reset(&e) => DirEnd::DestinationGone(e),
+        _ => DirEnd::Eof,
+    }
 }

@@ -189,15 +189,18 @@ pub async fn relay(
 }
 
 /// Forwards one ordinary request: the rest of its body (as `framing`
-/// delimits it) up, the answer down until the upstream closes (it was asked
-/// to, `Connection: close`). Copy path: this is the side path of the edge.
+/// delimits it) up, its one response down (framed: the relay ends with it,
+/// even if the upstream ignores `Connection: close`). Copy path: this is the
+/// side path of the edge.
 pub async fn forward_request(
     down: Downstream,
     up: TcpStream,
-    framing: crate::downstream::h1::BodyFraming,
+    request: (&str, crate::downstream::h1::BodyFraming),
+    max_head: usize,
     opts: RelayOptions,
     stats: &CoreStats,
 ) -> Report {
+    let (method, framing) = request;
     let activity = Activity::new();
     let (d2u, u2d) = (Moved::default(), Moved::default());
     let (down_fd, up_fd) = (down.tcp().as_raw_fd(), up.as_raw_fd());
@@ -209,7 +212,7 @@ pub async fn forward_request(
     };
     let work = both(
         copy::body(framing, dr, uw, &activity, &d2u),
-        copy::direction(ur, dw, &activity, &u2d),
+        copy::response(method, max_head, ur, dw, &activity, &u2d),
         opts,
         linger_zero(down_fd),
         linger_zero(up_fd),

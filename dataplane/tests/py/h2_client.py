@@ -219,7 +219,8 @@ class Conn:
         host, _, port = a.connect.rpartition(":")
         host = host.strip("[]")
         try:
-            sock = socket.create_connection((host, int(port)), timeout=a.timeout)
+            source = (a.bind, 0) if a.bind else None
+            sock = socket.create_connection((host, int(port)), timeout=a.timeout, source_address=source)
         except OSError as e:
             raise Fail(f"connect {a.connect}: {e}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -633,6 +634,7 @@ def build_parser():
     p.add_argument("--cafile", help="PEM CA bundle to verify the server certificate")
     p.add_argument("--sni", help="TLS server name (default: the --connect host)")
     p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
+    p.add_argument("--bind", metavar="ADDR", help="local address to connect from (e.g. 127.0.0.2)")
     p.add_argument("--timeout", type=float, default=20.0, help="max seconds without socket progress")
     p.add_argument("--deadline", type=float, default=300.0, help="max seconds for the whole run")
     p.add_argument("--window", type=int, default=65535,

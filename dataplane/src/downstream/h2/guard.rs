@@ -11,7 +11,8 @@
 //!   before we answered (each one may have cost an upstream dial). Counted
 //!   per client address (IPv4 /32, IPv6 /64) in a token bucket that survives
 //!   reconnects; an address that empties it gets GOAWAY(ENHANCE_YOUR_CALM)
-//!   on its connection and on new ones until the bucket refills. h2's own
+//!   on its connection, and on new ones until a second's worth of resets
+//!   has been earned back. h2's own
 //!   limit (`max_pending_accept_reset_streams`) covers resets that arrive
 //!   before a stream is accepted.
 
@@ -75,6 +76,10 @@ impl Drop for Reservation<'_> {
 pub const RESET_BURST: f64 = 200.0;
 /// Early resets per second an address earns back.
 pub const RESET_RATE: f64 = 20.0;
+/// Resets an address that ran out must have earned back before it is
+/// served again (one second's worth), so a refused client that reconnects
+/// at once is refused again.
+pub const RESET_REOPEN: f64 = RESET_RATE;
 /// Addresses tracked per core; beyond this, full (innocent) buckets are
 /// forgotten first.
 const MAX_TRACKED: usize = 4096;
@@ -116,10 +121,11 @@ fn key(ip: IpAddr) -> IpAddr {
 }
 
 impl ResetLimiter {
-    /// Whether `ip` may still be served (its bucket is not empty).
+    /// Whether a new connection from `ip` may be served: its bucket holds
+    /// at least [`RESET_REOPEN`] resets.
     pub fn allows(&self, ip: IpAddr, now: Instant) -> bool {
         match self.buckets.borrow().get(&key(ip)) {
-            Some(b) => b.refilled(now).tokens >= 1.0,
+            Some(b) => b.refilled(now).tokens >= RESET_REOPEN,
             None => true,
         }
     }
@@ -187,7 +193,8 @@ mod tests {
         while l.charge(v6a, t0) {}
         assert!(!l.allows(v6b, t0));
         assert!(!l.allows("::ffff:192.0.2.1".parse().unwrap(), t0));
-        assert!(l.allows(a, t0 + Duration::from_millis(100)));
+        assert!(!l.allows(a, t0 + Duration::from_millis(500)));
+        assert!(l.allows(a, t0 + Duration::from_millis(1000)));
     }
 
     #[test]
