@@ -119,7 +119,7 @@ fn hu(host: &str, path: &str, conn: &str, upgrade: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_input_gets_its_documented_answer() {
-    let (echo, _heads) = upgrade_echo_origin().await;
+    let (echo, mut heads) = upgrade_echo_origin().await;
     let raw = tcp_echo_origin().await;
     let odd = odd_origin().await;
     let silent = silent_origin().await;
@@ -171,6 +171,23 @@ async fn each_bad_input_gets_its_documented_answer() {
         ("upstream silent", ws("silent.test", ""), Some(504)),
         ("upstream answers garbage", b"GET /garbage HTTP/1.1\r\nHost: odd.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".to_vec(), Some(502)),
         ("upstream refuses the upgrade", ws("odd.test", ""), Some(403)),
+        // RFC 9112 §6.1, §6.3: only a final, single chunked coding frames a request.
+        ("TE xchunked", b"POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: xchunked\r\n\r\n".to_vec(), Some(400)),
+        ("TE chunked + identity", b"POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n".to_vec(), Some(400)),
+        ("TE on HTTP/1.0", b"POST / HTTP/1.0\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), Some(400)),
+        ("TE gzip, chunked", b"POST / HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec(), Some(501)),
+        // RFC 9112 §3: a request line over the limit is 414.
+        ("20 KB URI", format!("GET /{} HTTP/1.1\r\nHost: echo.test\r\n\r\n", "a".repeat(20_000)).into_bytes(), Some(414)),
+        // RFC 9112 §3.2: no fragment in a request target.
+        ("fragment in the target", hu("loud.test", "/ray#x", "Upgrade", "websocket"), Some(400)),
+        // RFC 9110 §4.2.4, §9.3.6: no userinfo; a CONNECT port is 1..=65535.
+        ("userinfo in an absolute-form target", b"GET http://u:p@echo.test/ HTTP/1.1\r\nHost: echo.test\r\n\r\n".to_vec(), Some(400)),
+        ("CONNECT with userinfo", b"CONNECT u:p@example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n".to_vec(), Some(400)),
+        ("CONNECT port +443", b"CONNECT example.com:+443 HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec(), Some(400)),
+        // RFC 9110 §7.2 / RFC 9112 §3.2: an invalid Host is 400.
+        ("invalid Host", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n".to_vec(), Some(400)),
+        // RFC 9110 §7.6.1: framing fields are not connection options.
+        ("Connection names Content-Length", b"POST / HTTP/1.1\r\nHost: echo.test\r\nConnection: Content-Length\r\nContent-Length: 1\r\n\r\nx".to_vec(), Some(400)),
     ];
     assert!(cases.len() >= 25);
     for (name, request, want) in &cases {
@@ -199,6 +216,39 @@ async fn each_bad_input_gets_its_documented_answer() {
         if *name == "httpupgrade not an upgrade" {
             assert!(String::from_utf8_lossy(&answer).contains("Upgrade: websocket\r\n"));
         }
+    }
+
+    // RFC 9110 §8.6: repeated identical Content-Length fields are merged.
+    let _ = raw_exchange(
+        edge.addr,
+        b"POST /cl HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    let forwarded = loop {
+        let h = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if h.starts_with("POST /cl ") {
+            break h;
+        }
+    };
+    assert_eq!(
+        forwarded.matches("Content-Length: 3\r\n").count(),
+        1,
+        "{forwarded}"
+    );
+
+    // Ten silent clients on the admin listener do not delay /stats: it is
+    // answered while every one of them is still connected.
+    let silent: Vec<std::net::TcpStream> = (0..10)
+        .map(|_| std::net::TcpStream::connect(edge.admin).unwrap())
+        .collect();
+    assert!(!edge.stats().is_empty());
+    for s in &silent {
+        s.set_nonblocking(true).unwrap();
+        let e = std::io::Read::read(&mut &*s, &mut [0u8; 1]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
     }
 
     // The relay opened first still works.
@@ -262,4 +312,132 @@ fn bad_config_fails_with_one_line_naming_the_field() {
             }
         }
     }
+}
+
+/// Sends `ping-i` on the CONNECT relay of stream 1 and expects it back.
+async fn sibling_echo(c: &mut support::h2raw::RawH2, i: usize, wait: Duration) {
+    use support::h2raw;
+    let msg = format!("ping-{i}").into_bytes();
+    c.data(1, &msg, false).await.unwrap();
+    let back = c
+        .until(wait, |f| f.stream == 1 || f.ty == h2raw::GOAWAY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (back.ty, back.payload.as_slice()),
+        (h2raw::DATA, msg.as_slice()),
+        "sibling after case {i}"
+    );
+}
+
+/// HTTP/2 malformed requests are stream errors (RFC 9113 §8.1.1, DESIGN §5):
+/// the stream gets RST_STREAM(PROTOCOL_ERROR) and a relay on the same
+/// connection keeps working. Sent with a raw client, since h2 libraries
+/// refuse to send these.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_malformed_requests_are_stream_errors() {
+    use support::h2raw::{self, RawH2};
+    let (proxy, _) = upgrade_echo_origin().await;
+    let (web, _) = lenient_origin().await;
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+[[listener]]
+addr = "@LISTEN@"
+h2c = true
+default_tunnel = "proxy"
+[[tunnel]]
+name = "proxy"
+upstream = "{proxy}"
+[[tunnel]]
+name = "web"
+hostnames = ["web.test"]
+upstream = "{web}"
+"#
+    ));
+    let wait = Duration::from_secs(5);
+    // Connection A: a CONNECT relay on stream 1, malformed requests beside it.
+    let mut c = RawH2::connect(edge.addr, None).await.unwrap();
+    c.headers(
+        1,
+        &[
+            (b":method", b"CONNECT"),
+            (b":authority", b"target.test:443"),
+        ],
+        false,
+    )
+    .await
+    .unwrap();
+    let answer = c.until(wait, |f| f.stream == 1).await.unwrap();
+    assert!(answer.is_status_200(), "{answer:?}");
+    sibling_echo(&mut c, 0, wait).await;
+    let cases: [(&str, &[u8], &[u8]); 5] = [
+        ("uppercase field name", b"X-Upper", b"a"),
+        ("NUL in a value", b"x-v", b"a\0b"),
+        ("CR in a value", b"x-v", b"a\rb"),
+        ("LF in a value", b"x-v", b"a\nb"),
+        ("unknown pseudo-header", b":foo", b"bar"),
+    ];
+    for (i, (name, field, value)) in cases.iter().enumerate() {
+        let id = 3 + 2 * i as u32;
+        let mut f = h2raw::get("web.test", "/");
+        if field.starts_with(b":") {
+            f.insert(0, (field.to_vec(), value.to_vec()));
+        } else {
+            f.push((field.to_vec(), value.to_vec()));
+        }
+        c.headers(id, &h2raw::fields(&f), true).await.unwrap();
+        let rst = c
+            .until(wait, |f| f.stream == id || f.ty == h2raw::GOAWAY)
+            .await
+            .unwrap();
+        assert_eq!(
+            (rst.ty, rst.error_code()),
+            (h2raw::RST_STREAM, Some(1)),
+            "{name}: {rst:?}"
+        );
+        sibling_echo(&mut c, i + 1, wait).await;
+    }
+
+    // Connection B: trailers with a pseudo-header; a request with Host and
+    // no :authority is routed by Host (RFC 9113 §8.3.1).
+    let mut c = RawH2::connect(edge.addr, None).await.unwrap();
+    let mut f = h2raw::get("web.test", "/t");
+    f[0].1 = b"POST".to_vec();
+    c.headers(1, &h2raw::fields(&f), false).await.unwrap();
+    c.data(1, b"abc", false).await.unwrap();
+    c.headers(1, &[(b":path", b"/x")], true).await.unwrap();
+    let rst = c
+        .until(wait, |f| {
+            (f.stream == 1 && f.ty == h2raw::RST_STREAM) || f.ty == h2raw::GOAWAY
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (rst.ty, rst.error_code()),
+        (h2raw::RST_STREAM, Some(1)),
+        "trailers: {rst:?}"
+    );
+    c.headers(
+        3,
+        &[
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":path", b"/h"),
+            (b"host", b"web.test"),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    let answer = c
+        .until(wait, |f| f.stream == 3 || f.ty == h2raw::GOAWAY)
+        .await
+        .unwrap();
+    assert!(
+        answer.is_status_200(),
+        "Host without :authority: {answer:?}\n{}",
+        edge.log()
+    );
 }

@@ -138,16 +138,17 @@ where
     let mut framing = loop {
         match parse_response(&pending, max_head) {
             Ok(Some((head, len))) => {
+                if head.status == 101 {
+                    return truncated("101 to a request that asked for no upgrade");
+                }
                 if let Err(e) = dst.write_all(&pending[..len]).await {
                     return DirEnd::DestinationGone(e);
                 }
                 moved.add(len);
                 activity.touch();
                 pending.drain(..len);
-                match head.status {
-                    101 => return truncated("101 to a request that asked for no upgrade"),
-                    100..=199 => continue,
-                    _ => break BodyFraming::of_response(method, &head),
+                if head.status >= 200 {
+                    break BodyFraming::of_response(method, &head);
                 }
             }
             Ok(None) => {}
