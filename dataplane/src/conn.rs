@@ -364,6 +364,13 @@ async fn proceed(
     } = request;
     let t = &plan.tunnel;
     let edge = &core.edge;
+    let mut framing = BodyFraming::of_request(&head);
+    if matches!(plan.intent, Intent::Connect { .. }) && !framing.is_done() {
+        // RFC 9110 §9.3.6: a CONNECT request has no content.
+        let rej = HeadError::Malformed("CONNECT request with content").into();
+        reject(core, down, client, rej, Some(&head), Some(t)).await;
+        return Ok(());
+    }
     if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
         return Box::pin(crate::translate::to_h2c(
             core, down, client, hop, head, early, plan,
@@ -378,17 +385,11 @@ async fn proceed(
     // The request's body (read whole for an upgrade, bounded by the head
     // limit; its first bytes for an ordinary request, the rest streams) and
     // what followed it.
-    let mut framing = BodyFraming::of_request(&head);
     let (body, after) = match plan.intent {
         _ if t.config.mode == TunnelMode::HttpUpgrade => (Vec::new(), early),
         Intent::Request => {
             let (take, _) = framing.advance(&early);
             split_at(early, take)
-        }
-        Intent::Connect { .. } if !framing.is_done() => {
-            let rej = HeadError::Malformed("CONNECT request with content").into();
-            reject(core, down, client, rej, Some(&head), Some(t)).await;
-            return Ok(());
         }
         _ => match read_body(
             &mut down,

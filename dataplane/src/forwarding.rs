@@ -53,6 +53,20 @@ pub fn connection_options(head: &RequestHead) -> Vec<String> {
         .collect()
 }
 
+/// Removes the fields a request's `Connection` header names (never the
+/// framing fields: the parser refuses a request that names them), before
+/// the edge adds fields of its own under any of those names.
+pub fn remove_connection_options(head: &mut RequestHead) {
+    for name in connection_options(head) {
+        if !matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "host"
+        ) {
+            head.remove(&name);
+        }
+    }
+}
+
 /// What an HTTP/1.1 upstream receives as connection options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hop {
@@ -71,14 +85,7 @@ pub enum Hop {
 /// and X-Forwarded-For / X-Forwarded-Proto are added last, so a client cannot
 /// make the edge drop them.
 pub fn prepare_h1_forward(head: &mut RequestHead, hop: Hop, client: IpAddr, scheme: &str) {
-    for name in connection_options(head) {
-        if !matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "host"
-        ) {
-            head.remove(&name);
-        }
-    }
+    remove_connection_options(head);
     let options = match hop {
         Hop::Upgrade => Some(&b"Upgrade"[..]),
         Hop::SingleRequest => Some(&b"close"[..]),

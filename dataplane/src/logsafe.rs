@@ -53,8 +53,8 @@ fn escape_char(c: char, f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 /// Control characters (C0, DEL, C1) and the format characters that break or
-/// reorder a line on a terminal or in a viewer.
-fn needs_escape(c: char) -> bool {
+/// reorder a line on a terminal or in a viewer: never written raw.
+pub fn needs_escape(c: char) -> bool {
     c.is_control()
         || matches!(c as u32,
             0x2028 | 0x2029            // line / paragraph separator

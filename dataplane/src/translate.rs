@@ -33,6 +33,13 @@ pub(crate) async fn to_h2c(
     let t = &plan.tunnel;
     let edge = &core.edge;
     let (kind, accept) = match &plan.intent {
+        _ if !crate::downstream::h1::BodyFraming::of_request(&head).is_done() => {
+            let rej = Rejection::NotSupported(
+                "a request body cannot be translated to an h2c tunnel".into(),
+            );
+            reject(core, down, client, rej, Some(&head), Some(t)).await;
+            return Ok(());
+        }
         Intent::WebSocket => match head.get("sec-websocket-key") {
             Some(key) => (
                 AskKind::WebSocket,
@@ -60,6 +67,7 @@ pub(crate) async fn to_h2c(
             return Ok(());
         }
     };
+    crate::forwarding::remove_connection_options(&mut head);
     add_forwarding_headers(&mut head, hop.ip(), down.scheme());
     let ask = Ask {
         kind: kind.clone(),

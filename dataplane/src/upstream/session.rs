@@ -94,24 +94,20 @@ pub struct Deadlines {
     pub handshake: Duration,
 }
 
-/// Fields that never cross the edge: connection-specific (RFC 9110 §7.6.1,
-/// RFC 9113 §8.2.2) or recomputed by the edge for its own hop.
+/// Fields that never cross a version translation: hop-by-hop
+/// ([`crate::forwarding::HOP_BY_HOP`]), `Host` (it becomes `:authority` or
+/// is rebuilt from it), and the WebSocket handshake fields each hop computes
+/// for itself.
 pub fn is_hop_field(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-        "te",
-        "trailer",
-        "host",
-        "sec-websocket-key",
-        "sec-websocket-accept",
-        "sec-websocket-version",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    crate::forwarding::is_hop_by_hop(name)
+        || [
+            "host",
+            "sec-websocket-key",
+            "sec-websocket-accept",
+            "sec-websocket-version",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Appends `fields` as HTTP/1.1 header lines.
@@ -125,11 +121,15 @@ pub fn write_h1_fields<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = &
 }
 
 /// Fields of a request head that travel on to the upstream (names
-/// lower-cased, as h2 requires).
+/// lower-cased, as h2 requires): not hop-by-hop, not named by `Connection`
+/// (remove those with [`crate::forwarding::remove_connection_options`]
+/// before adding the edge's own fields), no `Content-Length`.
 pub fn forwardable_fields(head: &RequestHead) -> Vec<Field> {
+    let named = crate::forwarding::connection_options(head);
     head.fields()
         .iter()
         .filter(|h| !is_hop_field(&h.name) && !h.name.eq_ignore_ascii_case("content-length"))
+        .filter(|h| !named.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
         .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
         .collect()
 }
