@@ -29,7 +29,7 @@ that answers 101 and then relays bytes (Switchyard tunnel mode "http",
 HAProxy "mode http" with splice options, nginx proxy_pass with Upgrade
 headers). HAProxy "mode tcp" is added as the L4 floor for bulk.
 
-usage: python3 bench/compare.py [--quick]
+usage: python3 bench/compare.py [--quick] [--targets ...] [--scenarios ...] [--edge PATH]
 """
 import argparse
 import datetime
@@ -320,7 +320,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="reduced run, under 3 minutes")
     ap.add_argument("--targets", default="direct,switchyard,haproxy,haproxy-tcp,nginx")
     ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
+    ap.add_argument("--edge", default="", help="dataplane binary to measure as `switchyard` "
+                    "(default: this tree's release build), for A/B runs of two builds")
     a = ap.parse_args()
+    global EDGE
+    if a.edge:
+        EDGE = os.path.abspath(a.edge)
     ensure_tools()
     tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
     origins = [start([LOADGEN, "origin", kind, "--listen", f"127.0.0.1:{port}", "--cores", "1"], CLIENT_CPU) for kind, port in PORTS.items()]
@@ -365,9 +370,9 @@ def main():
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ") + ("-quick" if a.quick else "")
     with open(os.path.join(ROOT, "bench", "results", f"{stamp}.md"), "w") as f:
-        f.write(table)
+        f.write(table if not a.edge else f"edge binary: {EDGE}\n\n{table}")
     with open(os.path.join(ROOT, "bench", "results", f"{stamp}.json"), "w") as f:
-        json.dump({"date": stamp, "quick": a.quick, "results": results}, f, indent=2)
+        json.dump({"date": stamp, "quick": a.quick, "edge": EDGE, "results": results}, f, indent=2)
 
 
 def fmt(v, spec):

@@ -27,6 +27,7 @@ pub mod demo;
 pub mod downstream;
 pub mod error;
 pub mod forwarding;
+pub mod h1_exchange;
 pub mod intent;
 pub mod listener;
 pub mod logsafe;
