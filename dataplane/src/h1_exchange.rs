@@ -82,7 +82,7 @@ pub(crate) async fn proceed(
     let opts = RelayOptions {
         idle: edge.idle_timeout,
         splice: edge.splice,
-        end_on_upstream_eof: plan.intent == Intent::Request,
+        end_on_upstream_eof: false,
     };
     // The request's body (read whole for an upgrade, bounded by the head
     // limit; its first bytes for an ordinary request, the rest streams) and

@@ -333,9 +333,13 @@ pub async fn tcp_echo_origin() -> SocketAddr {
     addr
 }
 
-/// An upstream that accepts and never says anything.
+/// An upstream that accepts, never reads and never says anything; its
+/// receive buffer is small, so a body sent to it stalls almost at once.
 pub async fn silent_origin() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = sock.listen(1024).unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -694,24 +698,6 @@ pub async fn h2c_recorder_origin() -> (SocketAddr, mpsc::UnboundedReceiver<H2Rec
         }
     });
     (addr, rx)
-}
-
-/// An upstream that accepts, never reads, and keeps its receive buffer
-/// small, so a body sent to it stalls almost at once.
-pub async fn tiny_sink_origin() -> SocketAddr {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let l = sock.listen(1024).unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            held.push(s);
-        }
-    });
-    addr
 }
 
 /// Resident memory of a process, KiB.
