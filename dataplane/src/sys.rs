@@ -155,6 +155,17 @@ pub fn set_linger_zero(fd: RawFd) -> io::Result<()> {
     r
 }
 
+/// Fixes the kernel send buffer of a socket at `bytes` (the kernel doubles
+/// it for bookkeeping) instead of letting it autotune up to `tcp_wmem`'s
+/// maximum: what bounds the kernel memory a stalled upstream can pin.
+pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    // SAFETY: borrows the fd only for the call; `forget` keeps it open after.
+    let sock = unsafe { socket2::Socket::from_raw_fd(fd) };
+    let r = sock.set_send_buffer_size(bytes);
+    std::mem::forget(sock);
+    r
+}
+
 /// `shutdown(fd, SHUT_WR)`: sends FIN, keeps reading possible (half-close).
 pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: shutdown(2) only reads its integer arguments.

@@ -29,6 +29,8 @@ struct Setup {
     seen: mpsc::UnboundedReceiver<Recorded>,
     /// Streams the h2c origin received.
     seen_h2c: mpsc::UnboundedReceiver<H2Recorded>,
+    /// The silent upstream.
+    silent: SocketAddr,
 }
 
 async fn setup(edge_extra: &str) -> Setup {
@@ -98,6 +100,7 @@ upstream = "{silent}"
         edge,
         seen,
         seen_h2c,
+        silent,
     }
 }
 
@@ -310,6 +313,23 @@ async fn sampled<T>(pid: u32, work: impl std::future::Future<Output = T>) -> (T,
     (out, rss, fds)
 }
 
+/// Bytes queued in the kernel toward `port` (the send queues of every
+/// established IPv4 socket whose peer is that port, from /proc/net/tcp).
+fn send_queued_to(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = u16::from_str_radix(f.get(2)?.rsplit(':').next()?, 16).ok()?;
+            let established = *f.get(3)? == "01";
+            let tx = u64::from_str_radix(f.get(4)?.split(':').next()?, 16).ok()?;
+            (established && remote_port == port).then_some(tx)
+        })
+        .sum()
+}
+
 /// Defect 4: h2 request bodies were buffered (1 MiB × 256 streams per
 /// connection, credit released on receipt). Now a body streams to the
 /// upstream and credit returns only as bytes leave: against an upstream
@@ -370,8 +390,9 @@ async fn d4_h2_request_bodies_cannot_grow_the_edge() {
             }
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
+        send_queued_to(s.silent.port())
     };
-    let ((), rss_peak, fds_peak) = sampled(pid, attack).await;
+    let (kernel_queued, rss_peak, fds_peak) = sampled(pid, attack).await;
     for c in conns {
         c.abort();
     }
@@ -380,12 +401,19 @@ async fn d4_h2_request_bodies_cannot_grow_the_edge() {
     let pushed = pushed.load(std::sync::atomic::Ordering::Relaxed);
     println!(
         "d4: 4 connections x 256 streams x 1 MiB bodies to a non-reading upstream: client pushed {:.1} MiB; \
-         edge RSS {rss0} -> peak {rss_peak} -> after {rss1} KiB; fds {fds0} -> peak {fds_peak} -> after {fds1}",
-        pushed as f64 / 1048576.0
+         edge RSS {rss0} -> peak {rss_peak} -> after {rss1} KiB; fds {fds0} -> peak {fds_peak} -> after {fds1}; \
+         queued in the kernel toward the upstream {:.1} MiB",
+        pushed as f64 / 1048576.0,
+        kernel_queued as f64 / 1048576.0
     );
     // Four connection windows (4 MiB each) plus per-stream state; the
-    // defect grew RSS by ~1 GB here.
+    // defect grew RSS by ~1 GB here. The kernel's share: 1024 upstream
+    // sockets with fixed 64 KiB send buffers (128 KiB as the kernel counts).
     assert!(rss_peak < rss0 + 64 * 1024, "RSS {rss0} -> {rss_peak} KiB");
+    assert!(
+        kernel_queued < 160 << 20,
+        "kernel send queues {kernel_queued} bytes"
+    );
     good.finish("defect 4").await;
 }
 

@@ -6,7 +6,9 @@
 //! then is its window credit released to the client, so a stalled upstream
 //! stalls the client instead of growing a buffer here (toward HTTP/1.1 the
 //! body keeps the client's `content-length`, which h2 checks against the
-//! DATA received, or goes chunked). The body is pumped alongside the
+//! DATA received, or goes chunked; the upstream socket's send buffer is
+//! fixed, so the kernel does not absorb what the edge refuses to hold). The
+//! body is pumped alongside the
 //! exchange, because an upstream may answer before it read everything. The
 //! response body streams back within the client's window.
 //!
@@ -37,6 +39,11 @@ use crate::timeout::with_timeout;
 use crate::upstream::session::{
     forwardable_fields as end_to_end_fields, is_hop_field, write_h1_fields, Field,
 };
+
+/// Kernel send buffer of an upstream connection carrying a forwarded h2
+/// request (fixed, not autotuned up to 4 MiB): 256 streams of one client
+/// connection then pin at most 256 × 128 KiB of kernel memory.
+const UPSTREAM_SNDBUF: usize = 64 * 1024;
 
 /// Forwards one request and streams the response back.
 pub(super) async fn request(
@@ -180,6 +187,9 @@ async fn via_h1(
     };
     let up = up?;
     let up_fd = std::os::fd::AsRawFd::as_raw_fd(&up);
+    // One client connection can open 256 of these: a fixed send buffer
+    // bounds what a non-reading upstream makes the kernel hold for it.
+    let _ = crate::sys::set_send_buffer(up_fd, UPSTREAM_SNDBUF);
     let mut out = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
         head.method,
