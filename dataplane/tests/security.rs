@@ -424,7 +424,7 @@ async fn d5_idle_h2_connections_close_even_when_the_ping_is_ignored() {
     let s = setup("idle_timeout_ms = 1000").await;
     let pid = s.edge.pid();
     let good = GoodRelay::start(s.edge.addr, "echo.localhost").await;
-    let fds0 = fd_count(pid);
+    let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
     let mut clients = Vec::new();
     for _ in 0..300 {
         let mut c = RawH2::connect(s.edge.addr, None).await.unwrap();
@@ -433,7 +433,7 @@ async fn d5_idle_h2_connections_close_even_when_the_ping_is_ignored() {
     }
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let fds_open = fd_count(pid);
+    let (fds_open, rss_open) = (fd_count(pid), rss_kib(pid));
     let waits = clients.into_iter().map(|mut c| {
         tokio::spawn(async move {
             c.closed_within(Duration::from_secs(30))
@@ -447,11 +447,11 @@ async fn d5_idle_h2_connections_close_even_when_the_ping_is_ignored() {
     }
     let closed: Vec<Duration> = closed.into_iter().flatten().collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let fds1 = fd_count(pid);
+    let (fds1, rss1) = (fd_count(pid), rss_kib(pid));
     let last = closed.iter().max().copied().unwrap_or_default();
     println!(
         "d5: 300 idle h2 connections ignoring PING (idle timeout 1 s): {} closed by the edge, last after {last:?}; \
-         edge fds {fds0} -> {fds_open} -> {fds1}",
+         edge fds {fds0} -> {fds_open} -> {fds1}; RSS {rss0} -> {rss_open} -> {rss1} KiB",
         closed.len()
     );
     assert_eq!(closed.len(), 300, "every connection closed");
