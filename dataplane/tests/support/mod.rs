@@ -88,7 +88,11 @@ impl Edge {
         let cfg_path = dir.path().join("edge.toml");
         std::fs::write(&cfg_path, &text).unwrap();
         let log = dir.path().join("edge.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        // SWITCHYARD_EDGE_BIN runs the same test against another build (e.g.
+        // to show that a regression test fails on the code before the fix).
+        let bin = std::env::var("SWITCHYARD_EDGE_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_dataplane").to_owned());
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&cfg_path)
             .env(
