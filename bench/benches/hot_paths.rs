@@ -4,8 +4,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::auth::{digest, TokenSet};
+use dataplane::codec::h1::parse_request;
 use dataplane::config::{TunnelConfig, TunnelMode};
-use dataplane::downstream::h1::parse_request;
 use dataplane::intent::classify;
 use dataplane::route::{RouteTable, Tunnel};
 
@@ -45,6 +45,7 @@ fn tunnel(i: usize) -> Tunnel {
             allowed_cidrs: vec![],
             allowed_upgrades: vec![],
             allow_connect: true,
+            http_version: dataplane::config::UpstreamVersion::Http1,
         },
         tokens: TokenSet::default(),
         upstream_addrs: vec!["127.0.0.1:9000".parse().unwrap()],

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::downstream::h1::RequestHead;
+use crate::message::RequestHead;
 
 /// A set of accepted tokens, stored as SHA-256 digests.
 #[derive(Debug, Default, Clone)]
@@ -162,7 +162,8 @@ pub fn strip_query_param(target: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::h1::{parse_request, Headers};
+    use crate::codec::h1::parse_request;
+    use crate::message::Headers;
 
     fn head(s: &str) -> RequestHead {
         parse_request(s.as_bytes(), 16384).unwrap().unwrap().0

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::codec::h1::parse_request;
 use crate::config::{EdgeSettings, ListenerConfig, TunnelMode};
-use crate::downstream::h1::{parse_request, Headers, RequestHead};
 use crate::error::Rejection;
 use crate::forwarding::{decoded_path, first_forwarded_for};
 use crate::intent::{classify, Intent};
 use crate::logsafe::{ClientText, Escaped};
+use crate::message::{Headers, RequestHead};
 use crate::proxy_protocol;
 use crate::route::{RouteTable, Tunnel};
 use crate::stats::{self, CoreStats};
@@ -404,7 +405,7 @@ async fn read_head(
             None => return Err(Rejection::HeadTimeout(round_ms(timeout))),
             Some(Ok(0)) if buf.is_empty() => return Ok(None),
             Some(Ok(0)) => {
-                return Err(crate::downstream::h1::HeadError::Malformed(
+                return Err(crate::message::HeadError::Malformed(
                     "connection closed inside the head",
                 )
                 .into())

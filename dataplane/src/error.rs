@@ -8,9 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::auth::AuthError;
-use crate::downstream::h1::HeadError;
 use crate::intent::IntentError;
 use crate::logsafe::ClientText;
+use crate::message::HeadError;
 
 /// Why the edge refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +161,9 @@ mod tests {
     #[test]
     fn answers_are_complete_http_responses() {
         let r = Rejection::Auth(AuthError::Missing).answer();
-        let (head, len) = crate::downstream::h1::parse_response(&r, 4096)
-            .unwrap()
-            .unwrap();
+        let (head, len) = crate::codec::h1::parse_response(&r, 4096).unwrap().unwrap();
         assert_eq!(head.status, 401);
-        use crate::downstream::h1::Headers;
+        use crate::message::Headers;
         assert_eq!(head.get("www-authenticate"), Some(&b"Bearer"[..]));
         assert_eq!(r.len() - len, "401 Unauthorized\n".len());
         assert_eq!(Rejection::HeadTimeout(Duration::from_secs(1)).status(), 408);

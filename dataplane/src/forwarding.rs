@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::downstream::h1::{Headers, RequestHead};
+use crate::message::{Headers, RequestHead};
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto.
 pub fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &str) {
@@ -137,7 +137,7 @@ pub fn first_forwarded_for(head: &RequestHead) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::h1::parse_request;
+    use crate::codec::h1::parse_request;
 
     #[test]
     fn paths_decode_like_go() {

@@ -19,10 +19,10 @@ use glommio::net::TcpStream;
 
 use crate::config::{TunnelMode, UpstreamVersion};
 use crate::conn::{reject, round_ms, CoreCtx, Plan};
-use crate::downstream::h1::{BodyFraming, HeadError, RequestHead};
 use crate::error::Rejection;
 use crate::forwarding::{prepare_h1_forward, Hop};
 use crate::intent::Intent;
+use crate::message::{BodyFraming, HeadError, RequestHead};
 use crate::relay::{self, RelayOptions};
 use crate::route::Tunnel;
 use crate::stats;
@@ -141,7 +141,7 @@ pub(crate) async fn proceed(
     };
     prepare_h1_forward(&mut head, hop_kind, hop.ip(), down.scheme());
     let mut out = Vec::with_capacity(1024 + body.len());
-    head.encode(&mut out);
+    crate::codec::h1::encode_request(&head, &mut out);
     out.extend_from_slice(&body);
     if let Err(e) = up.write_all(&out).await {
         let rej = Rejection::UpstreamUnreachable {

@@ -4,7 +4,9 @@
 //! it into one [`Intent`]. Everything after this point (route, auth, upstream,
 //! relay) is chosen by the intent, never by the downstream version.
 
-use crate::downstream::h1::{Headers, RequestHead};
+use crate::error::Rejection;
+use crate::logsafe::ClientText;
+use crate::message::{Headers, RequestHead};
 
 /// The downstream's request, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +83,26 @@ pub fn connect_target(target: &str) -> Result<Intent, IntentError> {
         .map_err(|_| IntentError::BadConnectTarget)
 }
 
+/// The intent of an h2 (later h3) stream, where an upgrade is an extended
+/// CONNECT with `:protocol` (RFC 8441, RFC 9220) and a plain CONNECT names
+/// its target in `:authority` (RFC 9113 §8.5).
+pub fn classify_extended(head: &RequestHead, protocol: Option<&str>) -> Result<Intent, Rejection> {
+    if head.method != "CONNECT" {
+        return Ok(Intent::Request);
+    }
+    match protocol {
+        Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
+        Some(p) => Err(Rejection::UpgradeNotAllowed(ClientText(
+            p.to_ascii_lowercase(),
+        ))),
+        None => connect_target(&head.target).map_err(Rejection::from),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::downstream::h1::parse_request;
+    use crate::codec::h1::parse_request;
 
     fn head(s: &str) -> RequestHead {
         parse_request(s.as_bytes(), 16384).unwrap().unwrap().0

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod control;
@@ -32,6 +33,7 @@ pub mod intent;
 pub mod listener;
 pub mod logsafe;
 pub mod managed;
+pub mod message;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod route;

@@ -12,8 +12,8 @@ use std::rc::Rc;
 
 use crate::auth::{AuthError, TokenSet};
 use crate::config::{Config, TunnelConfig};
-use crate::downstream::h1::RequestHead;
 use crate::managed::Managed;
+use crate::message::RequestHead;
 
 /// A tunnel as one core uses it.
 #[derive(Debug)]

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use futures_lite::AsyncWriteExt;
 
 use crate::conn::{reject, CoreCtx, Plan};
-use crate::downstream::h1::{Headers, RequestHead};
 use crate::error::Rejection;
 use crate::forwarding::add_forwarding_headers;
 use crate::intent::Intent;
+use crate::message::{Headers, RequestHead};
 use crate::relay::{self, RelayOptions};
 use crate::stats;
 use crate::tls::Downstream;
@@ -33,7 +33,7 @@ pub(crate) async fn to_h2c(
     let t = &plan.tunnel;
     let edge = &core.edge;
     let (kind, accept) = match &plan.intent {
-        _ if !crate::downstream::h1::BodyFraming::of_request(&head).is_done() => {
+        _ if !crate::message::BodyFraming::of_request(&head).is_done() => {
             let rej = Rejection::NotSupported(
                 "a request body cannot be translated to an h2c tunnel".into(),
             );
@@ -46,7 +46,7 @@ pub(crate) async fn to_h2c(
                 Some(crate::websocket::accept_key(key.trim_ascii())),
             ),
             None => {
-                let rej = crate::downstream::h1::HeadError::Malformed(
+                let rej = crate::message::HeadError::Malformed(
                     "WebSocket upgrade without Sec-WebSocket-Key",
                 );
                 reject(core, down, client, rej.into(), Some(&head), Some(t)).await;

@@ -2,7 +2,7 @@
 //! and a parsed head re-encodes to bytes that parse to the same head.
 #![no_main]
 use dataplane::auth::{authorize, TokenSet};
-use dataplane::downstream::h1::parse_request;
+use dataplane::codec::h1::parse_request;
 use dataplane::intent::classify;
 use libfuzzer_sys::fuzz_target;
 
@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some((mut head, len))) = parse_request(data, 16 * 1024) {
         assert!(len <= data.len());
         let mut again = Vec::new();
-        head.encode(&mut again);
+        dataplane::codec::h1::encode_request(&head, &mut again);
         let reparsed = parse_request(&again, 1 << 20).ok().flatten().map(|(h, _)| h);
         assert_eq!(reparsed.as_ref(), Some(&head));
         let _ = classify(&head);

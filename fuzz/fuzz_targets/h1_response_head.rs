@@ -1,6 +1,7 @@
 //! Upstream answer heads and body framing: never panic, never over-consume.
 #![no_main]
-use dataplane::downstream::h1::{parse_response, BodyFraming};
+use dataplane::codec::h1::parse_response;
+use dataplane::message::BodyFraming;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

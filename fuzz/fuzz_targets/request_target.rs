@@ -3,7 +3,7 @@
 //! userinfo, a fragment or a bad port, and the h1 parser's one authority
 //! rule holds (origin-form target + exactly one Host after parsing).
 #![no_main]
-use dataplane::downstream::h1::parse_request;
+use dataplane::codec::h1::parse_request;
 use dataplane::target::{origin_form, parse_authority, parse_target, Port, Target};
 use libfuzzer_sys::fuzz_target;
 

@@ -39,9 +39,9 @@ use h2::RecvStream;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::conn::{self, CoreCtx, ListenerCtx};
-use crate::downstream::h1::RequestHead;
 use crate::error::{reason_phrase, Rejection};
 use crate::intent::Intent;
+use crate::message::RequestHead;
 use crate::relay::h2::H2Stream;
 use crate::relay::{self, Leg, Prelude, RelayOptions};
 use crate::stats;
@@ -50,7 +50,6 @@ use crate::upstream::session::{self, Ask, AskKind, Deadlines, Field, Opened};
 
 mod forward;
 pub mod guard;
-pub mod head;
 
 /// Concurrent streams a client may open on one connection.
 pub const MAX_STREAMS: u32 = 256;
@@ -252,12 +251,12 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
         .extensions
         .get::<h2::ext::Protocol>()
         .map(|p| p.as_str().to_owned());
-    let mut head = match head::request_head(&parts, protocol.is_some()) {
+    let mut head = match crate::codec::h2::request_head(&parts, protocol.is_some()) {
         Ok(h) => h,
         Err(e) => return refuse(&conn, respond, e.into(), None, None),
     };
     drop(parts);
-    let intent = match head::classify(&head, protocol.as_deref()) {
+    let intent = match crate::intent::classify_extended(&head, protocol.as_deref()) {
         Ok(i) => i,
         Err(rej) => return refuse(&conn, respond, rej, Some(&head), None),
     };

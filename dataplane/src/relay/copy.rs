@@ -4,7 +4,8 @@
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{buffers, is_reset, Activity, DirEnd, Moved};
-use crate::downstream::h1::{parse_response, BodyFraming};
+use crate::codec::h1::parse_response;
+use crate::message::BodyFraming;
 
 /// Copies `src` → `dst` until EOF, then closes `dst` for writing (TCP
 /// shutdown; on TLS close_notify first).

@@ -195,7 +195,7 @@ pub async fn relay(
 pub async fn forward_request(
     down: Downstream,
     up: TcpStream,
-    request: (&str, crate::downstream::h1::BodyFraming),
+    request: (&str, crate::message::BodyFraming),
     max_head: usize,
     opts: RelayOptions,
     stats: &CoreStats,

@@ -13,8 +13,9 @@ use std::time::Duration;
 use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 
-use crate::downstream::h1::{parse_response, ResponseHead};
+use crate::codec::h1::parse_response;
 use crate::error::Rejection;
+use crate::message::ResponseHead;
 use crate::timeout::with_timeout;
 
 /// Connects to the first address that answers, within `timeout` each.

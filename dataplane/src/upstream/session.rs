@@ -20,8 +20,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::config::UpstreamVersion;
-use crate::downstream::h1::{BodyFraming, Headers, RequestHead};
 use crate::error::Rejection;
+use crate::message::{BodyFraming, Headers, RequestHead};
 use crate::relay::h2::{io_error, H2Stream};
 use crate::relay::Leg;
 use crate::route::Tunnel;

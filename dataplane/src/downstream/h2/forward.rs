@@ -31,8 +31,8 @@ use h2::{RecvStream, SendStream};
 
 use super::{refuse, respond_with, unless_reset, Conn};
 use crate::config::UpstreamVersion;
-use crate::downstream::h1::{BodyFraming, Headers, RequestHead};
 use crate::error::Rejection;
+use crate::message::{BodyFraming, Headers, RequestHead};
 use crate::relay::h2::{io_error, send_all};
 use crate::route::Tunnel;
 use crate::timeout::with_timeout;

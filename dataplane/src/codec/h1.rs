@@ -1,105 +1,14 @@
-//! HTTP/1.1 message heads, sans-IO (RFC 9112).
+//! HTTP/1.1 codec, sans-IO (RFC 9112): wire ↔ [`crate::message`].
 //!
-//! [`parse_request`] and [`parse_response`] take the bytes received so far and
-//! return `Ok(None)` until a whole head is there, so the caller owns buffering
-//! and timeouts. Parsing is `httparse`'s; this module adds the limits and the
-//! checks a proxy needs on top (one Host, no Content-Length/Transfer-Encoding
-//! ambiguity), and keeps header names and order exactly as received, because
-//! the edge forwards heads unchanged except for the headers it owns.
+//! Server side: [`parse_request`] takes the bytes received so far and
+//! returns `Ok(None)` until a whole head is there, so the caller owns
+//! buffering and timeouts; on top of `httparse` it makes the checks a proxy
+//! needs (one valid Host, unambiguous framing, the one authority rule of
+//! [`crate::target`]) and keeps field names and order as received. Client
+//! side: [`encode_request`] and [`parse_response`].
 
-use std::fmt;
-
+use crate::message::{HeadError, Header, Headers, RequestHead, ResponseHead, MAX_HEADERS};
 use crate::target::{self, parse_authority, parse_target, Port, Target, TargetError};
-
-mod framing;
-pub use framing::{BodyFraming, ChunkedScanner};
-
-/// Most header fields accepted in one head.
-pub const MAX_HEADERS: usize = 128;
-
-/// One header field as received: name case and order preserved.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Header {
-    /// Field name, as sent.
-    pub name: String,
-    /// Field value bytes (not necessarily UTF-8).
-    pub value: Vec<u8>,
-}
-
-impl fmt::Debug for Header {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if crate::logsafe::is_credential(&self.name) {
-            write!(f, "{}: <redacted>", self.name)
-        } else {
-            write!(f, "{}: {}", self.name, String::from_utf8_lossy(&self.value))
-        }
-    }
-}
-
-/// A request head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestHead {
-    /// Method, e.g. `GET`, `CONNECT`.
-    pub method: String,
-    /// Request target as sent (origin-, absolute- or authority-form).
-    pub target: String,
-    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor_version: u8,
-    /// Header fields in order.
-    pub headers: Vec<Header>,
-}
-
-/// A response head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseHead {
-    /// Status code.
-    pub status: u16,
-    /// Reason phrase as sent.
-    pub reason: String,
-    /// Minor version.
-    pub minor_version: u8,
-    /// Header fields in order.
-    pub headers: Vec<Header>,
-}
-
-/// Why a head was refused: 400 on h1 (a stream error on h2), except where
-/// [`HeadError::status`] says otherwise (DESIGN §5).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HeadError {
-    /// Larger than the configured limit.
-    #[error("head larger than {0} bytes")]
-    TooLarge(usize),
-    /// The request line alone is longer than the head limit (414).
-    #[error("request line longer than {0} bytes")]
-    UriTooLong(usize),
-    /// More than [`MAX_HEADERS`] fields.
-    #[error("more than {MAX_HEADERS} header fields")]
-    TooManyHeaders,
-    /// Not valid HTTP/1.x syntax.
-    #[error("malformed head: {0}")]
-    Malformed(&'static str),
-    /// The request target is not valid for its method.
-    #[error("invalid request target: {0}")]
-    Target(TargetError),
-    /// `Host` (or `:authority`) is not a valid authority.
-    #[error("invalid Host: {0}")]
-    Host(TargetError),
-    /// A transfer coding other than `chunked` was applied (501, RFC 9112 §6.1).
-    #[error("transfer coding other than chunked")]
-    UnsupportedCoding,
-}
-
-impl HeadError {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            HeadError::UriTooLong(_) => 414,
-            HeadError::UnsupportedCoding => 501,
-            _ => 400,
-        }
-    }
-}
 
 fn map_httparse(e: httparse::Error) -> HeadError {
     match e {
@@ -312,93 +221,18 @@ pub fn parse_response(buf: &[u8], max: usize) -> Result<Option<(ResponseHead, us
     )))
 }
 
-/// Header-map helpers shared by request and response heads.
-pub trait Headers {
-    /// The fields.
-    fn fields(&self) -> &[Header];
-
-    /// First value of `name` (case-insensitive).
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields()
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
-    }
-
-    /// Every value of `name`, in order (case-insensitive name).
-    fn all_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields()
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
-    }
-
-    /// The non-empty elements of the comma-separated list `name` across all
-    /// its fields (RFC 9110 §5.6.1), trimmed.
-    fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.all_values(name)
-            .flat_map(|v| v.split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty())
-    }
-
-    /// Whether the list `name` contains `token` (case-insensitive), e.g.
-    /// `Connection: keep-alive, Upgrade`.
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.tokens(name)
-            .any(|v| v.eq_ignore_ascii_case(token.as_bytes()))
-    }
-}
-
-impl Headers for RequestHead {
-    fn fields(&self) -> &[Header] {
-        &self.headers
-    }
-}
-
-impl Headers for ResponseHead {
-    fn fields(&self) -> &[Header] {
-        &self.headers
-    }
-}
-
-impl RequestHead {
-    /// Removes every field named `name`; returns how many were removed.
-    pub fn remove(&mut self, name: &str) -> usize {
-        let before = self.headers.len();
-        self.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
-        before - self.headers.len()
-    }
-
-    /// Appends a field at the end.
-    pub fn append(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        self.headers.push(Header {
-            name: name.to_owned(),
-            value: value.into(),
-        });
-    }
-
-    /// The host the request is for: its `Host` field, which the parsers set
-    /// from an absolute-form target or `:authority` (RFC 9112 §3.2.2,
-    /// RFC 9113 §8.3.1), so there is only one answer.
-    pub fn host(&self) -> Option<&str> {
-        self.get("host")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(|v| v.trim_matches([' ', '\t']))
-    }
-
-    /// Serializes the head (request line, fields in order, blank line).
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.method.as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(self.target.as_bytes());
-        out.extend_from_slice(if self.minor_version == 0 {
-            b" HTTP/1.0\r\n"
-        } else {
-            b" HTTP/1.1\r\n"
-        });
-        encode_fields(&self.headers, out);
-    }
+/// Writes `head` as an HTTP/1.1 (or 1.0) request head: request line, fields
+/// in order, blank line.
+pub fn encode_request(head: &RequestHead, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(if head.minor_version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    encode_fields(&head.headers, out);
 }
 
 fn encode_fields(headers: &[Header], out: &mut Vec<u8>) {
@@ -414,6 +248,7 @@ fn encode_fields(headers: &[Header], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::BodyFraming;
 
     const WS: &[u8] = b"GET /chat?x=1 HTTP/1.1\r\nHost: Chat.Example:8080\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-CuStom: a\r\n\r\nEARLY";
 
@@ -431,7 +266,7 @@ mod tests {
         assert!(h.has_token("connection", "upgrade"));
         assert_eq!(h.host(), Some("Chat.Example:8080"));
         let mut out = Vec::new();
-        h.encode(&mut out);
+        encode_request(&h, &mut out);
         assert_eq!(out, &WS[..end]);
     }
 

@@ -1,5 +1,7 @@
-//! An h2 request's pseudo-headers and fields as the version-neutral
-//! [`RequestHead`], and its intent (RFC 9113 §8.3, §8.5; RFC 8441). Sans-IO.
+//! HTTP/2 codec: an h2 request's pseudo-headers and fields as the
+//! version-neutral [`RequestHead`] (RFC 9113 §8.3), and a message as an h2
+//! request for an h2c upstream. The `h2` crate does framing and HPACK;
+//! this is the part above it. Sans-IO.
 //!
 //! The authority is `:authority`, else `Host` (RFC 9113 §8.3.1); both
 //! present and naming different hosts is malformed. It is checked by the
@@ -7,10 +9,7 @@
 //! and becomes the head's one `Host` field, so routing, auth and every
 //! upstream version read it from one place.
 
-use crate::downstream::h1::{HeadError, Header, RequestHead};
-use crate::error::Rejection;
-use crate::intent::Intent;
-use crate::logsafe::ClientText;
+use crate::message::{HeadError, Header, RequestHead};
 use crate::target::{self, parse_authority, Port};
 
 /// The stream's request as a head. `extended`: an RFC 8441 CONNECT (it
@@ -88,23 +87,10 @@ pub fn request_head(
     })
 }
 
-/// RFC 8441 / RFC 9113 §8.5: which intent a stream carries.
-pub fn classify(head: &RequestHead, protocol: Option<&str>) -> Result<Intent, Rejection> {
-    if head.method != "CONNECT" {
-        return Ok(Intent::Request);
-    }
-    match protocol {
-        Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
-        Some(p) => Err(Rejection::UpgradeNotAllowed(ClientText(
-            p.to_ascii_lowercase(),
-        ))),
-        None => crate::intent::connect_target(&head.target).map_err(Rejection::from),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intent::Intent;
 
     fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut b = http::Request::builder().method(method).uri(uri);
@@ -139,15 +125,18 @@ mod tests {
     fn connect_targets() {
         let h = request_head(&parts("CONNECT", "example.com:443", &[]), false).unwrap();
         assert_eq!(
-            classify(&h, None).unwrap(),
+            crate::intent::classify_extended(&h, None).unwrap(),
             Intent::Connect {
                 authority: "example.com:443".into()
             }
         );
         let h = request_head(&parts("CONNECT", "example.com:0", &[]), false).unwrap();
-        assert!(classify(&h, None).is_err());
+        assert!(crate::intent::classify_extended(&h, None).is_err());
         let h = request_head(&parts("CONNECT", "https://a.test/chat", &[]), true).unwrap();
-        assert_eq!(classify(&h, Some("websocket")).unwrap(), Intent::WebSocket);
-        assert!(classify(&h, Some("x")).is_err());
+        assert_eq!(
+            crate::intent::classify_extended(&h, Some("websocket")).unwrap(),
+            Intent::WebSocket
+        );
+        assert!(crate::intent::classify_extended(&h, Some("x")).is_err());
     }
 }
