@@ -7,7 +7,8 @@ use dataplane::auth::{digest, TokenSet};
 use dataplane::codec::h1::parse_request;
 use dataplane::config::{TunnelConfig, TunnelMode};
 use dataplane::intent::classify;
-use dataplane::route::{RouteTable, Tunnel};
+use dataplane::route::RouteTable;
+use dataplane::tunnel::Tunnel;
 
 const WS_REQUEST: &[u8] = b"GET /chat?room=42 HTTP/1.1\r\nHost: chat.edge.test\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nSec-WebSocket-Version: 13\r\nOrigin: https://chat.edge.test\r\nSec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nConnection: keep-alive, Upgrade\r\nCookie: session=abc\r\nUpgrade: websocket\r\n\r\n";
 

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::message::RequestHead;
+use crate::target::{query_values, strip_query_param};
 
 /// A set of accepted tokens, stored as SHA-256 digests.
 #[derive(Debug, Default, Clone)]
@@ -114,49 +115,6 @@ fn bearer(v: &[u8]) -> Option<&[u8]> {
     scheme
         .eq_ignore_ascii_case(b"bearer")
         .then(|| rest.trim_ascii())
-}
-
-fn split_query(target: &str) -> (&str, Option<&str>) {
-    match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    }
-}
-
-pub(crate) fn param_name_matches(pair: &str, name: &str) -> bool {
-    let key = pair.split('=').next().unwrap_or(pair);
-    percent_encoding::percent_decode_str(key).decode_utf8_lossy() == name
-}
-
-/// Percent-decoded values of every `name=` parameter in the target's query.
-pub fn query_values(target: &str, name: &str) -> Vec<Vec<u8>> {
-    let (_, Some(q)) = split_query(target) else {
-        return Vec::new();
-    };
-    q.split('&')
-        .filter(|p| param_name_matches(p, name))
-        .map(|p| {
-            let v = p.split_once('=').map(|(_, v)| v).unwrap_or("");
-            let v = v.replace('+', " ");
-            percent_encoding::percent_decode_str(&v).collect()
-        })
-        .collect()
-}
-
-/// The target without any `name=` parameter; other parameters keep their order.
-pub fn strip_query_param(target: &str, name: &str) -> String {
-    let (path, Some(q)) = split_query(target) else {
-        return target.to_owned();
-    };
-    let kept: Vec<&str> = q
-        .split('&')
-        .filter(|p| !param_name_matches(p, name))
-        .collect();
-    if kept.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{}", kept.join("&"))
-    }
 }
 
 #[cfg(test)]

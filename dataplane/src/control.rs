@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use shmring::layout::{self, stat};
 use shmring::{Body, Drained, Record, Region};
 
-use crate::conn::CoreCtx;
+use crate::core::CoreCtx;
 use crate::managed::{tunnel_from, Managed};
 
 /// Time between two polls of the ring while records flow.

@@ -1,8 +1,7 @@
 //! Every way a request is refused, and its one answer (DESIGN §5).
 //!
-//! A [`Rejection`] carries the reason (for the log line) and maps to exactly
-//! one status. HTTPUpgrade tunnels in stealth mode close silently instead; the
-//! pipeline decides that, because it depends on the tunnel, not the error.
+//! A [`Rejection`] carries the reason (for the log line), its [`Side`] and
+//! exactly one status; `answer` turns it into each version's answer.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -21,7 +20,7 @@ pub enum Rejection {
     Head(#[from] HeadError),
     /// Head parsed but the request makes no sense.
     #[error(transparent)]
-    Intent(#[from] IntentError),
+    Intent(IntentError),
     /// Head not complete within the handshake timeout.
     #[error("request head not complete within {0:?}")]
     HeadTimeout(Duration),
@@ -101,28 +100,43 @@ impl Rejection {
         }
     }
 
-    /// Whether the upstream is at fault (for counters).
-    pub fn is_upstream(&self) -> bool {
-        matches!(self.status(), 502 | 504)
+    /// Who is at fault.
+    pub fn side(&self) -> Side {
+        match self {
+            Rejection::UpstreamUnreachable { .. }
+            | Rejection::UpstreamTimeout { .. }
+            | Rejection::UpstreamBadAnswer(_) => Side::Upstream,
+            Rejection::NotSupported(_) => Side::Internal,
+            _ => Side::Downstream,
+        }
     }
 
-    /// The complete HTTP/1.1 answer; the connection is closed after it.
-    pub fn answer(&self) -> Vec<u8> {
-        let status = self.status();
-        let reason = reason_phrase(status);
-        let body = format!("{status} {reason}\n");
-        let mut extra = String::new();
-        match self {
-            Rejection::Auth(_) => extra.push_str("WWW-Authenticate: Bearer\r\n"),
-            Rejection::NotUpgrade => extra.push_str("Upgrade: websocket\r\n"),
-            _ => {}
-        }
-        format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
+    /// Whether the request itself is malformed (a stream error on h2/h3).
+    pub fn is_malformed(&self) -> bool {
+        matches!(self, Rejection::Head(_) | Rejection::Intent(_))
     }
+}
+
+impl From<IntentError> for Rejection {
+    fn from(e: IntentError) -> Rejection {
+        match e {
+            // A :protocol we do not relay is the extended-CONNECT form of an
+            // upgrade token the tunnel does not allow.
+            IntentError::UnsupportedProtocol(p) => Rejection::UpgradeNotAllowed(p),
+            e => Rejection::Intent(e),
+        }
+    }
+}
+
+/// Who a refusal is about (for counters and the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's request.
+    Downstream,
+    /// The upstream's answer or reachability.
+    Upstream,
+    /// What this edge cannot do.
+    Internal,
 }
 
 /// Reason phrases for the statuses the edge itself sends.
@@ -151,22 +165,5 @@ pub struct ClientAddr(pub SocketAddr);
 impl std::fmt::Display for ClientAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_are_complete_http_responses() {
-        let r = Rejection::Auth(AuthError::Missing).answer();
-        let (head, len) = crate::codec::h1::parse_response(&r, 4096).unwrap().unwrap();
-        assert_eq!(head.status, 401);
-        use crate::message::Headers;
-        assert_eq!(head.get("www-authenticate"), Some(&b"Bearer"[..]));
-        assert_eq!(r.len() - len, "401 Unauthorized\n".len());
-        assert_eq!(Rejection::HeadTimeout(Duration::from_secs(1)).status(), 408);
-        assert_eq!(Rejection::NotUpgrade.status(), 426);
     }
 }

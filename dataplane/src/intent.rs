@@ -4,7 +4,6 @@
 //! it into one [`Intent`]. Everything after this point (route, auth, upstream,
 //! relay) is chosen by the intent, never by the downstream version.
 
-use crate::error::Rejection;
 use crate::logsafe::ClientText;
 use crate::message::{Headers, RequestHead};
 
@@ -40,6 +39,9 @@ pub enum IntentError {
     /// CONNECT target is not `host:port`.
     #[error("CONNECT target is not host:port")]
     BadConnectTarget,
+    /// An extended CONNECT for a `:protocol` the edge does not relay (501).
+    #[error("protocol {0} is not relayed")]
+    UnsupportedProtocol(ClientText),
 }
 
 /// Classifies a request head.
@@ -86,16 +88,19 @@ pub fn connect_target(target: &str) -> Result<Intent, IntentError> {
 /// The intent of an h2 (later h3) stream, where an upgrade is an extended
 /// CONNECT with `:protocol` (RFC 8441, RFC 9220) and a plain CONNECT names
 /// its target in `:authority` (RFC 9113 §8.5).
-pub fn classify_extended(head: &RequestHead, protocol: Option<&str>) -> Result<Intent, Rejection> {
+pub fn classify_extended(
+    head: &RequestHead,
+    protocol: Option<&str>,
+) -> Result<Intent, IntentError> {
     if head.method != "CONNECT" {
         return Ok(Intent::Request);
     }
     match protocol {
         Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
-        Some(p) => Err(Rejection::UpgradeNotAllowed(ClientText(
+        Some(p) => Err(IntentError::UnsupportedProtocol(ClientText(
             p.to_ascii_lowercase(),
         ))),
-        None => connect_target(&head.target).map_err(Rejection::from),
+        None => connect_target(&head.target),
     }
 }
 

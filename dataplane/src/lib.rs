@@ -19,21 +19,24 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod admin;
+pub mod answer;
 pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod core;
 pub mod demo;
 pub mod downstream;
 pub mod error;
 pub mod forwarding;
-pub mod h1_exchange;
+pub mod guard;
 pub mod intent;
 pub mod listener;
 pub mod logsafe;
 pub mod managed;
 pub mod message;
+pub mod plan;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod route;
@@ -43,6 +46,7 @@ pub mod sys;
 pub mod target;
 pub mod timeout;
 pub mod tls;
-pub mod translate;
+pub mod transport;
+pub mod tunnel;
 pub mod upstream;
 pub mod websocket;

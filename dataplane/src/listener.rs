@@ -13,7 +13,8 @@ use std::time::Duration;
 use futures_lite::FutureExt;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::conn::{self, CoreCtx, ListenerCtx};
+use crate::conn;
+use crate::core::{CoreCtx, ListenerCtx};
 
 /// Binds one listening socket with SO_REUSEPORT.
 pub fn bind(addr: SocketAddr) -> io::Result<glommio::net::TcpListener> {

@@ -108,7 +108,7 @@ pub fn redact_target(target: &str, param: &str) -> String {
     let parts: Vec<String> = q
         .split('&')
         .map(|p| {
-            if crate::auth::param_name_matches(p, param) {
+            if crate::target::param_name_matches(p, param) {
                 format!("{}=<redacted>", p.split('=').next().unwrap_or(p))
             } else {
                 p.to_owned()

@@ -13,7 +13,8 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::{digest, TokenSet};
 use crate::config::{TunnelConfig, TunnelMode, UpstreamVersion};
-use crate::route::{host_key, Tunnel};
+use crate::target::host_key;
+use crate::tunnel::Tunnel;
 
 /// One token grant.
 #[derive(Debug, Clone)]

@@ -43,6 +43,10 @@ impl fmt::Debug for Header {
     }
 }
 
+/// One field as the pipeline passes it between versions: lower-cased name
+/// (as h2 and h3 require), value bytes.
+pub type Field = (String, Vec<u8>);
+
 /// A request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {

@@ -7,40 +7,15 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
 use crate::auth::{AuthError, TokenSet};
-use crate::config::{Config, TunnelConfig};
+use crate::config::Config;
 use crate::managed::Managed;
 use crate::message::RequestHead;
-
-/// A tunnel as one core uses it.
-#[derive(Debug)]
-pub struct Tunnel {
-    /// The configuration it was built from.
-    pub config: TunnelConfig,
-    /// Accepted tokens, hashed.
-    pub tokens: TokenSet,
-    /// Upstream addresses, resolved when the table was built.
-    pub upstream_addrs: Vec<SocketAddr>,
-}
-
-impl Tunnel {
-    /// Whether `client` may use this tunnel.
-    pub fn allows(&self, client: IpAddr) -> bool {
-        let client = match client {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
-            v4 => v4,
-        };
-        self.config.allowed_cidrs.is_empty()
-            || self
-                .config
-                .allowed_cidrs
-                .iter()
-                .any(|n| n.contains(&client))
-    }
-}
+use crate::target::host_key;
+use crate::tunnel::Tunnel;
 
 /// hostname → tunnel, and name → tunnel, for one core: the static tunnels
 /// of the config file first, then the control plane's ([`Managed`], changed
@@ -134,34 +109,13 @@ impl RouteTable {
         head: &mut RequestHead,
         query_param: &str,
         tunnel: &Tunnel,
+        now_unix_s: u64,
     ) -> Result<(), AuthError> {
         let managed = self.managed.borrow();
         crate::auth::authorize_with(head, query_param, |token| {
-            tunnel.tokens.accepts(token)
-                || managed.grants(token, &tunnel.config.name, crate::managed::now_unix_s())
+            tunnel.tokens.accepts(token) || managed.grants(token, &tunnel.config.name, now_unix_s)
         })
     }
-}
-
-/// Normalizes a Host value: lower case, no port, no trailing dot, IPv6
-/// brackets removed. `None` for an empty or malformed value.
-pub fn host_key(host: &str) -> Option<String> {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        let end = rest.find(']')?;
-        &rest[..end]
-    } else {
-        match host.rsplit_once(':') {
-            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-            Some(_) => return None,
-            None => host,
-        }
-    };
-    let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() {
-        return None;
-    }
-    Some(name.to_ascii_lowercase())
 }
 
 #[cfg(test)]

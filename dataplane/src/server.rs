@@ -15,7 +15,7 @@ use futures_lite::FutureExt;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::conn::{CoreCtx, ListenerCtx};
+use crate::core::{CoreCtx, ListenerCtx};
 use crate::route::RouteTable;
 use crate::stats::CoreStats;
 use crate::tls::Identity;
@@ -175,9 +175,7 @@ async fn run_core(
             stats,
             stop: stop.clone(),
             h2c: Default::default(),
-            h2_budget: crate::downstream::h2::guard::RecvBudget::new(
-                crate::downstream::h2::CORE_RECV_BUDGET,
-            ),
+            h2_budget: crate::guard::RecvBudget::new(crate::downstream::h2::CORE_RECV_BUDGET),
             h2_resets: Default::default(),
         });
         let mut listeners = Vec::new();

@@ -124,6 +124,27 @@ fn parse_port(p: &str, rule: Port) -> Result<u16, TargetError> {
     }
 }
 
+/// Normalizes a Host value: lower case, no port, no trailing dot, IPv6
+/// brackets removed. `None` for an empty or malformed value.
+pub fn host_key(host: &str) -> Option<String> {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        let end = rest.find(']')?;
+        &rest[..end]
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    Some(name.to_ascii_lowercase())
+}
+
 /// A request target, checked against its method (RFC 9112 §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
@@ -191,6 +212,51 @@ pub fn origin_form(path_and_query: &str) -> String {
         path_and_query.to_owned()
     } else {
         format!("/{path_and_query}")
+    }
+}
+
+/// The path and the query of an origin-form target.
+pub fn split_query(target: &str) -> (&str, Option<&str>) {
+    match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    }
+}
+
+/// Whether a `name=value` query pair has the (percent-decoded) name `name`.
+pub fn param_name_matches(pair: &str, name: &str) -> bool {
+    let key = pair.split('=').next().unwrap_or(pair);
+    percent_encoding::percent_decode_str(key).decode_utf8_lossy() == name
+}
+
+/// Percent-decoded values of every `name=` parameter in the target's query.
+pub fn query_values(target: &str, name: &str) -> Vec<Vec<u8>> {
+    let (_, Some(q)) = split_query(target) else {
+        return Vec::new();
+    };
+    q.split('&')
+        .filter(|p| param_name_matches(p, name))
+        .map(|p| {
+            let v = p.split_once('=').map(|(_, v)| v).unwrap_or("");
+            let v = v.replace('+', " ");
+            percent_encoding::percent_decode_str(&v).collect()
+        })
+        .collect()
+}
+
+/// The target without any `name=` parameter; other parameters keep their order.
+pub fn strip_query_param(target: &str, name: &str) -> String {
+    let (path, Some(q)) = split_query(target) else {
+        return target.to_owned();
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| !param_name_matches(p, name))
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
     }
 }
 

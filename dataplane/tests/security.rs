@@ -546,7 +546,7 @@ async fn d6_reset_streams_cancel_their_dial_and_are_limited_per_address() {
 }
 
 fn guard_burst() -> f64 {
-    dataplane::downstream::h2::guard::RESET_BURST
+    dataplane::guard::RESET_BURST
 }
 
 /// Defect 7: the decoded path went raw into a log line, so a client could

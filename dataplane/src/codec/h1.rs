@@ -7,7 +7,7 @@
 //! [`crate::target`]) and keeps field names and order as received. Client
 //! side: [`encode_request`] and [`parse_response`].
 
-use crate::message::{HeadError, Header, Headers, RequestHead, ResponseHead, MAX_HEADERS};
+use crate::message::{Field, HeadError, Header, Headers, RequestHead, ResponseHead, MAX_HEADERS};
 use crate::target::{self, parse_authority, parse_target, Port, Target, TargetError};
 
 fn map_httparse(e: httparse::Error) -> HeadError {
@@ -219,6 +219,16 @@ pub fn parse_response(buf: &[u8], max: usize) -> Result<Option<(ResponseHead, us
         },
         len,
     )))
+}
+
+/// Appends `fields` as HTTP/1.1 field lines.
+pub fn write_fields<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = &'a Field>) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Writes `head` as an HTTP/1.1 (or 1.0) request head: request line, fields

@@ -38,10 +38,13 @@ use h2::server::SendResponse;
 use h2::RecvStream;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
-use crate::conn::{self, CoreCtx, ListenerCtx};
-use crate::error::{reason_phrase, Rejection};
+use crate::answer::{answer, record, Answer};
+use crate::codec::h2::MAX_FRAME;
+use crate::core::{CoreCtx, ListenerCtx};
+use crate::error::Rejection;
 use crate::intent::Intent;
 use crate::message::RequestHead;
+use crate::plan::{plan, Origin, Version};
 use crate::relay::h2::H2Stream;
 use crate::relay::{self, Leg, Prelude, RelayOptions};
 use crate::stats;
@@ -49,7 +52,6 @@ use crate::timeout::{until, with_timeout};
 use crate::upstream::session::{self, Ask, AskKind, Deadlines, Field, Opened};
 
 mod forward;
-pub mod guard;
 
 /// Concurrent streams a client may open on one connection.
 pub const MAX_STREAMS: u32 = 256;
@@ -61,13 +63,10 @@ pub const STREAM_WINDOW: u32 = 1 << 20;
 pub const MAX_PENDING_RESETS: usize = 64;
 /// Streams we reset for protocol errors before the connection is closed.
 pub const MAX_LOCAL_RESETS: usize = 512;
-/// Largest DATA frame we accept: 16 KiB frames cost a header and a wake-up
-/// each, which dominates a bulk stream's CPU.
-pub const MAX_FRAME: u32 = 256 * 1024;
 /// How often the connection task checks for shutdown and idleness.
 const WATCH: Duration = Duration::from_millis(250);
 /// Receive-window bytes one core grants across its h2 connections (each
-/// connection asks for 4 × [`STREAM_WINDOW`]; see `guard::RecvBudget`).
+/// connection asks for 4 × [`STREAM_WINDOW`]; see `crate::guard::RecvBudget`).
 pub const CORE_RECV_BUDGET: u64 = 256 << 20;
 /// After our GOAWAY (idle or shutdown), how long a connection with no
 /// stream left waits for the client's PING acknowledgement before closing.
@@ -258,7 +257,7 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
     drop(parts);
     let intent = match crate::intent::classify_extended(&head, protocol.as_deref()) {
         Ok(i) => i,
-        Err(rej) => return refuse(&conn, respond, rej, Some(&head), None),
+        Err(e) => return refuse(&conn, respond, e.into(), Some(&head), None),
     };
     let role = match intent {
         Intent::Connect { .. } => Role::Proxy,
@@ -284,16 +283,15 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
     let core = &conn.core;
     let routes = core.routes.borrow().clone();
     let client = conn.client;
-    let plan = match conn::plan(
-        core,
-        &conn.lis,
-        &routes,
-        conn.sni.as_deref(),
+    let from = Origin {
         client,
-        &mut head,
-        intent,
-        conn::Version::H2,
-    ) {
+        sni: conn.sni.as_deref(),
+        default_tunnel: conn.lis.cfg.default_tunnel.as_deref(),
+        version: Version::H2,
+    };
+    let param = &core.edge.token_query_param;
+    let now = crate::managed::now_unix_s();
+    let plan = match plan(&routes, from, &mut head, intent, param, now) {
         Ok(p) => p,
         Err((rej, t)) => return refuse(&conn, respond, rej, Some(&head), t.as_deref()),
     };
@@ -348,7 +346,7 @@ impl Drop for StreamGuard<'_> {
 /// WebSocket or CONNECT: open the upstream session, answer 200, relay.
 async fn tunnel(
     conn: &Conn,
-    t: &Rc<crate::route::Tunnel>,
+    t: &Rc<crate::tunnel::Tunnel>,
     intent: Intent,
     head: RequestHead,
     body: RecvStream,
@@ -484,39 +482,21 @@ pub(crate) fn respond_with(
     }
 }
 
-/// A stream-level refusal: its status and a one-line body (or a stream
-/// reset on a stealth tunnel), and the log line.
+/// A stream-level refusal, as [`answer`] decides on h2: a stream error for
+/// a malformed request, a reset on a stealth tunnel, else its status and a
+/// one-line body; and its log line.
 fn refuse(
     conn: &Conn,
     mut respond: SendResponse<Bytes>,
     rej: Rejection,
     head: Option<&RequestHead>,
-    tunnel: Option<&crate::route::Tunnel>,
+    tunnel: Option<&crate::tunnel::Tunnel>,
 ) {
-    let core = &conn.core;
-    stats::add(&core.stats.rejected_total, 1);
-    if rej.is_upstream() {
-        stats::add(&core.stats.upstream_errors, 1);
+    let a = answer(&rej, tunnel, Version::H2);
+    record(&conn.core, conn.client, &rej, head, tunnel, &a);
+    match a {
+        Answer::Silent => respond.send_reset(h2::Reason::CANCEL),
+        Answer::StreamError => respond.send_reset(h2::Reason::PROTOCOL_ERROR),
+        Answer::Respond(r) => respond_with(&mut respond, r.status, &r.fields, r.body),
     }
-    let silent = tunnel.is_some_and(|t| {
-        t.config.mode == crate::config::TunnelMode::HttpUpgrade && t.config.stealth
-    });
-    conn::log_rejection(core, conn.client, &rej, head, tunnel, silent);
-    if silent {
-        respond.send_reset(h2::Reason::CANCEL);
-        return;
-    }
-    // A malformed request is a stream error (RFC 9113 §8.1.1, DESIGN §5).
-    let malformed = matches!(rej, Rejection::Head(_) | Rejection::Intent(_));
-    if malformed && rej.status() == 400 {
-        respond.send_reset(h2::Reason::PROTOCOL_ERROR);
-        return;
-    }
-    let status = rej.status();
-    let mut fields: Vec<Field> = vec![("content-type".into(), b"text/plain".to_vec())];
-    if matches!(rej, Rejection::Auth(_)) {
-        fields.push(("www-authenticate".into(), b"Bearer".to_vec()));
-    }
-    let body = format!("{status} {}\n", reason_phrase(status)).into_bytes();
-    respond_with(&mut respond, status, &fields, body);
 }

@@ -14,4 +14,5 @@
 //! Only `h1` exists today; `h2` plugs in at the ALPN decision in
 //! [`crate::tls`] and `h3` at the per-core QUIC endpoint (DESIGN §3).
 
+pub mod h1;
 pub mod h2;

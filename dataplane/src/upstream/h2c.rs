@@ -22,8 +22,8 @@ use h2::client::SendRequest;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::error::Rejection;
-use crate::route::Tunnel;
 use crate::timeout::with_timeout;
+use crate::tunnel::Tunnel;
 
 /// Stream window we grant each upstream stream; the connection window is 4×.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -113,7 +113,7 @@ impl H2cPool {
         let hs = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(4 * STREAM_WINDOW)
-            .max_frame_size(crate::downstream::h2::MAX_FRAME)
+            .max_frame_size(crate::codec::h2::MAX_FRAME)
             .handshake::<_, Bytes>(tcp.compat());
         let (send, mut conn) = match with_timeout(handshake_timeout, hs).await {
             Some(Ok(x)) => x,

@@ -24,8 +24,8 @@ use crate::error::Rejection;
 use crate::message::{BodyFraming, Headers, RequestHead};
 use crate::relay::h2::{io_error, H2Stream};
 use crate::relay::Leg;
-use crate::route::Tunnel;
 use crate::timeout::with_timeout;
+use crate::tunnel::Tunnel;
 use crate::websocket::accept_key;
 
 use super::h2c::H2cPool;
@@ -33,8 +33,7 @@ use super::h2c::H2cPool;
 /// Largest refusal body passed back to the downstream.
 const MAX_REFUSAL_BODY: usize = 64 * 1024;
 
-/// One header field.
-pub type Field = (String, Vec<u8>);
+pub use crate::message::Field;
 
 /// What to open on the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,16 +109,6 @@ pub fn is_hop_field(name: &str) -> bool {
         .any(|h| name.eq_ignore_ascii_case(h))
 }
 
-/// Appends `fields` as HTTP/1.1 header lines.
-pub fn write_h1_fields<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = &'a Field>) {
-    for (name, value) in fields {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// Fields of a request head that travel on to the upstream (names
 /// lower-cased, as h2 requires): not hop-by-hop, not named by `Connection`
 /// (remove those with [`crate::forwarding::remove_connection_options`]
@@ -187,7 +176,7 @@ async fn open_h1(
         }
     }
     let mut out = head.into_bytes();
-    write_h1_fields(&mut out, &ask.fields);
+    crate::codec::h1::write_fields(&mut out, &ask.fields);
     out.extend_from_slice(b"\r\n");
     up.write_all(&out)
         .await

@@ -34,11 +34,9 @@ use crate::config::UpstreamVersion;
 use crate::error::Rejection;
 use crate::message::{BodyFraming, Headers, RequestHead};
 use crate::relay::h2::{io_error, send_all};
-use crate::route::Tunnel;
 use crate::timeout::with_timeout;
-use crate::upstream::session::{
-    forwardable_fields as end_to_end_fields, is_hop_field, write_h1_fields, Field,
-};
+use crate::tunnel::Tunnel;
+use crate::upstream::session::{forwardable_fields as end_to_end_fields, is_hop_field, Field};
 
 /// Kernel send buffer of an upstream connection carrying a forwarded h2
 /// request (fixed, not autotuned up to 4 MiB): 256 streams of one client
@@ -197,7 +195,7 @@ async fn via_h1(
         head.host().unwrap_or_default()
     )
     .into_bytes();
-    write_h1_fields(&mut out, &end_to_end_fields(head));
+    crate::codec::h1::write_fields(&mut out, &end_to_end_fields(head));
     let no_body = body.is_end_stream();
     let length = head.get("content-length").map(<[u8]>::to_vec);
     let chunked = !no_body && length.is_none();

@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 
 use futures_lite::AsyncWriteExt;
 
-use crate::conn::{reject, CoreCtx, Plan};
+use super::reject;
+use crate::core::CoreCtx;
 use crate::error::Rejection;
 use crate::forwarding::add_forwarding_headers;
 use crate::intent::Intent;
 use crate::message::{Headers, RequestHead};
+use crate::plan::Plan;
 use crate::relay::{self, RelayOptions};
 use crate::stats;
 use crate::tls::Downstream;
@@ -100,7 +102,7 @@ pub(crate) async fn to_h2c(
                     || name == "sec-websocket-protocol"
                     || name == "sec-websocket-extensions"
             };
-            session::write_h1_fields(&mut answer, fields.iter().filter(pass));
+            crate::codec::h1::write_fields(&mut answer, fields.iter().filter(pass));
             answer.extend_from_slice(b"\r\n");
             down.write_all(&answer).await?;
             drop((answer, fields, head));
@@ -135,7 +137,7 @@ pub(crate) async fn to_h2c(
                 crate::error::reason_phrase(status)
             )
             .into_bytes();
-            session::write_h1_fields(&mut answer, &fields);
+            crate::codec::h1::write_fields(&mut answer, &fields);
             answer.extend_from_slice(
                 format!(
                     "Content-Length: {}\r\nConnection: close\r\n\r\n",

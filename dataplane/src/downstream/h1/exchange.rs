@@ -17,17 +17,19 @@ use std::time::Instant;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::reject;
 use crate::config::{TunnelMode, UpstreamVersion};
-use crate::conn::{reject, round_ms, CoreCtx, Plan};
+use crate::core::CoreCtx;
 use crate::error::Rejection;
 use crate::forwarding::{prepare_h1_forward, Hop};
 use crate::intent::Intent;
 use crate::message::{BodyFraming, HeadError, RequestHead};
+use crate::plan::Plan;
 use crate::relay::{self, RelayOptions};
-use crate::route::Tunnel;
 use crate::stats;
-use crate::timeout::{until, with_timeout};
+use crate::timeout::{round_ms, until, with_timeout};
 use crate::tls::Downstream;
+use crate::tunnel::Tunnel;
 use crate::upstream;
 
 /// The exact HTTPUpgrade answer (Xray-compatible, DESIGN §6).
@@ -74,7 +76,7 @@ pub(crate) async fn proceed(
         return Ok(());
     }
     if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
-        return Box::pin(crate::translate::to_h2c(
+        return Box::pin(super::to_h2c::to_h2c(
             core, down, client, hop, head, early, plan,
         ))
         .await;

@@ -1,0 +1,39 @@
+//! What one core shares between its connections (`Rc`: never leaves the
+//! core): limits, tables, pools, counters, per-core abuse accounting.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::config::{EdgeSettings, ListenerConfig};
+use crate::route::RouteTable;
+use crate::stats::CoreStats;
+
+/// State one core shares between its connections (`Rc`: never leaves the core).
+#[derive(Debug)]
+pub struct CoreCtx {
+    /// Index of this core (0-based).
+    pub core: usize,
+    /// Limits and timeouts.
+    pub edge: EdgeSettings,
+    /// Routing table; replaced whole when tables change.
+    pub routes: RefCell<Rc<RouteTable>>,
+    /// This core's counters.
+    pub stats: Arc<CoreStats>,
+    /// Raised when the edge shuts down (h2 connections send GOAWAY).
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// This core's h2c upstream connections.
+    pub h2c: crate::upstream::h2c::H2cPool,
+    /// Receive windows handed to this core's h2 connections.
+    pub h2_budget: crate::guard::RecvBudget,
+    /// Early stream resets per client address (h2).
+    pub h2_resets: crate::guard::ResetLimiter,
+}
+
+/// One listener as seen by one core.
+pub struct ListenerCtx {
+    /// Its configuration.
+    pub cfg: ListenerConfig,
+    /// TLS acceptor with this core's own rustls config.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
+}

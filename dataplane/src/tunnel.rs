@@ -1,0 +1,35 @@
+//! A tunnel as one core uses it: its configuration, its tokens (digests
+//! only) and its upstream addresses. Shared by the static table (`route`)
+//! and the control plane's (`managed`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::auth::TokenSet;
+use crate::config::TunnelConfig;
+
+/// A tunnel as one core uses it.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The configuration it was built from.
+    pub config: TunnelConfig,
+    /// Accepted tokens, hashed.
+    pub tokens: TokenSet,
+    /// Upstream addresses, resolved when the table was built.
+    pub upstream_addrs: Vec<SocketAddr>,
+}
+
+impl Tunnel {
+    /// Whether `client` may use this tunnel.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(client),
+            v4 => v4,
+        };
+        self.config.allowed_cidrs.is_empty()
+            || self
+                .config
+                .allowed_cidrs
+                .iter()
+                .any(|n| n.contains(&client))
+    }
+}
