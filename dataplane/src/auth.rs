@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::message::RequestHead;
-use crate::target::{query_values, strip_query_param};
+use crate::target::query_values;
 
 /// A set of accepted tokens, stored as SHA-256 digests.
 #[derive(Debug, Default, Clone)]
@@ -104,8 +104,7 @@ pub fn authorize_with(
     if token.is_empty() || !accepts(&token) {
         return Err(AuthError::Invalid);
     }
-    head.remove("authorization");
-    head.target = strip_query_param(&head.target, query_param);
+    crate::policy::strip_proof(head, query_param);
     Ok(())
 }
 

@@ -8,11 +8,11 @@ use std::rc::Rc;
 
 use crate::config::TunnelMode;
 use crate::error::Rejection;
-use crate::forwarding::decoded_path;
 use crate::intent::Intent;
 use crate::logsafe::ClientText;
 use crate::message::{Headers, RequestHead};
 use crate::route::RouteTable;
+use crate::target::decoded_path;
 use crate::tunnel::Tunnel;
 
 /// Downstream HTTP version, where routing rules differ.

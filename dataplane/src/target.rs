@@ -260,6 +260,14 @@ pub fn strip_query_param(target: &str, name: &str) -> String {
     }
 }
 
+/// Percent-decoded path of an origin-form target, query dropped.
+pub fn decoded_path(target: &str) -> String {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,6 +308,12 @@ mod tests {
         ] {
             assert_eq!(parse_authority(bad, rule), Err(err), "{bad}");
         }
+    }
+
+    #[test]
+    fn paths_decode_like_go() {
+        assert_eq!(decoded_path("/ray%2Fpath?ed=2048"), "/ray/path");
+        assert_eq!(decoded_path("/x%0aFORGED"), "/x\nFORGED");
     }
 
     #[test]

@@ -312,7 +312,7 @@ mod tests {
             b"CONNECT /path HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(
-                matches!(parse_request(bad, 16384), Err(_)),
+                parse_request(bad, 16384).is_err(),
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );

@@ -295,7 +295,7 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
         Ok(p) => p,
         Err((rej, t)) => return refuse(&conn, respond, rej, Some(&head), t.as_deref()),
     };
-    crate::forwarding::add_forwarding_headers(&mut head, conn.hop.ip(), conn.scheme);
+    crate::policy::add_forwarding_headers(&mut head, conn.hop.ip(), conn.scheme);
     let t = plan.tunnel.clone();
     match plan.intent {
         Intent::Request => forward::request(&conn, &t, head, body, respond).await,
@@ -380,7 +380,7 @@ async fn tunnel(
                 kind: kind.clone(),
                 authority: head.host().unwrap_or_default().to_owned(),
                 path: head.target.clone(),
-                fields: session::forwardable_fields(&head),
+                fields: crate::policy::request_fields(&head),
             };
             session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await
         }
@@ -399,15 +399,7 @@ async fn tunnel(
         Opened::Open { leg, early, fields } => {
             let mut answer = http::Response::builder().status(200);
             for (name, value) in &fields {
-                let pass = match kind {
-                    AskKind::WebSocket => {
-                        name == "sec-websocket-protocol" || name == "sec-websocket-extensions"
-                    }
-                    AskKind::Connect { .. } => true,
-                };
-                if pass {
-                    answer = answer.header(name.as_str(), value.as_slice());
-                }
+                answer = answer.header(name.as_str(), value.as_slice());
             }
             let Ok(answer) = answer.body(()) else {
                 return refuse(

@@ -233,7 +233,7 @@ mod tests {
             );
         }
         let mut s = ChunkedScanner::default();
-        assert_eq!(s.advance(b"5 ;x=\"a b\"\r\nhello\r\n0\r\n\r\n").1, true);
+        assert!(s.advance(b"5 ;x=\"a b\"\r\nhello\r\n0\r\n\r\n").1);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use glommio::net::TcpStream;
 
 use crate::config::UpstreamVersion;
 use crate::error::Rejection;
-use crate::message::{BodyFraming, Headers, RequestHead};
+use crate::message::{BodyFraming, Headers};
+use crate::policy::{answer_fields, session_answer_fields};
 use crate::relay::h2::{io_error, H2Stream};
 use crate::relay::Leg;
 use crate::timeout::with_timeout;
@@ -93,36 +94,6 @@ pub struct Deadlines {
     pub handshake: Duration,
 }
 
-/// Fields that never cross a version translation: hop-by-hop
-/// ([`crate::forwarding::HOP_BY_HOP`]), `Host` (it becomes `:authority` or
-/// is rebuilt from it), and the WebSocket handshake fields each hop computes
-/// for itself.
-pub fn is_hop_field(name: &str) -> bool {
-    crate::forwarding::is_hop_by_hop(name)
-        || [
-            "host",
-            "sec-websocket-key",
-            "sec-websocket-accept",
-            "sec-websocket-version",
-        ]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-}
-
-/// Fields of a request head that travel on to the upstream (names
-/// lower-cased, as h2 requires): not hop-by-hop, not named by `Connection`
-/// (remove those with [`crate::forwarding::remove_connection_options`]
-/// before adding the edge's own fields), no `Content-Length`.
-pub fn forwardable_fields(head: &RequestHead) -> Vec<Field> {
-    let named = crate::forwarding::connection_options(head);
-    head.fields()
-        .iter()
-        .filter(|h| !is_hop_field(&h.name) && !h.name.eq_ignore_ascii_case("content-length"))
-        .filter(|h| !named.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
-        .collect()
-}
-
 /// Opens the session `ask` on `t`'s upstream.
 pub async fn open(
     pool: &H2cPool,
@@ -190,13 +161,14 @@ async fn open_h1(
         AskKind::WebSocket => status == 101,
         AskKind::Connect { .. } => (200..300).contains(&status),
     };
-    let fields: Vec<Field> = answer
-        .head
-        .headers
-        .iter()
-        .filter(|h| !is_hop_field(&h.name) && !h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
-        .collect();
+    let fields = answer_fields(
+        answer
+            .head
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice())),
+        false,
+    );
     if accepted {
         if ask.kind == AskKind::WebSocket {
             let want = accept_key(key.as_bytes());
@@ -210,7 +182,7 @@ async fn open_h1(
         return Ok(Opened::Open {
             leg: Leg::Tcp(up),
             early,
-            fields,
+            fields: session_answer_fields(fields, ask.kind == AskKind::WebSocket),
         });
     }
     let method = match ask.kind {
@@ -282,18 +254,19 @@ async fn open_h2c(
         }
     };
     let status = response.status().as_u16();
-    let fields: Vec<Field> = response
-        .headers()
-        .iter()
-        .filter(|(n, _)| !is_hop_field(n.as_str()) && n.as_str() != "content-length")
-        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
+    let fields = answer_fields(
+        response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        false,
+    );
     let mut body = response.into_body();
     if (200..300).contains(&status) {
         return Ok(Opened::Open {
             leg: Leg::H2(H2Stream::new(stream, body)),
             early: Vec::new(),
-            fields,
+            fields: session_answer_fields(fields, ask.kind == AskKind::WebSocket),
         });
     }
     let mut collected = Vec::new();

@@ -11,10 +11,10 @@ use futures_lite::AsyncWriteExt;
 use super::reject;
 use crate::core::CoreCtx;
 use crate::error::Rejection;
-use crate::forwarding::add_forwarding_headers;
 use crate::intent::Intent;
 use crate::message::{Headers, RequestHead};
 use crate::plan::Plan;
+use crate::policy::add_forwarding_headers;
 use crate::relay::{self, RelayOptions};
 use crate::stats;
 use crate::tls::Downstream;
@@ -69,13 +69,13 @@ pub(crate) async fn to_h2c(
             return Ok(());
         }
     };
-    crate::forwarding::remove_connection_options(&mut head);
+    crate::policy::remove_connection_options(&mut head);
     add_forwarding_headers(&mut head, hop.ip(), down.scheme());
     let ask = Ask {
         kind: kind.clone(),
         authority: head.host().unwrap_or_default().to_owned(),
         path: head.target.clone(),
-        fields: session::forwardable_fields(&head),
+        fields: crate::policy::request_fields(&head),
     };
     let limits = Deadlines {
         connect: edge.upstream_connect_timeout,
@@ -97,12 +97,7 @@ pub(crate) async fn to_h2c(
                 None => "HTTP/1.1 200 Connection Established\r\n".to_owned(),
             }
             .into_bytes();
-            let pass = |(name, _): &&session::Field| {
-                accept.is_none()
-                    || name == "sec-websocket-protocol"
-                    || name == "sec-websocket-extensions"
-            };
-            crate::codec::h1::write_fields(&mut answer, fields.iter().filter(pass));
+            crate::codec::h1::write_fields(&mut answer, &fields);
             answer.extend_from_slice(b"\r\n");
             down.write_all(&answer).await?;
             drop((answer, fields, head));

@@ -32,11 +32,12 @@ use h2::{RecvStream, SendStream};
 use super::{refuse, respond_with, unless_reset, Conn};
 use crate::config::UpstreamVersion;
 use crate::error::Rejection;
+use crate::message::Field;
 use crate::message::{BodyFraming, Headers, RequestHead};
+use crate::policy::{answer_fields, request_fields};
 use crate::relay::h2::{io_error, send_all};
 use crate::timeout::with_timeout;
 use crate::tunnel::Tunnel;
-use crate::upstream::session::{forwardable_fields as end_to_end_fields, is_hop_field, Field};
 
 /// Kernel send buffer of an upstream connection carrying a forwarded h2
 /// request (fixed, not autotuned up to 4 MiB): 256 streams of one client
@@ -195,7 +196,7 @@ async fn via_h1(
         head.host().unwrap_or_default()
     )
     .into_bytes();
-    crate::codec::h1::write_fields(&mut out, &end_to_end_fields(head));
+    crate::codec::h1::write_fields(&mut out, &request_fields(head));
     let no_body = body.is_end_stream();
     let length = head.get("content-length").map(<[u8]>::to_vec);
     let chunked = !no_body && length.is_none();
@@ -236,13 +237,14 @@ async fn via_h1(
         Some(Err(gone)) => return abandon(conn, up_fd, gone),
         Some(Ok(answer)) => answer?,
     };
-    let fields: Vec<Field> = answer
-        .head
-        .headers
-        .iter()
-        .filter(|h| !is_hop_field(&h.name))
-        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
-        .collect();
+    let fields = answer_fields(
+        answer
+            .head
+            .headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice())),
+        true,
+    );
     let mut framing = BodyFraming::of_response(&head.method, &answer.head);
     let (take, done) = framing.advance(&answer.raw[answer.head_len..]);
     let first = Bytes::copy_from_slice(&answer.raw[answer.head_len..answer.head_len + take]);
@@ -319,7 +321,7 @@ async fn via_h2c(
     let mut req = http::Request::builder()
         .method(head.method.as_str())
         .uri(uri);
-    for (name, value) in end_to_end_fields(head) {
+    for (name, value) in request_fields(head) {
         req = req.header(name.as_str(), value.as_slice());
     }
     if let Some(n) = head.get("content-length") {
@@ -355,12 +357,13 @@ async fn via_h2c(
         Some(Ok(Some(r))) => r.map_err(|e| Rejection::UpstreamBadAnswer(format!("h2c: {e}")))?,
     };
     let (rparts, mut rbody) = response.into_parts();
-    let fields: Vec<Field> = rparts
-        .headers
-        .iter()
-        .filter(|(n, _)| !is_hop_field(n.as_str()))
-        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
+    let fields: Vec<Field> = answer_fields(
+        rparts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        true,
+    );
     if rbody.is_end_stream() {
         respond_with(respond, rparts.status.as_u16(), &fields, Vec::new());
         return Ok(());

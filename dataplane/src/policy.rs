@@ -1,10 +1,20 @@
-//! What the edge adds to or removes from a request it forwards: the
-//! X-Forwarded-* fields, the hop-by-hop fields of a single request per
-//! upstream connection, and the decoded path HTTPUpgrade compares.
+//! The one header policy: what the edge removes from, adds to and passes
+//! through in the fields it forwards, for every version pair.
+//!
+//! * hop-by-hop fields: the standard ones ([`HOP_BY_HOP`]) and those
+//!   `Connection` names, removed before the edge adds its own;
+//! * forwarding fields: `X-Forwarded-For` / `X-Forwarded-Proto`, added last;
+//! * the consumed proof: `Authorization` or the token query parameter
+//!   ([`strip_proof`], called by `auth` once a token is accepted);
+//! * version translation: the fields that never cross it ([`is_hop_field`]:
+//!   hop-by-hop, `Host`, each hop's own `Sec-WebSocket-Key/-Accept/-Version`),
+//!   what a request carries on ([`request_fields`]), what an answer carries
+//!   back ([`answer_fields`]), and what an opened WebSocket passes to the
+//!   client's answer ([`session_answer_fields`]).
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::message::{Headers, RequestHead};
+use crate::message::{Field, Headers, RequestHead};
 
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto.
 pub fn add_forwarding_headers(head: &mut RequestHead, client: IpAddr, scheme: &str) {
@@ -115,12 +125,70 @@ pub fn prepare_h1_forward(head: &mut RequestHead, hop: Hop, client: IpAddr, sche
     add_forwarding_headers(head, client, scheme);
 }
 
-/// Percent-decoded path of an origin-form target, query dropped.
-pub fn decoded_path(target: &str) -> String {
-    let path = target.split(['?', '#']).next().unwrap_or("");
-    percent_encoding::percent_decode_str(path)
-        .decode_utf8_lossy()
-        .into_owned()
+/// Fields that never cross a version translation: hop-by-hop
+/// ([`HOP_BY_HOP`]), `Host` (it becomes `:authority` or is rebuilt from it),
+/// and the WebSocket handshake fields each hop computes for itself.
+pub fn is_hop_field(name: &str) -> bool {
+    is_hop_by_hop(name)
+        || [
+            "host",
+            "sec-websocket-key",
+            "sec-websocket-accept",
+            "sec-websocket-version",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Fields of a request that travel on to an upstream of another version
+/// (names lower-cased, as h2 requires): not [`is_hop_field`], not named by
+/// `Connection` (remove those with [`remove_connection_options`] before
+/// adding the edge's own fields), no `Content-Length` (the target version
+/// frames the body itself).
+pub fn request_fields(head: &RequestHead) -> Vec<Field> {
+    let named = connection_options(head);
+    head.fields()
+        .iter()
+        .filter(|h| !is_hop_field(&h.name) && !h.name.eq_ignore_ascii_case("content-length"))
+        .filter(|h| !named.iter().any(|n| h.name.eq_ignore_ascii_case(n)))
+        .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+        .collect()
+}
+
+/// Fields of an upstream's answer that travel back (names lower-cased):
+/// not [`is_hop_field`]; `Content-Length` only when the body passes through
+/// as it is (`keep_length`).
+pub fn answer_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    keep_length: bool,
+) -> Vec<Field> {
+    fields
+        .into_iter()
+        .filter(|(n, _)| !is_hop_field(n))
+        .filter(|(n, _)| keep_length || !n.eq_ignore_ascii_case("content-length"))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
+        .collect()
+}
+
+/// What an opened session's answer passes to the client's answer: for a
+/// WebSocket only the negotiated subprotocol and extensions (the rest of
+/// each hop's handshake is its own); for CONNECT every end-to-end field.
+pub fn session_answer_fields(fields: Vec<Field>, websocket: bool) -> Vec<Field> {
+    if !websocket {
+        return fields;
+    }
+    fields
+        .into_iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol" || n == "sec-websocket-extensions")
+        .collect()
+}
+
+/// Removes the proof the edge consumed (RFC 6750 style bearer token or the
+/// token query parameter `param`), so it never reaches an upstream; the
+/// target's other query parameters keep their order.
+pub fn strip_proof(head: &mut RequestHead, param: &str) {
+    head.remove("authorization");
+    head.target = crate::target::strip_query_param(&head.target, param);
 }
 
 /// The first address of X-Forwarded-For (the original client, when the
@@ -138,12 +206,6 @@ pub fn first_forwarded_for(head: &RequestHead) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use crate::codec::h1::parse_request;
-
-    #[test]
-    fn paths_decode_like_go() {
-        assert_eq!(decoded_path("/ray%2Fpath?ed=2048"), "/ray/path");
-        assert_eq!(decoded_path("/x%0aFORGED"), "/x\nFORGED");
-    }
 
     #[test]
     fn forwarding_headers_and_single_request() {
