@@ -6,9 +6,8 @@
 //! then is its window credit released to the client, so a stalled upstream
 //! stalls the client instead of growing a buffer here (toward HTTP/1.1 the
 //! body keeps the client's `content-length`, which h2 checks against the
-//! DATA received, or goes chunked; the upstream socket's send buffer is
-//! fixed, so the kernel does not absorb what the edge refuses to hold). The
-//! body is pumped alongside the
+//! DATA received, or goes chunked: `upstream::request`). The body is pumped
+//! alongside the
 //! exchange, because an upstream may answer before it read everything. The
 //! response body streams back within the client's window.
 //!
@@ -33,16 +32,13 @@ use super::{refuse, respond_with, unless_reset, Conn};
 use crate::config::UpstreamVersion;
 use crate::error::Rejection;
 use crate::message::Field;
-use crate::message::{BodyFraming, Headers, RequestHead};
-use crate::policy::{answer_fields, request_fields};
+use crate::message::{BodyFraming, RequestHead};
+use crate::policy::answer_fields;
 use crate::relay::h2::{io_error, send_all};
 use crate::timeout::with_timeout;
 use crate::tunnel::Tunnel;
-
-/// Kernel send buffer of an upstream connection carrying a forwarded h2
-/// request (fixed, not autotuned up to 4 MiB): 256 streams of one client
-/// connection then pin at most 256 × 128 KiB of kernel memory.
-const UPSTREAM_SNDBUF: usize = 64 * 1024;
+use crate::upstream::request::{send_h1, send_h2c, Body};
+use crate::upstream::session::Deadlines;
 
 /// Forwards one request and streams the response back.
 pub(super) async fn request(
@@ -176,51 +172,16 @@ async fn via_h1(
     respond: &mut SendResponse<Bytes>,
 ) -> Result<(), Rejection> {
     let edge = &conn.core.edge;
-    let dial = crate::upstream::dial(
-        &t.upstream_addrs,
-        &t.config.upstream,
-        edge.upstream_connect_timeout,
-    );
-    let Some(up) = unless_reset(conn, respond, dial).await else {
+    let shape = Body::of(head, body.is_end_stream());
+    let send = send_h1(t, head, &shape, edge.upstream_connect_timeout);
+    let Some(up) = unless_reset(conn, respond, send).await else {
         return Ok(());
     };
     let up = up?;
     let up_fd = std::os::fd::AsRawFd::as_raw_fd(&up);
-    // One client connection can open 256 of these: a fixed send buffer
-    // bounds what a non-reading upstream makes the kernel hold for it.
-    let _ = crate::sys::set_send_buffer(up_fd, UPSTREAM_SNDBUF);
-    let mut out = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\n",
-        head.method,
-        head.target,
-        head.host().unwrap_or_default()
-    )
-    .into_bytes();
-    crate::codec::h1::write_fields(&mut out, &request_fields(head));
-    let no_body = body.is_end_stream();
-    let length = head.get("content-length").map(<[u8]>::to_vec);
-    let chunked = !no_body && length.is_none();
-    match (&length, no_body) {
-        (Some(n), _) => {
-            out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(n);
-            out.extend_from_slice(b"\r\n");
-        }
-        (None, true) if matches!(head.method.as_str(), "POST" | "PUT" | "PATCH") => {
-            out.extend_from_slice(b"Content-Length: 0\r\n")
-        }
-        (None, true) => {}
-        (None, false) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-    }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    let (mut ur, mut uw) = futures_util::io::AsyncReadExt::split(up);
-    if let Err(e) = uw.write_all(&out).await {
-        return Err(Rejection::UpstreamUnreachable {
-            addr: t.config.upstream.clone(),
-            reason: format!("write failed: {e}"),
-        });
-    }
-    drop(out);
+    let (mut ur, uw) = futures_util::io::AsyncReadExt::split(up);
+    let no_body = shape == Body::None;
+    let chunked = shape == Body::Streamed;
     let mut pump = if no_body {
         Pump::none()
     } else {
@@ -308,34 +269,17 @@ async fn via_h2c(
     respond: &mut SendResponse<Bytes>,
 ) -> Result<(), Rejection> {
     let edge = &conn.core.edge;
-    let slot = conn.core.h2c.slot(
-        t,
-        edge.upstream_connect_timeout,
-        edge.upstream_handshake_timeout,
-    );
-    let Some(slot) = unless_reset(conn, respond, slot).await else {
+    let shape = Body::of(head, body.is_end_stream());
+    let limits = Deadlines {
+        connect: edge.upstream_connect_timeout,
+        handshake: edge.upstream_handshake_timeout,
+    };
+    let send = send_h2c(&conn.core.h2c, t, head, &shape, limits);
+    let Some(sent) = unless_reset(conn, respond, send).await else {
         return Ok(());
     };
-    let mut send = slot?.send;
-    let uri = format!("http://{}{}", head.host().unwrap_or_default(), head.target);
-    let mut req = http::Request::builder()
-        .method(head.method.as_str())
-        .uri(uri);
-    for (name, value) in request_fields(head) {
-        req = req.header(name.as_str(), value.as_slice());
-    }
-    if let Some(n) = head.get("content-length") {
-        req = req.header("content-length", n);
-    }
-    let Ok(req) = req.body(()) else {
-        return Err(Rejection::NotSupported(
-            "request not expressible in h2".into(),
-        ));
-    };
-    let no_body = body.is_end_stream();
-    let (response, up_send) = send
-        .send_request(req, no_body)
-        .map_err(|e| Rejection::UpstreamBadAnswer(format!("h2c: {e}")))?;
+    let (response, up_send) = sent?;
+    let no_body = shape == Body::None;
     let mut pump = if no_body {
         Pump::none()
     } else {
