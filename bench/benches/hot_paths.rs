@@ -49,7 +49,7 @@ fn tunnel(i: usize) -> Tunnel {
             http_version: dataplane::config::UpstreamVersion::Http1,
         },
         tokens: TokenSet::default(),
-        upstream_addrs: vec!["127.0.0.1:9000".parse().unwrap()],
+        upstream: dataplane::target::Upstream::Addr("127.0.0.1:9000".parse().unwrap()),
     }
 }
 

@@ -90,6 +90,8 @@ struct RawEdge {
     admin: Option<String>,
     #[serde(default = "default_splice")]
     splice: bool,
+    #[serde(default)]
+    resolver: Option<String>,
 }
 
 impl Default for RawEdge {
@@ -242,6 +244,9 @@ pub struct EdgeSettings {
     pub admin: Option<SocketAddr>,
     /// Use splice(2) for cleartext TCP ↔ cleartext TCP relays.
     pub splice: bool,
+    /// DNS server (UDP and TCP) for upstream names, instead of the system's
+    /// configuration (`/etc/hosts`, `/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
 }
 
 /// One listening address.
@@ -404,6 +409,12 @@ impl RawConfig {
                     invalid("edge.admin", format!("`{a}` is not ip:port ({err})"))
                 })?),
             };
+        let resolver = match e.resolver.as_deref() {
+            None | Some("") => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|err| {
+                invalid("edge.resolver", format!("`{a}` is not ip:port ({err})"))
+            })?),
+        };
         let edge = EdgeSettings {
             cores: e.cores,
             token_query_param: e.token_query_param,
@@ -415,6 +426,7 @@ impl RawConfig {
             shutdown_grace: Duration::from_millis(e.shutdown_grace_ms),
             admin,
             splice: e.splice,
+            resolver,
         };
 
         let tunnels = validate_tunnels(self.tunnels)?;
@@ -513,11 +525,8 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
             }
             hostnames.push(h);
         }
-        if !valid_upstream(&t.upstream) {
-            return Err(invalid(
-                at("upstream"),
-                format!("`{}` is not host:port", t.upstream),
-            ));
+        if let Err(e) = crate::target::Upstream::parse(&t.upstream) {
+            return Err(invalid(at("upstream"), e));
         }
         let http_version = match t.http_version.as_str() {
             "http/1.1" => UpstreamVersion::Http1,
@@ -589,18 +598,6 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
         });
     }
     Ok(out)
-}
-
-fn valid_upstream(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() {
-        return true;
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
-        }
-        None => false,
-    }
 }
 
 fn existing_file(field: &str, p: &Path, base: &Path) -> Result<PathBuf, ConfigError> {

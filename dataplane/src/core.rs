@@ -22,6 +22,8 @@ pub struct CoreCtx {
     pub stats: Arc<CoreStats>,
     /// Raised when the edge shuts down (h2 connections send GOAWAY).
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// This core's resolver of upstream names (the lookups run off the core).
+    pub resolver: crate::resolve::Resolver,
     /// This core's h2c upstream connections.
     pub h2c: crate::upstream::h2c::H2cPool,
     /// Receive windows handed to this core's h2 connections.

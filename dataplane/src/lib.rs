@@ -39,6 +39,7 @@ pub mod plan;
 pub mod policy;
 pub mod proxy_protocol;
 pub mod relay;
+pub mod resolve;
 pub mod route;
 pub mod server;
 pub mod stats;

@@ -6,7 +6,6 @@
 //! every tunnel) and an expiry; the secret never reaches this process.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
 use subtle::ConstantTimeEq;
@@ -14,6 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::{digest, TokenSet};
 use crate::config::{TunnelConfig, TunnelMode, UpstreamVersion};
 use crate::target::host_key;
+use crate::target::Upstream;
 use crate::tunnel::Tunnel;
 
 /// One token grant.
@@ -73,22 +73,14 @@ pub struct RecordError {
     reason: String,
 }
 
-/// Builds a data-plane tunnel from a ring record. Upstreams given as
-/// `ip:port` (what the control plane normally sends) need no resolver;
-/// names are resolved here, once.
+/// Builds a data-plane tunnel from a ring record (no I/O: an upstream name
+/// is resolved when dialed, off the core).
 pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
     let err = |reason: String| RecordError {
         name: rec.name.clone(),
         reason,
     };
-    let upstream_addrs: Vec<SocketAddr> = match rec.upstream.parse::<SocketAddr>() {
-        Ok(a) => vec![a],
-        Err(_) => rec
-            .upstream
-            .to_socket_addrs()
-            .map_err(|e| err(format!("cannot resolve `{}`: {e}", rec.upstream)))?
-            .collect(),
-    };
+    let upstream = Upstream::parse(&rec.upstream).map_err(err)?;
     let mut allowed_cidrs = Vec::new();
     for c in &rec.trusted_cidrs {
         allowed_cidrs.push(
@@ -119,7 +111,7 @@ pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
             },
         },
         tokens: TokenSet::default(),
-        upstream_addrs,
+        upstream,
     })
 }
 

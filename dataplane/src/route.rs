@@ -7,7 +7,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 
 use crate::auth::{AuthError, TokenSet};
@@ -15,6 +14,7 @@ use crate::config::Config;
 use crate::managed::Managed;
 use crate::message::RequestHead;
 use crate::target::host_key;
+use crate::target::Upstream;
 use crate::tunnel::Tunnel;
 
 /// hostname → tunnel, and name → tunnel, for one core: the static tunnels
@@ -28,33 +28,16 @@ pub struct RouteTable {
     managed: Rc<RefCell<Managed>>,
 }
 
-/// Why a table could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("tunnel `{tunnel}`: cannot resolve upstream `{upstream}`: {reason}")]
-pub struct ResolveError {
-    tunnel: String,
-    upstream: String,
-    reason: String,
-}
-
 impl RouteTable {
-    /// Builds a table from configuration, resolving upstream names once.
-    pub fn build(config: &Config) -> Result<RouteTable, ResolveError> {
+    /// Builds a table from a validated configuration (no I/O: upstream
+    /// names are resolved when dialed, off the core).
+    pub fn build(config: &Config) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         for t in &config.tunnels {
-            let upstream_addrs: Vec<SocketAddr> = t
-                .upstream
-                .to_socket_addrs()
-                .map_err(|e| ResolveError {
-                    tunnel: t.name.clone(),
-                    upstream: t.upstream.clone(),
-                    reason: e.to_string(),
-                })?
-                .collect();
             table.insert(Tunnel {
                 tokens: TokenSet::from_plain(&t.tokens),
+                upstream: Upstream::parse(&t.upstream)?,
                 config: t.clone(),
-                upstream_addrs,
             });
         }
         Ok(table)

@@ -82,10 +82,6 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             None => None,
         });
     }
-    RouteTable::build(&config).map_err(|e| StartError::Config {
-        field: "tunnel.upstream".into(),
-        reason: e.to_string(),
-    })?;
 
     // Managed mode: one mapping shared by every core; a missing region is not
     // fatal (the data plane also runs stand-alone).
@@ -99,6 +95,10 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         }
     });
     let stop = Arc::new(AtomicBool::new(false));
+    let resolver = crate::resolve::spawn(config.edge.resolver).map_err(|e| StartError::Core {
+        core: 0,
+        reason: format!("cannot start the resolver thread: {e}"),
+    })?;
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut joins = Vec::new();
     let mut cores = Vec::new();
@@ -110,6 +110,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         let stop = stop.clone();
         let ready = ready_tx.clone();
         let control = control.clone();
+        let resolver = resolver.clone();
         let placement = if config.edge.cores == 0 && cpus.len() == 1 {
             Placement::Unbound
         } else {
@@ -119,7 +120,10 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             .name(&format!("core{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                run_core(core, cpu, config, identities, stats, stop, ready, control).await
+                run_core(
+                    core, cpu, config, identities, stats, stop, ready, control, resolver,
+                )
+                .await
             })
             .map_err(|e| StartError::Core {
                 core,
@@ -165,6 +169,7 @@ async fn run_core(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     control: Control,
+    resolver: crate::resolve::ResolverThread,
 ) {
     let setup = || -> Result<_, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
@@ -174,6 +179,7 @@ async fn run_core(
             routes: RefCell::new(Rc::new(routes)),
             stats,
             stop: stop.clone(),
+            resolver: crate::resolve::Resolver::new(resolver),
             h2c: Default::default(),
             h2_budget: crate::guard::RecvBudget::new(crate::downstream::h2::CORE_RECV_BUDGET),
             h2_resets: Default::default(),

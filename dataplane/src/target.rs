@@ -20,7 +20,7 @@
 //! hand because the `http` crate's `Uri` accepts userinfo and `+port`-style
 //! inputs we must refuse, and drops fragments silently.
 
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// Why a request target or authority is refused (400, or a stream error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +143,39 @@ pub fn host_key(host: &str) -> Option<String> {
         return None;
     }
     Some(name.to_ascii_lowercase())
+}
+
+/// Where a tunnel's upstream is: an address, or a name that the core's
+/// resolver looks up (off the core, `crate::resolve`) when dialing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// `ip:port` or `[ipv6]:port`.
+    Addr(SocketAddr),
+    /// `name:port`.
+    Name {
+        /// The DNS name.
+        host: String,
+        /// The port.
+        port: u16,
+    },
+}
+
+impl Upstream {
+    /// Parses `host:port` (no I/O).
+    pub fn parse(s: &str) -> Result<Upstream, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(Upstream::Addr(a));
+        }
+        let a = parse_authority(s, Port::Required)
+            .map_err(|e| format!("`{s}` is not host:port: {e}"))?;
+        if a.host.starts_with('[') || a.host.parse::<IpAddr>().is_ok() {
+            return Err(format!("`{s}` is not host:port"));
+        }
+        Ok(Upstream::Name {
+            host: a.host.to_owned(),
+            port: a.port.unwrap_or_default(),
+        })
+    }
 }
 
 /// A request target, checked against its method (RFC 9112 §3.2).

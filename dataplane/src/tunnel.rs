@@ -2,10 +2,11 @@
 //! only) and its upstream addresses. Shared by the static table (`route`)
 //! and the control plane's (`managed`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use crate::auth::TokenSet;
 use crate::config::TunnelConfig;
+use crate::target::Upstream;
 
 /// A tunnel as one core uses it.
 #[derive(Debug)]
@@ -14,8 +15,8 @@ pub struct Tunnel {
     pub config: TunnelConfig,
     /// Accepted tokens, hashed.
     pub tokens: TokenSet,
-    /// Upstream addresses, resolved when the table was built.
-    pub upstream_addrs: Vec<SocketAddr>,
+    /// Where the upstream is.
+    pub upstream: Upstream,
 }
 
 impl Tunnel {

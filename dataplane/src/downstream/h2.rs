@@ -367,7 +367,7 @@ async fn tunnel(
     let open = async {
         if t.config.mode == crate::config::TunnelMode::HttpUpgrade {
             // Terminated here like the h1 HTTPUpgrade: raw TCP to the upstream.
-            crate::upstream::dial(&t.upstream_addrs, &t.config.upstream, limits.connect)
+            crate::upstream::dial(&core.resolver, t, limits.connect)
                 .await
                 .map(|up| Opened::Open {
                     leg: Leg::Tcp(up),
@@ -382,7 +382,15 @@ async fn tunnel(
                 path: head.target.clone(),
                 fields: crate::policy::request_fields(&head),
             };
-            session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await
+            session::open(
+                &core.resolver,
+                &core.h2c,
+                t,
+                ask,
+                limits,
+                edge.max_head_bytes,
+            )
+            .await
         }
     };
     let opened = match unless_reset(conn, &mut respond, open).await {

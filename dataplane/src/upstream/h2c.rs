@@ -22,6 +22,7 @@ use h2::client::SendRequest;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 use crate::error::Rejection;
+use crate::resolve::Resolver;
 use crate::timeout::with_timeout;
 use crate::tunnel::Tunnel;
 
@@ -59,6 +60,7 @@ impl H2cPool {
     /// free slot, else on a newly dialled one.
     pub async fn slot(
         &self,
+        resolver: &Resolver,
         t: &Tunnel,
         connect_timeout: Duration,
         handshake_timeout: Duration,
@@ -81,7 +83,9 @@ impl H2cPool {
                 });
             }
         }
-        let send = self.dial(t, connect_timeout, handshake_timeout).await?;
+        let send = self
+            .dial(resolver, t, connect_timeout, handshake_timeout)
+            .await?;
         let extended_connect = send.is_extended_connect_protocol_enabled();
         let ready = with_timeout(handshake_timeout, send.ready()).await;
         match ready {
@@ -99,12 +103,13 @@ impl H2cPool {
 
     async fn dial(
         &self,
+        resolver: &Resolver,
         t: &Tunnel,
         connect_timeout: Duration,
         handshake_timeout: Duration,
     ) -> Result<SendRequest<Bytes>, Rejection> {
         let name = &t.config.upstream;
-        let tcp = super::dial(&t.upstream_addrs, name, connect_timeout).await?;
+        let tcp = super::dial(resolver, t, connect_timeout).await?;
         let bad = |what: String| Rejection::UpstreamBadAnswer(format!("h2c handshake: {what}"));
         let timed_out = || Rejection::UpstreamTimeout {
             addr: name.clone(),

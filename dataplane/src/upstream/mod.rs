@@ -8,7 +8,6 @@ pub mod h2c;
 pub mod request;
 pub mod session;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_lite::AsyncReadExt;
@@ -17,20 +16,46 @@ use glommio::net::TcpStream;
 use crate::codec::h1::parse_response;
 use crate::error::Rejection;
 use crate::message::ResponseHead;
+use crate::resolve::Resolver;
+use crate::target::Upstream;
 use crate::timeout::with_timeout;
+use crate::tunnel::Tunnel;
 
-/// Connects to the first address that answers, within `timeout` each.
+/// Connects to `t`'s upstream: its address, or the addresses its name
+/// resolves to (off the core, within `timeout`; then 504), the first that
+/// answers within `timeout` each.
 pub async fn dial(
-    addrs: &[SocketAddr],
-    name: &str,
+    resolver: &Resolver,
+    t: &Tunnel,
     timeout: Duration,
 ) -> Result<TcpStream, Rejection> {
+    let name = t.config.upstream.as_str();
+    let addrs = match &t.upstream {
+        Upstream::Addr(a) => vec![*a],
+        Upstream::Name { host, port } => {
+            match with_timeout(timeout, resolver.resolve(host, *port)).await {
+                Some(Ok(addrs)) => addrs,
+                Some(Err(reason)) => {
+                    return Err(Rejection::UpstreamUnreachable {
+                        addr: name.to_owned(),
+                        reason: format!("cannot resolve: {reason}"),
+                    })
+                }
+                None => {
+                    return Err(Rejection::UpstreamTimeout {
+                        addr: format!("{name} (resolving)"),
+                        after: timeout,
+                    })
+                }
+            }
+        }
+    };
     let mut last = Rejection::UpstreamUnreachable {
         addr: name.to_owned(),
         reason: "no address".into(),
     };
     for addr in addrs {
-        match with_timeout(timeout, TcpStream::connect(*addr)).await {
+        match with_timeout(timeout, TcpStream::connect(addr)).await {
             Some(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);

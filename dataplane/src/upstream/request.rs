@@ -18,6 +18,7 @@ use super::session::Deadlines;
 use crate::error::Rejection;
 use crate::message::{Headers, RequestHead};
 use crate::policy::request_fields;
+use crate::resolve::Resolver;
 use crate::tunnel::Tunnel;
 
 /// Kernel send buffer of an upstream connection carrying a forwarded
@@ -51,12 +52,13 @@ impl Body {
 
 /// HTTP/1.1 upstream: dials, fixes the send buffer, writes the head.
 pub async fn send_h1(
+    resolver: &Resolver,
     t: &Tunnel,
     head: &RequestHead,
     body: &Body,
     connect_timeout: std::time::Duration,
 ) -> Result<TcpStream, Rejection> {
-    let mut up = super::dial(&t.upstream_addrs, &t.config.upstream, connect_timeout).await?;
+    let mut up = super::dial(resolver, t, connect_timeout).await?;
     let _ = crate::sys::set_send_buffer(std::os::fd::AsRawFd::as_raw_fd(&up), UPSTREAM_SNDBUF);
     let mut out = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\n",
@@ -93,13 +95,16 @@ pub type H2cExchange = (h2::client::ResponseFuture, h2::SendStream<Bytes>);
 
 /// h2c upstream: a stream on a pooled connection, its HEADERS sent.
 pub async fn send_h2c(
+    resolver: &Resolver,
     pool: &H2cPool,
     t: &Tunnel,
     head: &RequestHead,
     body: &Body,
     limits: Deadlines,
 ) -> Result<H2cExchange, Rejection> {
-    let slot = pool.slot(t, limits.connect, limits.handshake).await?;
+    let slot = pool
+        .slot(resolver, t, limits.connect, limits.handshake)
+        .await?;
     let mut send = slot.send;
     let uri = format!("http://{}{}", head.host().unwrap_or_default(), head.target);
     let mut req = http::Request::builder()

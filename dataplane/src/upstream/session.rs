@@ -25,6 +25,7 @@ use crate::message::{BodyFraming, Headers};
 use crate::policy::{answer_fields, session_answer_fields};
 use crate::relay::h2::{io_error, H2Stream};
 use crate::relay::Leg;
+use crate::resolve::Resolver;
 use crate::timeout::with_timeout;
 use crate::tunnel::Tunnel;
 use crate::websocket::accept_key;
@@ -96,6 +97,7 @@ pub struct Deadlines {
 
 /// Opens the session `ask` on `t`'s upstream.
 pub async fn open(
+    resolver: &Resolver,
     pool: &H2cPool,
     t: &Tunnel,
     ask: Ask,
@@ -104,10 +106,10 @@ pub async fn open(
 ) -> Result<Opened, Rejection> {
     match t.config.http_version {
         UpstreamVersion::Http1 => {
-            let up = super::dial(&t.upstream_addrs, &t.config.upstream, limits.connect).await?;
+            let up = super::dial(resolver, t, limits.connect).await?;
             open_h1(up, t, ask, limits.handshake, max_head).await
         }
-        UpstreamVersion::H2c => open_h2c(pool, t, ask, limits).await,
+        UpstreamVersion::H2c => open_h2c(resolver, pool, t, ask, limits).await,
     }
 }
 
@@ -211,12 +213,15 @@ async fn open_h1(
 }
 
 async fn open_h2c(
+    resolver: &Resolver,
     pool: &H2cPool,
     t: &Tunnel,
     ask: Ask,
     limits: Deadlines,
 ) -> Result<Opened, Rejection> {
-    let slot = pool.slot(t, limits.connect, limits.handshake).await?;
+    let slot = pool
+        .slot(resolver, t, limits.connect, limits.handshake)
+        .await?;
     let mut send = slot.send;
     let mut req = http::Request::builder().method(http::Method::CONNECT);
     match &ask.kind {

@@ -111,13 +111,7 @@ pub(crate) async fn proceed(
             }
         },
     };
-    let mut up = match upstream::dial(
-        &t.upstream_addrs,
-        &t.config.upstream,
-        edge.upstream_connect_timeout,
-    )
-    .await
-    {
+    let mut up = match upstream::dial(&core.resolver, t, edge.upstream_connect_timeout).await {
         Ok(up) => up,
         Err(rej) => {
             reject(core, down, client, rej, Some(&head), Some(t)).await;

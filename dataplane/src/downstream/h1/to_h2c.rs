@@ -81,7 +81,16 @@ pub(crate) async fn to_h2c(
         connect: edge.upstream_connect_timeout,
         handshake: edge.upstream_handshake_timeout,
     };
-    let opened = match session::open(&core.h2c, t, ask, limits, edge.max_head_bytes).await {
+    let opened = match session::open(
+        &core.resolver,
+        &core.h2c,
+        t,
+        ask,
+        limits,
+        edge.max_head_bytes,
+    )
+    .await
+    {
         Ok(o) => o,
         Err(rej) => {
             reject(core, down, client, rej, Some(&head), Some(t)).await;

@@ -173,7 +173,13 @@ async fn via_h1(
 ) -> Result<(), Rejection> {
     let edge = &conn.core.edge;
     let shape = Body::of(head, body.is_end_stream());
-    let send = send_h1(t, head, &shape, edge.upstream_connect_timeout);
+    let send = send_h1(
+        &conn.core.resolver,
+        t,
+        head,
+        &shape,
+        edge.upstream_connect_timeout,
+    );
     let Some(up) = unless_reset(conn, respond, send).await else {
         return Ok(());
     };
@@ -274,7 +280,7 @@ async fn via_h2c(
         connect: edge.upstream_connect_timeout,
         handshake: edge.upstream_handshake_timeout,
     };
-    let send = send_h2c(&conn.core.h2c, t, head, &shape, limits);
+    let send = send_h2c(&conn.core.resolver, &conn.core.h2c, t, head, &shape, limits);
     let Some(sent) = unless_reset(conn, respond, send).await else {
         return Ok(());
     };
