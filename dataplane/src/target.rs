@@ -344,6 +344,35 @@ mod tests {
     }
 
     #[test]
+    fn upstreams() {
+        assert_eq!(
+            Upstream::parse("127.0.0.1:9000"),
+            Ok(Upstream::Addr("127.0.0.1:9000".parse().unwrap()))
+        );
+        assert_eq!(
+            Upstream::parse("[::1]:22"),
+            Ok(Upstream::Addr("[::1]:22".parse().unwrap()))
+        );
+        assert_eq!(
+            Upstream::parse("origin.internal:8080"),
+            Ok(Upstream::Name {
+                host: "origin.internal".into(),
+                port: 8080
+            })
+        );
+        for bad in [
+            "origin",
+            "origin:0",
+            "a b:1",
+            "u@h:1",
+            "h:+1",
+            "1.2.3.4:99999",
+        ] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn paths_decode_like_go() {
         assert_eq!(decoded_path("/ray%2Fpath?ed=2048"), "/ray/path");
         assert_eq!(decoded_path("/x%0aFORGED"), "/x\nFORGED");
