@@ -6,6 +6,9 @@
 //! Every WebSocket combination {h1, h2} downstream × {http/1.1, h2c}
 //! upstream and every CONNECT combination moves 16 MiB each way, compared by
 //! SHA-256 (by the Python client for h2 downstreams, here for h1 ones).
+//!
+//! One file per feature: HTTP/2 is one, with these seven scenarios, so the
+//! file runs past 600 lines on purpose.
 
 mod support;
 

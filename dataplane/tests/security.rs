@@ -9,6 +9,9 @@
 //! serves pipelined requests: what an attacker hopes for), an h2c origin
 //! (Rust `h2`) that records every stream, a TCP echo, and a silent origin
 //! that never reads.
+//!
+//! One file for the nine defects, each test next to its attack, so it runs
+//! past 600 lines on purpose.
 
 mod support;
 
