@@ -11,6 +11,7 @@
 //! `server` wires it together; `supervisor` is `controlplane up` (also runs
 //! and restarts the data plane); `cli` is the client side of the binary.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod api;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! `controlplane`: run the control plane (`serve`), both processes (`up`),
 //! or call the API (`tunnel`, `token`, `stats`).
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -35,11 +35,6 @@ impl TokenSet {
         }
     }
 
-    /// Adds a digest (managed mode ships digests only).
-    pub fn insert_digest(&mut self, d: [u8; 32]) {
-        self.digests.insert(d);
-    }
-
     /// Whether `token` is accepted.
     pub fn accepts(&self, token: &[u8]) -> bool {
         let d = digest(token);
@@ -68,17 +63,9 @@ pub enum AuthError {
     NotBearer,
 }
 
-/// Checks the request's proof against `tokens` and removes it from `head`.
-pub fn authorize(
-    head: &mut RequestHead,
-    query_param: &str,
-    tokens: &TokenSet,
-) -> Result<(), AuthError> {
-    authorize_with(head, query_param, |t| tokens.accepts(t))
-}
-
-/// Like [`authorize`], with the decision on the presented token left to
-/// `accepts` (managed mode adds scoped, expiring grants).
+/// Checks the request's proof and removes it from `head`; the decision on
+/// the presented token is `accepts`' (static tokens, or the control plane's
+/// scoped, expiring grants).
 pub fn authorize_with(
     head: &mut RequestHead,
     query_param: &str,
@@ -124,6 +111,10 @@ mod tests {
 
     fn head(s: &str) -> RequestHead {
         parse_request(s.as_bytes(), 16384).unwrap().unwrap().0
+    }
+
+    fn authorize(h: &mut RequestHead, p: &str, tokens: &TokenSet) -> Result<(), AuthError> {
+        authorize_with(h, p, |t| tokens.accepts(t))
     }
 
     fn tokens() -> TokenSet {

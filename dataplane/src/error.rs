@@ -3,7 +3,7 @@
 //! A [`Rejection`] carries the reason (for the log line), its [`Side`] and
 //! exactly one status; `answer` turns it into each version's answer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::auth::AuthError;
@@ -155,15 +155,5 @@ pub fn reason_phrase(status: u16) -> &'static str {
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
         _ => "Error",
-    }
-}
-
-/// Where a connection came from, for log lines.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
-
-impl std::fmt::Display for ClientAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
     }
 }

@@ -61,6 +61,7 @@ impl RecvBudget {
     }
 
     /// Bytes not reserved.
+    #[cfg(test)]
     pub fn left(&self) -> u64 {
         self.left.get()
     }
@@ -151,6 +152,7 @@ impl ResetLimiter {
     }
 
     /// Addresses currently tracked.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.buckets.borrow().len()
     }

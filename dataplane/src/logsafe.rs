@@ -73,6 +73,7 @@ pub struct ClientText(pub String);
 impl ClientText {
     /// Takes client bytes (not necessarily UTF-8; invalid sequences become
     /// U+FFFD).
+    #[cfg(test)]
     pub fn from_bytes(b: &[u8]) -> ClientText {
         ClientText(String::from_utf8_lossy(b).into_owned())
     }

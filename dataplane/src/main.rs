@@ -1,4 +1,5 @@
 //! `dataplane`: run the edge from a config file, or the self-contained demo.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

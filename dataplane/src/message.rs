@@ -17,7 +17,7 @@
 use std::fmt;
 
 pub mod framing;
-pub use framing::{BodyFraming, ChunkedScanner};
+pub use framing::BodyFraming;
 
 use crate::target::TargetError;
 

@@ -71,13 +71,8 @@ impl RouteTable {
     }
 
     /// Number of static tunnels.
-    pub fn len(&self) -> usize {
+    pub fn static_tunnels(&self) -> usize {
         self.by_name.len()
-    }
-
-    /// Whether there is no static tunnel.
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
     }
 
     /// The control plane's tables, shared with this core's ring poller.

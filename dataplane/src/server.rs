@@ -237,7 +237,7 @@ async fn run_core(
         core,
         cpu,
         listeners = listeners.len(),
-        tunnels = ctx.routes.borrow().len(),
+        tunnels = ctx.routes.borrow().static_tunnels(),
         "core serving"
     );
     let _ = ready.send(Ok(()));

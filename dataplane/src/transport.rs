@@ -34,14 +34,6 @@ pub enum TransportError {
     Timeout(&'static str),
 }
 
-/// What the transport steps produced.
-pub enum Accepted {
-    /// Cleartext HTTP/2 with prior knowledge (the preface is in front).
-    H2c(Prefixed),
-    /// TLS or cleartext; ALPN says which HTTP version.
-    Stream(Downstream),
-}
-
 /// Reads the PROXY header (when `required`) and returns the client address
 /// it names, plus the bytes that followed it.
 pub async fn proxy_header(

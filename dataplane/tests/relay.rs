@@ -47,9 +47,9 @@ async fn upgraded<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, early: &[u8]) -> 
     let mut first = UPGRADE.to_vec();
     first.extend_from_slice(early);
     s.write_all(&first).await.unwrap();
-    let mut got = vec![0u8; dataplane::downstream::h1::exchange::HTTPUPGRADE_101.len()];
+    let mut got = vec![0u8; dataplane::HTTPUPGRADE_101.len()];
     s.read_exact(&mut got).await.unwrap();
-    assert_eq!(got, dataplane::downstream::h1::exchange::HTTPUPGRADE_101);
+    assert_eq!(got, dataplane::HTTPUPGRADE_101);
     s
 }
 

@@ -549,7 +549,7 @@ async fn d6_reset_streams_cancel_their_dial_and_are_limited_per_address() {
 }
 
 fn guard_burst() -> f64 {
-    dataplane::guard::RESET_BURST
+    dataplane::RESET_BURST
 }
 
 /// Defect 7: the decoded path went raw into a log line, so a client could

@@ -1,7 +1,7 @@
 //! Request heads from the network: parse, classify, authorize; never panic,
 //! and a parsed head re-encodes to bytes that parse to the same head.
 #![no_main]
-use dataplane::auth::{authorize, TokenSet};
+use dataplane::auth::{authorize_with, TokenSet};
 use dataplane::codec::h1::parse_request;
 use dataplane::intent::classify;
 use libfuzzer_sys::fuzz_target;
@@ -14,8 +14,8 @@ fuzz_target!(|data: &[u8]| {
         let reparsed = parse_request(&again, 1 << 20).ok().flatten().map(|(h, _)| h);
         assert_eq!(reparsed.as_ref(), Some(&head));
         let _ = classify(&head);
-        let _ = dataplane::route::host_key(head.host().unwrap_or(""));
+        let _ = dataplane::target::host_key(head.host().unwrap_or(""));
         let tokens = TokenSet::from_plain(&["t".into()]);
-        let _ = authorize(&mut head, "rstream.token", &tokens);
+        let _ = authorize_with(&mut head, "rstream.token", |t| tokens.accepts(t));
     }
 });

@@ -8,6 +8,7 @@
 //! end:  merge histograms → text summary, --json, --svg
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod h2;
 pub mod httpupgrade;

@@ -1,5 +1,6 @@
 //! `loadgen`: load modes against an edge or a direct origin, and the
 //! benchmark origins (`loadgen origin ...`).
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
