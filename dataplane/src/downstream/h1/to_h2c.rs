@@ -136,22 +136,12 @@ pub(crate) async fn to_h2c(
             body,
         } => {
             tracing::info!(%client, tunnel = %t.config.name, status, "h2c upstream refused; answer relayed, closing");
-            let mut answer = format!(
-                "HTTP/1.1 {status} {}\r\n",
-                crate::error::reason_phrase(status)
-            )
-            .into_bytes();
-            crate::codec::h1::write_fields(&mut answer, &fields);
-            answer.extend_from_slice(
-                format!(
-                    "Content-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            answer.extend_from_slice(&body);
-            down.write_all(&answer).await?;
-            let _ = down.close().await;
+            let answer = crate::answer::Response {
+                status,
+                fields,
+                body,
+            };
+            super::write_and_close(&mut down, &crate::answer::h1_bytes(&answer)).await;
         }
     }
     Ok(())
