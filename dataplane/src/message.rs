@@ -156,6 +156,15 @@ impl Headers for RequestHead {
     }
 }
 
+impl ResponseHead {
+    /// The fields as `(name, value)` pairs.
+    pub fn fields_iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice()))
+    }
+}
+
 impl Headers for ResponseHead {
     fn fields(&self) -> &[Header] {
         &self.headers

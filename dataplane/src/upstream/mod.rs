@@ -77,6 +77,18 @@ pub async fn dial(
     Err(last)
 }
 
+/// Writes a request head (and what goes with it) to a dialed upstream; a
+/// failure is the upstream's (502).
+pub async fn send(up: &mut TcpStream, bytes: &[u8], t: &Tunnel) -> Result<(), Rejection> {
+    use futures_lite::AsyncWriteExt;
+    up.write_all(bytes)
+        .await
+        .map_err(|e| Rejection::UpstreamUnreachable {
+            addr: t.config.upstream.clone(),
+            reason: format!("write failed: {e}"),
+        })
+}
+
 /// The upstream's answer head, its raw bytes, and what followed it.
 #[derive(Debug)]
 pub struct Answer {

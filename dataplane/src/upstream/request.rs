@@ -10,7 +10,6 @@
 //! ```
 
 use bytes::Bytes;
-use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use super::h2c::H2cPool;
@@ -81,12 +80,7 @@ pub async fn send_h1(
         Body::Streamed => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    up.write_all(&out)
-        .await
-        .map_err(|e| Rejection::UpstreamUnreachable {
-            addr: t.config.upstream.clone(),
-            reason: format!("write failed: {e}"),
-        })?;
+    super::send(&mut up, &out, t).await?;
     Ok(up)
 }
 

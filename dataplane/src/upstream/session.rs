@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpStream;
 
 use crate::config::UpstreamVersion;
@@ -151,26 +151,14 @@ async fn open_h1(
     let mut out = head.into_bytes();
     crate::codec::h1::write_fields(&mut out, &ask.fields);
     out.extend_from_slice(b"\r\n");
-    up.write_all(&out)
-        .await
-        .map_err(|e| Rejection::UpstreamUnreachable {
-            addr: t.config.upstream.clone(),
-            reason: format!("write failed: {e}"),
-        })?;
+    super::send(&mut up, &out, t).await?;
     let answer = super::read_answer(&mut up, &t.config.upstream, max_head, timeout).await?;
     let status = answer.head.status;
     let accepted = match ask.kind {
         AskKind::WebSocket => status == 101,
         AskKind::Connect { .. } => (200..300).contains(&status),
     };
-    let fields = answer_fields(
-        answer
-            .head
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice())),
-        false,
-    );
+    let fields = answer_fields(answer.head.fields_iter(), false);
     if accepted {
         if ask.kind == AskKind::WebSocket {
             let want = accept_key(key.as_bytes());

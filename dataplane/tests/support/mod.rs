@@ -51,6 +51,15 @@ impl Edge {
     /// Starts an edge. `config` may use `@LISTEN@`, `@TLS_LISTEN@`,
     /// `@PP_LISTEN@`, `@XFF_LISTEN@`, `@CERT@`, `@KEY@`, `@ADMIN@`.
     pub fn start(config: &str) -> Edge {
+        // Ports are picked free, then bound by the edge: another test can
+        // take one in between. Such a start is retried with fresh ports.
+        for _ in 0..3 {
+            match Self::try_start(config) {
+                Ok(edge) => return edge,
+                Err((_, log)) if log.contains("Address already in use") => continue,
+                Err(e) => panic!("edge should start: {e:?}"),
+            }
+        }
         Self::try_start(config).expect("edge should start")
     }
 

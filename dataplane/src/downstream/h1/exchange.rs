@@ -139,11 +139,7 @@ pub(crate) async fn proceed(
     let mut out = Vec::with_capacity(1024 + body.len());
     crate::codec::h1::encode_request(&head, &mut out);
     out.extend_from_slice(&body);
-    if let Err(e) = up.write_all(&out).await {
-        let rej = Rejection::UpstreamUnreachable {
-            addr: t.config.upstream.clone(),
-            reason: format!("write failed: {e}"),
-        };
+    if let Err(rej) = upstream::send(&mut up, &out, t).await {
         reject(core, down, client, rej, Some(&head), Some(t)).await;
         return Ok(());
     }

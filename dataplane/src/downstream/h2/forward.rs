@@ -204,14 +204,7 @@ async fn via_h1(
         Some(Err(gone)) => return abandon(conn, up_fd, gone),
         Some(Ok(answer)) => answer?,
     };
-    let fields = answer_fields(
-        answer
-            .head
-            .headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice())),
-        true,
-    );
+    let fields = answer_fields(answer.head.fields_iter(), true);
     let mut framing = BodyFraming::of_response(&head.method, &answer.head);
     let (take, done) = framing.advance(&answer.raw[answer.head_len..]);
     let first = Bytes::copy_from_slice(&answer.raw[answer.head_len..answer.head_len + take]);
