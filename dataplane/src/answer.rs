@@ -118,18 +118,35 @@ pub fn record(
         }
         _ => {}
     }
+    let Some(suppressed) = log_budget(core) else {
+        return;
+    };
     let target = head.map(|h| redact_target(&h.target, &core.edge.token_query_param));
     let target = target.as_deref().map(Escaped);
     let method = head.map(|h| Escaped(&h.method));
     let tunnel = tunnel.map(|t| t.config.name.as_str());
     let answer = answer.describe();
-    tracing::warn!(core = core.core, %client, method = method.map(tracing::field::display), target = target.map(tracing::field::display), tunnel, answer, "rejected: {rej}");
+    let suppressed = (suppressed > 0).then_some(suppressed);
+    tracing::warn!(core = core.core, %client, method = method.map(tracing::field::display), target = target.map(tracing::field::display), tunnel, answer, suppressed, "rejected: {rej}");
+}
+
+/// Whether the next refusal line may be written (`Some`: how many were
+/// suppressed before it); a suppressed line is counted.
+pub fn log_budget(core: &CoreCtx) -> Option<u64> {
+    let taken = core.log_budget.take(std::time::Instant::now());
+    if taken.is_none() {
+        stats::add(&core.stats.log_lines_suppressed, 1);
+    }
+    taken
 }
 
 /// Counts and logs a connection closed before its first request.
 pub fn record_closed(core: &CoreCtx, client: SocketAddr, err: &TransportError) {
     stats::add(&core.stats.rejected_total, 1);
-    tracing::warn!(core = core.core, %client, "connection closed: {err}");
+    if let Some(suppressed) = log_budget(core) {
+        let suppressed = (suppressed > 0).then_some(suppressed);
+        tracing::warn!(core = core.core, %client, suppressed, "connection closed: {err}");
+    }
 }
 
 #[cfg(test)]

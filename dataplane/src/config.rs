@@ -100,6 +100,9 @@ pub struct EdgeSettings {
     /// DNS server (UDP and TCP) for upstream names, instead of the system's
     /// configuration (`/etc/hosts`, `/etc/resolv.conf`).
     pub resolver: Option<SocketAddr>,
+    /// Connections one core serves at once; `None`: derived from the fd
+    /// budget at start (`server::max_connections`).
+    pub max_connections: Option<usize>,
 }
 
 /// One listening address.

@@ -30,6 +30,10 @@ pub struct CoreCtx {
     pub h2_budget: crate::guard::RecvBudget,
     /// Early stream resets per client address (h2).
     pub h2_resets: crate::guard::ResetLimiter,
+    /// Connections this core serves at once; more are refused at accept.
+    pub max_connections: usize,
+    /// Rate limit of this core's refusal log lines.
+    pub log_budget: crate::guard::LogBudget,
 }
 
 /// One listener as seen by one core.

@@ -158,6 +158,46 @@ impl ResetLimiter {
     }
 }
 
+/// Warning lines one core writes per second about refused clients; the
+/// rest are counted and summed into the next line written.
+pub const LOG_LINES_PER_SECOND: u32 = 50;
+
+/// Rate limit of one core's refusal log lines: an attack gets a bounded
+/// log, and each line after a quiet-down says how many it stands for.
+#[derive(Debug)]
+pub struct LogBudget {
+    window: Cell<Instant>,
+    used: Cell<u32>,
+    suppressed: Cell<u64>,
+}
+
+impl Default for LogBudget {
+    fn default() -> LogBudget {
+        LogBudget {
+            window: Cell::new(Instant::now()),
+            used: Cell::new(0),
+            suppressed: Cell::new(0),
+        }
+    }
+}
+
+impl LogBudget {
+    /// `Some(n)`: write this line, and say that `n` lines were suppressed
+    /// before it; `None`: suppress it (counted).
+    pub fn take(&self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.window.get()).as_secs() >= 1 {
+            self.window.set(now);
+            self.used.set(0);
+        }
+        if self.used.get() >= LOG_LINES_PER_SECOND {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.used.set(self.used.get() + 1);
+        Some(self.suppressed.replace(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +237,15 @@ mod tests {
         assert!(!l.allows("::ffff:192.0.2.1".parse().unwrap(), t0));
         assert!(!l.allows(a, t0 + Duration::from_millis(500)));
         assert!(l.allows(a, t0 + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn log_lines_are_limited_per_second() {
+        let b = LogBudget::default();
+        let t0 = Instant::now();
+        let written = (0..1000).filter(|_| b.take(t0).is_some()).count();
+        assert_eq!(written, LOG_LINES_PER_SECOND as usize);
+        assert_eq!(b.take(t0 + Duration::from_secs(1)), Some(1000 - written as u64));
     }
 
     #[test]

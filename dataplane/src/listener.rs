@@ -15,6 +15,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::conn;
 use crate::core::{CoreCtx, ListenerCtx};
+use crate::stats;
 
 /// Binds one listening socket with SO_REUSEPORT.
 pub fn bind(addr: SocketAddr) -> io::Result<glommio::net::TcpListener> {
@@ -66,6 +67,17 @@ pub async fn accept_loop(
                 continue;
             }
         };
+        if core.stats.connections_active.load(Ordering::Relaxed) >= core.max_connections as u64 {
+            // Refused cheaply: closed before any read, counted, and logged
+            // within the core's log budget. Established relays are untouched.
+            stats::add(&core.stats.connections_refused, 1);
+            if let Some(suppressed) = crate::answer::log_budget(&core) {
+                let suppressed = (suppressed > 0).then_some(suppressed);
+                tracing::warn!(core = core.core, listener = %lis.cfg.name, max = core.max_connections, suppressed, "connection refused: the core is at edge.max_connections");
+            }
+            drop(stream);
+            continue;
+        }
         let peer = match stream.peer_addr() {
             Ok(p) => p,
             Err(_) => continue,

@@ -57,6 +57,7 @@ pub struct Handle {
 /// Starts every core and returns once all are serving; `join` waits for the end.
 pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>), StartError> {
     let cpus = crate::sys::allowed_cpus()?;
+    let nofile = crate::sys::raise_nofile()?;
     let n = match config.edge.cores {
         0 => cpus.len(),
         n if n <= cpus.len() => n,
@@ -94,6 +95,16 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             }
         }
     });
+    let max_connections = config
+        .edge
+        .max_connections
+        .unwrap_or_else(|| max_connections(nofile, n));
+    tracing::info!(
+        nofile,
+        max_connections,
+        cores = n,
+        "open files limit; connections per core"
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let resolver = crate::resolve::spawn(config.edge.resolver).map_err(|e| StartError::Core {
         core: 0,
@@ -120,8 +131,9 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             .name(&format!("core{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
+                let per_core = (resolver, max_connections);
                 run_core(
-                    core, cpu, config, identities, stats, stop, ready, control, resolver,
+                    core, cpu, config, identities, stats, stop, ready, control, per_core,
                 )
                 .await
             })
@@ -152,6 +164,20 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
     Ok((Handle { cores, stop }, joins))
 }
 
+/// Descriptors one relayed connection may hold: the client's and the
+/// upstream's sockets, and a `dup` of each for the splice relay's second
+/// direction (DESIGN §3).
+pub const FDS_PER_CONNECTION: u64 = 4;
+/// Descriptors kept for listeners, pipes in flight, the ring, logs.
+const FDS_RESERVED: u64 = 256;
+
+/// The default `edge.max_connections`: the open-files limit shared by
+/// `cores`, at [`FDS_PER_CONNECTION`] each.
+pub fn max_connections(nofile: u64, cores: usize) -> usize {
+    let per_core = nofile.saturating_sub(FDS_RESERVED) / cores.max(1) as u64 / FDS_PER_CONNECTION;
+    per_core.max(1) as usize
+}
+
 /// The region, its path and the first-snapshot wait, in managed mode.
 type Control = Option<(
     Arc<shmring::Region>,
@@ -169,7 +195,7 @@ async fn run_core(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     control: Control,
-    resolver: crate::resolve::ResolverThread,
+    (resolver, max_connections): (crate::resolve::ResolverThread, usize),
 ) {
     let setup = || -> Result<_, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
@@ -183,6 +209,8 @@ async fn run_core(
             h2c: Default::default(),
             h2_budget: crate::guard::RecvBudget::new(crate::downstream::h2::CORE_RECV_BUDGET),
             h2_resets: Default::default(),
+            max_connections,
+            log_budget: Default::default(),
         });
         let mut listeners = Vec::new();
         for (l, id) in config.listeners.iter().zip(&identities) {

@@ -53,6 +53,10 @@ counters! {
     resets_propagated,
     /// h2 streams the client reset after we accepted them, before our answer.
     h2_early_resets,
+    /// Connections closed at accept: the core was at `max_connections`.
+    connections_refused,
+    /// Refusal log lines not written (rate limit), counted instead.
+    log_lines_suppressed,
 }
 
 /// Adds to a counter; only the owning core calls this.

@@ -52,6 +52,8 @@ struct RawEdge {
     splice: bool,
     #[serde(default)]
     resolver: Option<String>,
+    #[serde(default)]
+    max_connections: usize,
 }
 
 impl Default for RawEdge {
@@ -233,6 +235,7 @@ impl RawConfig {
             admin,
             splice: e.splice,
             resolver,
+            max_connections: (e.max_connections > 0).then_some(e.max_connections),
         };
 
         let tunnels = validate_tunnels(self.tunnels)?;

@@ -101,7 +101,19 @@ impl Edge {
         // to show that a regression test fails on the code before the fix).
         let bin = std::env::var("SWITCHYARD_EDGE_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_dataplane").to_owned());
-        let child = Command::new(bin)
+        // EDGE_SOFT_NOFILE starts the edge with a lower soft open-files
+        // limit (through the shell's `ulimit`), to see it raise its own.
+        let mut cmd = match std::env::var("EDGE_SOFT_NOFILE") {
+            Ok(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                    .arg(&bin);
+                c
+            }
+            Err(_) => Command::new(&bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&cfg_path)
             .env(
