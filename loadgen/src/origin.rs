@@ -148,7 +148,8 @@ async fn ws_echo(mut s: TcpStream) -> std::io::Result<()> {
     let mut chunk = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
-        // Echo every complete frame (unmasked), then read more.
+        // Echo every complete frame (unmasked, fragments kept as they came
+        // so a fragmented message returns whole), then read more.
         while let Some((hl, len, op)) = ws::decode_server_header(&acc) {
             if acc.len() < hl + len {
                 break;
@@ -160,23 +161,10 @@ async fn ws_echo(mut s: TcpStream) -> std::io::Result<()> {
                 [0; 4]
             };
             out.clear();
-            out.push(0x80 | op);
-            if len < 126 {
-                out.push(len as u8);
-            } else if len <= u16::MAX as usize {
-                out.push(126);
-                out.extend_from_slice(&(len as u16).to_be_bytes());
-            } else {
-                out.push(127);
-                out.extend_from_slice(&(len as u64).to_be_bytes());
+            ws::echo_frame(acc[0], &acc[hl..hl + len], mask, &mut out);
+            if !out.is_empty() {
+                s.write_all(&out).await?;
             }
-            out.extend(
-                acc[hl..hl + len]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| b ^ mask[i & 3]),
-            );
-            s.write_all(&out).await?;
             acc.drain(..hl + len);
             if op == 0x8 {
                 return Ok(());

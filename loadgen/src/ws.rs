@@ -50,6 +50,31 @@ pub fn encode_client_frame(payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
 }
 
+/// The echo of one client frame (`payload` as received, unmasked here with
+/// `mask`), as a server frame appended to `out`: a data or continuation frame keeps its FIN bit
+/// and opcode, so a fragmented message comes back fragmented and whole; a
+/// ping is answered with a pong; a pong gets nothing; a close is echoed.
+pub fn echo_frame(first: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    let opcode = first & 0x0f;
+    let first = match opcode {
+        0x9 => 0x8a,
+        0xa => return,
+        _ => first & 0x8f,
+    };
+    out.push(first);
+    let n = payload.len();
+    if n < 126 {
+        out.push(n as u8);
+    } else if n <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(n as u64).to_be_bytes());
+    }
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+}
+
 /// Parses a server frame header at the start of `buf`: `(header_len,
 /// payload_len, opcode)`, or `None` if incomplete.
 pub fn decode_server_header(buf: &[u8]) -> Option<(usize, usize, u8)> {
@@ -85,6 +110,23 @@ mod tests {
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn echo_keeps_fragments_and_answers_pings() {
+        // A message in three fragments: binary (no FIN), continuation (no
+        // FIN), continuation (FIN); comes back the same, unmasked.
+        let mut out = Vec::new();
+        for (first, part) in [(0x02u8, &b"he"[..]), (0x00, b"ll"), (0x80, b"o")] {
+            echo_frame(first, part, [0; 4], &mut out);
+        }
+        assert_eq!(out, b"\x02\x02he\x00\x02ll\x80\x01o");
+        let mut out = Vec::new();
+        echo_frame(0x89, b"p", [0; 4], &mut out);
+        assert_eq!(out, b"\x8a\x01p");
+        let mut out = Vec::new();
+        echo_frame(0x8a, b"p", [0; 4], &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
