@@ -92,6 +92,13 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// [switchyard patch] Completions run as task work without an IPI
+        /// or signal-style interruption, at the task's next kernel
+        /// transition (Linux 5.19).
+        const COOP_TASKRUN = 1 << 8;
+        /// [switchyard patch] Only one task submits (Linux 6.0): the kernel
+        /// skips the locking a shared submitter needs.
+        const SINGLE_ISSUER = 1 << 12;
     }
 }
 

@@ -633,6 +633,7 @@ impl UringQueueState {
     }
 }
 
+#[allow(dead_code)] // [switchyard patch] silence: built as a path dependency
 pub(crate) trait UringCommon {
     fn submission_queue(&mut self) -> ReactorQueue;
     fn submit_sqes(&mut self) -> io::Result<usize>;
@@ -895,6 +896,30 @@ struct SleepableRing {
     in_kernel: usize,
 }
 
+/// [switchyard patch] The setup flags of the main and latency rings:
+/// `COOP_TASKRUN | SINGLE_ISSUER` unless `GLOMMIO_RING_FLAGS` says otherwise
+/// (`none`, or a comma list of `coop_taskrun`, `single_issuer`); a kernel
+/// that refuses them gets a ring without them.
+fn new_sleepable_ring(entries: u32) -> io::Result<iou::IoUring> {
+    let flags = match std::env::var("GLOMMIO_RING_FLAGS") {
+        Ok(list) => list
+            .split(',')
+            .fold(iou::SetupFlags::empty(), |f, name| match name.trim() {
+                "coop_taskrun" => f | iou::SetupFlags::COOP_TASKRUN,
+                "single_issuer" => f | iou::SetupFlags::SINGLE_ISSUER,
+                _ => f,
+            }),
+        Err(_) => iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::SINGLE_ISSUER,
+    };
+    let any = !flags.is_empty();
+    match iou::IoUring::new_with_flags(entries, flags, iou::SetupFeatures::empty()) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && any => {
+            iou::IoUring::new(entries)
+        }
+        other => other,
+    }
+}
+
 impl SleepableRing {
     fn new(
         size: usize,
@@ -904,7 +929,7 @@ impl SleepableRing {
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring: new_sleepable_ring(size as _)?,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
