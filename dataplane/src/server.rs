@@ -164,10 +164,9 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
     Ok((Handle { cores, stop }, joins))
 }
 
-/// Descriptors one relayed connection may hold: the client's and the
-/// upstream's sockets, and a `dup` of each for the splice relay's second
-/// direction (DESIGN §3).
-pub const FDS_PER_CONNECTION: u64 = 4;
+/// Descriptors one relayed connection holds: the client's and the
+/// upstream's sockets (pipes are taken only while bytes are in flight).
+pub const FDS_PER_CONNECTION: u64 = 2;
 /// Descriptors kept for listeners, pipes in flight, the ring, logs.
 const FDS_RESERVED: u64 = 256;
 

@@ -1,6 +1,7 @@
 //! The only place with `unsafe`: thin wrappers over Linux system calls that no
 //! safe crate exposes in the shape the relay needs (splice(2) between two
-//! sockets through a pipe, `F_SETPIPE_SZ`, `dup`, the CPU affinity mask).
+//! sockets through a pipe, `F_SETPIPE_SZ`, socket options, the open-files
+//! limit, the CPU affinity mask).
 //!
 //! Each block states why it is sound. Callers get `io::Result` and owned fds.
 
@@ -62,17 +63,6 @@ pub fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
-/// Reads from a raw fd without blocking (used to take bytes out of a pipe).
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
-}
-
 /// `recv(MSG_DONTWAIT)` on a socket: `Ok(0)` at end of stream,
 /// `ErrorKind::WouldBlock` when nothing is queued.
 pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -117,25 +107,6 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Duplicates a descriptor (close-on-exec), so that the two directions of a
-/// relay each own a handle to the same socket and can wait on it independently.
-pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that nobody else owns.
-    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `n` is a freshly created, open descriptor owned by us alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
-}
-
-/// Wraps an owned socket fd in glommio's stream type.
-pub fn glommio_stream(fd: OwnedFd) -> glommio::net::TcpStream {
-    use std::os::fd::IntoRawFd;
-    // SAFETY: `fd` is an open TCP socket we own; ownership moves into the stream.
-    unsafe { glommio::net::TcpStream::from_raw_fd(fd.into_raw_fd()) }
 }
 
 /// Wraps a bound, listening socket in glommio's listener type.

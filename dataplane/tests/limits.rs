@@ -78,7 +78,7 @@ async fn open_files_limit_is_raised_to_the_hard_limit() {
     let (soft, hard) = (soft_nofile(edge.pid()), hard_nofile());
     println!("started with a soft limit of 1024: the edge runs with {soft} (hard {hard})");
     assert_eq!(soft, hard);
-    let per_core = (hard - 256) / 4;
+    let per_core = (hard - 256) / 2;
     assert!(
         edge.log().contains(&format!("max_connections={per_core}")),
         "{}",

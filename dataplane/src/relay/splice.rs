@@ -1,29 +1,27 @@
 //! Splice path: cleartext TCP ↔ cleartext TCP without copying to user space.
 //!
-//! Recipe (DESIGN §3, measured with glommio 0.9): both sockets non-blocking,
-//! one `pipe2(O_NONBLOCK)` per direction, synchronous
-//! `splice(SPLICE_F_MOVE|SPLICE_F_NONBLOCK)` socket → pipe → socket. glommio
-//! exposes no readiness API, so:
-//! * nothing to read: await `peek(1 byte)` on the source (io_uring
-//!   RECV+MSG_PEEK; 0 means EOF), then splice again;
-//! * destination full: take one byte out of the pipe and `write_all` it with
-//!   glommio, which parks until the socket is writable, then splice again.
+//! Recipe (DESIGN §3): both sockets non-blocking, one `pipe2(O_NONBLOCK)`
+//! per direction while bytes are in flight, synchronous
+//! `splice(SPLICE_F_MOVE|SPLICE_F_NONBLOCK)` socket → pipe → socket, and
+//! readiness from io_uring (`readable()` / `writable()`, one `POLL_ADD`
+//! each, our glommio patch):
+//! * nothing to read: await `readable()` on the source, then read;
+//! * destination full: await `writable()` on it, then write again.
 //!
-//! Each direction holds its own glommio handle per socket (the second one a
-//! `dup`), so the two directions wait on the same sockets independently.
+//! Readiness takes `&self`, so the two directions wait on the same two
+//! sockets: a relayed pair holds two descriptors, no `dup`s.
 //! Each burst starts with one `recv` into a pooled buffer: a small message
 //! (the common WebSocket case) then costs recv + send instead of a pipe and
 //! three splice calls; only a read that fills [`COPY_FIRST`] bytes switches
 //! the rest of the burst to splice (the idea of HAProxy's `splice-auto`).
 //! Pipes come from a per-core pool only while bytes are in flight and go
-//! back as soon as the pipe is empty, so an idle relay holds four fds (two
-//! sockets, two dups) and no pipe.
+//! back as soon as the pipe is empty, so an idle relay holds two fds (its
+//! sockets), no pipe and no buffer.
 
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
 use super::{is_reset, Activity, DirEnd, Moved};
@@ -35,13 +33,11 @@ const PIPE_SIZE: usize = 256 * 1024;
 /// Bytes copied at the start of each burst before splicing takes over.
 pub const COPY_FIRST: usize = 4096;
 
-/// Both sockets of a relay, with the handles and pipes each direction needs.
+/// Both sockets of a relay.
 #[derive(Debug)]
 pub struct Pair {
     down: TcpStream,
-    down_w: RefCell<TcpStream>,
     up: TcpStream,
-    up_w: RefCell<TcpStream>,
 }
 
 thread_local! {
@@ -93,37 +89,26 @@ impl Pair {
     pub fn new(down: TcpStream, up: TcpStream) -> io::Result<Pair> {
         sys::set_nonblocking(down.as_raw_fd())?;
         sys::set_nonblocking(up.as_raw_fd())?;
-        let down_w = sys::glommio_stream(sys::dup(down.as_raw_fd())?);
-        let up_w = sys::glommio_stream(sys::dup(up.as_raw_fd())?);
-        Ok(Pair {
-            down,
-            down_w: RefCell::new(down_w),
-            up,
-            up_w: RefCell::new(up_w),
-        })
+        Ok(Pair { down, up })
     }
 
     /// Downstream → upstream.
     pub async fn d2u(&self, activity: &Activity, moved: &Moved) -> DirEnd {
-        direction(&self.down, &self.up_w, activity, moved).await
+        direction(&self.down, &self.up, activity, moved).await
     }
 
     /// Upstream → downstream.
     pub async fn u2d(&self, activity: &Activity, moved: &Moved) -> DirEnd {
-        direction(&self.up, &self.down_w, activity, moved).await
+        direction(&self.up, &self.down, activity, moved).await
     }
 }
 
-async fn direction(
-    src: &TcpStream,
-    dst: &RefCell<TcpStream>,
-    activity: &Activity,
-    moved: &Moved,
-) -> DirEnd {
-    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.borrow().as_raw_fd());
+async fn direction(src: &TcpStream, dst: &TcpStream, activity: &Activity, moved: &Moved) -> DirEnd {
+    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
     loop {
-        // Idle: hold no pipe, park until the source has a byte or EOF.
-        if let Err(e) = src.peek(&mut [0u8; 1]).await {
+        // Idle: hold no pipe and no buffer, park until the source has a
+        // byte, EOF or an error.
+        if let Err(e) = src.readable().await {
             return DirEnd::SourceReset(e.into());
         }
         // Copy the first bytes: for a small message that is all of it.
@@ -173,7 +158,10 @@ async fn direction(
             while in_pipe > 0 {
                 let r = match sys::splice(pipe_r, dst_fd, in_pipe) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        wait_writable(dst, pipe_r).await.map(|()| 1)
+                        match dst.writable().await {
+                            Ok(()) => continue,
+                            Err(e) => Err(e.into()),
+                        }
                     }
                     other => other,
                 };
@@ -194,37 +182,15 @@ async fn direction(
 }
 
 /// Sends `data` without blocking the core: directly while the socket takes
-/// it, through glommio (which parks until writable) for any rest.
-async fn send_all(dst: &RefCell<TcpStream>, dst_fd: RawFd, data: &[u8]) -> io::Result<()> {
+/// it, waiting for writability (io_uring) when it does not.
+async fn send_all(dst: &TcpStream, dst_fd: RawFd, data: &[u8]) -> io::Result<()> {
     let mut sent = 0;
     while sent < data.len() {
         match sys::send(dst_fd, &data[sent..]) {
             Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Each writer handle belongs to exactly one direction.
-                #[allow(clippy::await_holding_refcell_ref)]
-                let r = dst.borrow_mut().write_all(&data[sent..]).await;
-                return r;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
             Err(e) => return Err(e),
         }
     }
     Ok(())
-}
-
-/// Moves one byte from the pipe to `dst` through glommio, which parks until
-/// `dst` is writable: the only way to wait for writability under glommio.
-async fn wait_writable(dst: &RefCell<TcpStream>, pipe_r: RawFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    if sys::read(pipe_r, &mut byte)? != 1 {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            "pipe unexpectedly empty",
-        ));
-    }
-    // Each writer handle belongs to exactly one direction, so this borrow is
-    // never contended, even across the await.
-    #[allow(clippy::await_holding_refcell_ref)]
-    let r = dst.borrow_mut().write_all(&byte).await;
-    r
 }

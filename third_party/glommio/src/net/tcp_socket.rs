@@ -652,6 +652,24 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// [switchyard patch] Waits until the socket has something to read
+    /// (data, end of stream or an error) without reading it: one io_uring
+    /// `POLL_ADD`, no buffer. `&self`, so two tasks can wait on one socket,
+    /// one for reading and one for writing, without a second descriptor.
+    pub async fn readable(&self) -> Result<()> {
+        let fd = self.stream.stream().as_raw_fd();
+        let source = crate::executor().reactor().poll_read_ready(fd);
+        source.collect_rw().await.map(|_| ()).map_err(Into::into)
+    }
+
+    /// [switchyard patch] Waits until the socket can take more bytes (or
+    /// has an error), like [`TcpStream::readable`].
+    pub async fn writable(&self) -> Result<()> {
+        let fd = self.stream.stream().as_raw_fd();
+        let source = crate::executor().reactor().poll_write_ready(fd);
+        source.collect_rw().await.map(|_| ()).map_err(Into::into)
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples
