@@ -803,6 +803,16 @@ impl Reactor {
         timers.insert(id, when, waker);
     }
 
+    /// Whether timer `id` is registered for `when` with a waker that wakes
+    /// the same task as `waker`. [switchyard patch]
+    pub(crate) fn timer_wakes(&self, id: u64, when: Instant, waker: &Waker) -> bool {
+        let timers = self.timers.borrow();
+        timers
+            .timers
+            .get(&(when, id))
+            .is_some_and(|w| w.will_wake(waker))
+    }
+
     /// Deregisters a timer from the reactor.
     pub(crate) fn remove_timer(&self, id: u64) -> Option<Waker> {
         let mut timers = self.timers.borrow_mut();
