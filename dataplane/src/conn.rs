@@ -16,24 +16,14 @@ use glommio::net::TcpStream;
 
 use crate::answer::record_closed;
 use crate::core::{CoreCtx, ListenerCtx};
-use crate::stats::{self, CoreStats};
+use crate::stats;
 use crate::tls::{Downstream, Prefixed};
 use crate::transport::{self, TransportError};
-
-/// Decrements the active-connection gauge when the connection ends.
-struct ActiveGuard<'a>(&'a CoreStats);
-
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        stats::sub(&self.0.connections_active, 1);
-    }
-}
 
 /// Serves one accepted connection to the end.
 pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, tcp: TcpStream, peer: SocketAddr) {
     stats::add(&core.stats.connections_total, 1);
-    stats::add(&core.stats.connections_active, 1);
-    let _active = ActiveGuard(&core.stats);
+    let _active = crate::core::Active::new(&core.stats);
     let _ = tcp.set_nodelay(true);
     tracing::trace!(core = core.core, listener = %lis.cfg.name, %peer, "accepted");
     let deadline = Instant::now() + core.edge.handshake_timeout;

@@ -30,6 +30,8 @@ pub struct CoreCtx {
     pub h2_budget: crate::guard::RecvBudget,
     /// Early stream resets per client address (h2).
     pub h2_resets: crate::guard::ResetLimiter,
+    /// Every connection and relay task of this core (shutdown waits on it).
+    pub gate: glommio::sync::Gate,
     /// Connections this core serves at once; more are refused at accept.
     pub max_connections: usize,
     /// Rate limit of this core's refusal log lines.
@@ -42,4 +44,22 @@ pub struct ListenerCtx {
     pub cfg: ListenerConfig,
     /// TLS acceptor with this core's own rustls config.
     pub tls: Option<futures_rustls::TlsAcceptor>,
+}
+
+/// Counts one active connection (or relay task) of a core until dropped.
+#[derive(Debug)]
+pub struct Active(Arc<CoreStats>);
+
+impl Active {
+    /// Counts one more active connection.
+    pub fn new(stats: &Arc<CoreStats>) -> Active {
+        crate::stats::add(&stats.connections_active, 1);
+        Active(stats.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        crate::stats::sub(&self.0.connections_active, 1);
+    }
 }

@@ -36,13 +36,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<glommio::net::TcpListener> {
     Ok(crate::sys::glommio_listener(sock))
 }
 
-/// Accepts until `stop` is raised, spawning each connection behind `gate`
-/// so that shutdown can wait for them.
+/// Accepts until `stop` is raised, spawning each connection behind the
+/// core's gate so that shutdown can wait for them.
 pub async fn accept_loop(
     listener: glommio::net::TcpListener,
     core: Rc<CoreCtx>,
     lis: Rc<ListenerCtx>,
-    gate: glommio::sync::Gate,
     stop: Arc<AtomicBool>,
 ) {
     let mut stopped = Box::pin(async {
@@ -86,7 +85,7 @@ pub async fn accept_loop(
         // future twice (as its capture and as what it awaits), doubling
         // every connection's task memory.
         let task = Box::pin(conn::serve(core.clone(), lis.clone(), stream, peer));
-        match gate.spawn(task) {
+        match core.gate.spawn(task) {
             Ok(t) => {
                 t.detach();
             }

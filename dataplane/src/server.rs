@@ -208,6 +208,7 @@ async fn run_core(
             h2c: Default::default(),
             h2_budget: crate::guard::RecvBudget::new(crate::downstream::h2::CORE_RECV_BUDGET),
             h2_resets: Default::default(),
+            gate: glommio::sync::Gate::new(),
             max_connections,
             log_budget: Default::default(),
         });
@@ -268,7 +269,6 @@ async fn run_core(
         "core serving"
     );
     let _ = ready.send(Ok(()));
-    let gate = glommio::sync::Gate::new();
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|(sock, lis)| {
@@ -276,7 +276,6 @@ async fn run_core(
                 sock,
                 ctx.clone(),
                 lis,
-                gate.clone(),
                 stop.clone(),
             ))
         })
@@ -288,7 +287,7 @@ async fn run_core(
     let grace = ctx.edge.shutdown_grace;
     tracing::info!(core, active, ?grace, "draining");
     let drained = async {
-        let _ = gate.close().await;
+        let _ = ctx.gate.close().await;
         true
     }
     .or(async {

@@ -149,22 +149,23 @@ pub async fn relay(
     let spliced = opts.splice && matches!(down, Downstream::Plain(_));
     let work = async {
         match down {
-            Downstream::Plain(down) if opts.splice => match splice::Pair::new(down, up) {
-                Ok(pair) => {
-                    both(
-                        pair.d2u(&activity, &d2u),
-                        pair.u2d(&activity, &u2d),
-                        opts,
-                        linger_zero(down_fd),
-                        linger_zero(up_fd),
-                    )
-                    .await
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "splice set-up failed; closing relay");
-                    false
-                }
-            },
+            Downstream::Plain(down) if opts.splice => {
+                let pair = match splice::Pair::new(down, up) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "splice set-up failed; closing relay");
+                        return false;
+                    }
+                };
+                both(
+                    pair.d2u(&activity, &d2u),
+                    pair.u2d(&activity, &u2d),
+                    opts,
+                    linger_zero(down_fd),
+                    linger_zero(up_fd),
+                )
+                .await
+            }
             down => {
                 let (dr, dw) = futures_util::io::AsyncReadExt::split(down);
                 let (ur, uw) = futures_util::io::AsyncReadExt::split(up);
@@ -179,13 +180,25 @@ pub async fn relay(
             }
         }
     };
-    let outcome = async { Some(work.await) }
+    let outcome = until_idle(pin!(work), &activity, opts.idle).await;
+    book(outcome, &d2u, &u2d, spliced, stats)
+}
+
+/// Runs `work` until it ends, or until no byte moved for `idle` (`None`).
+/// The work is pinned by the caller and raced here by reference: an async
+/// block that awaited it by value would keep it twice in the state of
+/// every idle relay.
+async fn until_idle<F: Future<Output = bool>>(
+    work: std::pin::Pin<&mut F>,
+    activity: &Activity,
+    idle: Duration,
+) -> Option<bool> {
+    async { Some(work.await) }
         .or(async {
-            activity.expired(opts.idle).await;
+            activity.expired(idle).await;
             None
         })
-        .await;
-    book(outcome, &d2u, &u2d, spliced, stats)
+        .await
 }
 
 /// Forwards one ordinary request: the rest of its body (as `framing`
@@ -217,12 +230,7 @@ pub async fn forward_request(
         linger_zero(down_fd),
         linger_zero(up_fd),
     );
-    let outcome = async { Some(work.await) }
-        .or(async {
-            activity.expired(opts.idle).await;
-            None
-        })
-        .await;
+    let outcome = until_idle(pin!(work), &activity, opts.idle).await;
     book(outcome, &d2u, &u2d, false, stats)
 }
 
@@ -333,12 +341,7 @@ pub async fn relay_legs(
         reset_down,
         reset_up,
     );
-    let outcome = async { Some(work.await) }
-        .or(async {
-            activity.expired(opts.idle).await;
-            None
-        })
-        .await;
+    let outcome = until_idle(pin!(work), &activity, opts.idle).await;
     book(outcome, &d2u, &u2d, false, stats)
 }
 

@@ -12,6 +12,7 @@
 //! the upstream accepted it; h1 → h2c goes through `translate` instead.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -54,7 +55,7 @@ pub(crate) struct Request {
 /// after it (a pipelined request) are never forwarded, because this
 /// connection closes after the answer.
 pub(crate) async fn proceed(
-    core: &CoreCtx,
+    core: &Rc<CoreCtx>,
     mut down: Downstream,
     client: SocketAddr,
     hop: SocketAddr,
@@ -127,7 +128,7 @@ pub(crate) async fn proceed(
         }
         // Nothing of the handshake outlives it: an idle relay keeps only its task state.
         drop((head, after));
-        return run_relay(core, down, up, opts, client, t, "httpupgrade").await;
+        return run_relay(core, down, up, opts, client, t, "httpupgrade");
     }
 
     let hop_kind = match plan.intent {
@@ -191,7 +192,7 @@ pub(crate) async fn proceed(
             up.write_all(&after).await?;
         }
         drop((answer, head, after));
-        return run_relay(core, down, up, opts, client, t, kind).await;
+        return run_relay(core, down, up, opts, client, t, kind);
     }
     // Declined: exactly the answer (head and framed body) goes back, then
     // the connection closes; the held-back bytes are dropped.
@@ -257,19 +258,34 @@ async fn read_body(
     }
 }
 
-async fn run_relay(
-    core: &CoreCtx,
+/// Hands the accepted pair to a relay task of its own and returns, so the
+/// connection task ends and its handshake state is freed: an idle relay
+/// holds only the relay's state. The task counts as an active connection
+/// and runs behind the core's gate (shutdown drains it).
+fn run_relay(
+    core: &Rc<CoreCtx>,
     down: Downstream,
     up: TcpStream,
     opts: RelayOptions,
     client: SocketAddr,
-    t: &Tunnel,
-    kind: &str,
+    t: &Rc<Tunnel>,
+    kind: &'static str,
 ) -> std::io::Result<()> {
     stats::add(&core.stats.relays_total, 1);
     tracing::debug!(%client, tunnel = %t.config.name, kind, "relay started");
-    let r = relay::relay(down, up, opts, &core.stats).await;
-    tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
-        end = ?r.end, spliced = r.spliced, "relay ended");
+    let active = crate::core::Active::new(&core.stats);
+    let (core2, t) = (core.clone(), t.clone());
+    let task = async move {
+        let _active = active;
+        let r = relay::relay(down, up, opts, &core2.stats).await;
+        tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
+            end = ?r.end, spliced = r.spliced, "relay ended");
+    };
+    match core.gate.spawn(task) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => tracing::warn!(%client, "cannot start the relay task: {e}"),
+    }
     Ok(())
 }
