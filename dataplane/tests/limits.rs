@@ -157,3 +157,60 @@ async fn a_flood_of_slow_heads_gets_a_bounded_log() {
     assert_eq!(lines as u64 + suppressed, 2001);
     assert!(log.contains("suppressed="), "{log}");
 }
+
+/// 9,000 idle relayed WebSocket connections under this machine's
+/// 20,000-descriptor limit (a relayed pair holds 2), then more are refused
+/// at `max_connections` while every established relay still echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nine_thousand_idle_websocket_relays_then_refusals() {
+    const N: usize = 9000;
+    let (origin, _heads) = upgrade_echo_origin().await;
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+admin = "@ADMIN@"
+max_connections = {N}
+[[listener]]
+addr = "@LISTEN@"
+[[tunnel]]
+name = "ws"
+hostnames = ["ws.localhost"]
+upstream = "{origin}"
+"#
+    ));
+    let pid = edge.pid();
+    let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
+    let mut relays = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut s = TcpStream::connect(edge.addr).await.unwrap();
+        s.write_all(b"GET /chat HTTP/1.1\r\nHost: ws.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "relay {i}: {head}");
+        relays.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (fds1, rss1) = (fd_count(pid), rss_kib(pid));
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(edge.addr).await.unwrap();
+        assert!(
+            read_to_end(&mut s).await.is_empty(),
+            "refused without a word"
+        );
+    }
+    for (i, r) in relays.iter_mut().enumerate() {
+        echoes(r, i).await;
+    }
+    let refused = edge.total("connections_refused");
+    let lines = edge.log().lines().count();
+    println!(
+        "{N} idle WebSocket relays: edge fds {fds0} -> {fds1} ({:.2} per relay), RSS {rss0} -> {rss1} KiB \
+         ({:.0} B per relay); 100 more refused ({refused} counted); all {N} echo; {lines} log lines",
+        (fds1 - fds0) as f64 / N as f64,
+        (rss1 - rss0) as f64 * 1024.0 / N as f64
+    );
+    assert_eq!(refused, 100);
+    assert!(lines < 200, "{lines} log lines");
+}
