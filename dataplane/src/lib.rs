@@ -77,6 +77,7 @@ internal! {
     timeout;
     transport;
     tunnel;
+    udp;
     upstream;
     websocket;
 }

@@ -164,10 +164,10 @@ pub fn raise_nofile() -> io::Result<u64> {
         };
         // SAFETY: setrlimit only reads the struct we pass.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            return Ok(raised.rlim_cur as u64);
+            return Ok(raised.rlim_cur);
         }
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }
 
 /// The CPUs this process may run on (respects `taskset`).

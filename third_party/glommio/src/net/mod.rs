@@ -6,7 +6,10 @@
 //! This module provides glommio's networking support.
 use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
-use std::{io, os::unix::io::RawFd};
+use std::{
+    io,
+    os::unix::io::{AsRawFd, RawFd},
+};
 
 fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
     let flags =
@@ -104,6 +107,22 @@ fn yolo_sendmsg(
             _ => Some(Err(err)),
         },
     }
+}
+
+/// [switchyard patch] Waits until `fd` has something to read (data, end of
+/// stream or an error): one io_uring `POLL_ADD` through this executor's
+/// reactor, no buffer. For descriptors glommio does not own (a UDP socket
+/// driven with `recvmsg`/`sendmsg` and control messages, say).
+pub async fn readable(fd: &impl AsRawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_read_ready(fd.as_raw_fd());
+    source.collect_rw().await.map(|_| ())
+}
+
+/// [switchyard patch] Waits until `fd` can take more bytes (or has an
+/// error), like [`readable`].
+pub async fn writable(fd: &impl AsRawFd) -> io::Result<()> {
+    let source = crate::executor().reactor().poll_write_ready(fd.as_raw_fd());
+    source.collect_rw().await.map(|_| ())
 }
 
 mod datagram;

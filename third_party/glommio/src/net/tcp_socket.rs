@@ -657,17 +657,13 @@ impl<B: RxBuf> TcpStream<B> {
     /// `POLL_ADD`, no buffer. `&self`, so two tasks can wait on one socket,
     /// one for reading and one for writing, without a second descriptor.
     pub async fn readable(&self) -> Result<()> {
-        let fd = self.stream.stream().as_raw_fd();
-        let source = crate::executor().reactor().poll_read_ready(fd);
-        source.collect_rw().await.map(|_| ()).map_err(Into::into)
+        super::readable(self.stream.stream()).await.map_err(Into::into)
     }
 
     /// [switchyard patch] Waits until the socket can take more bytes (or
     /// has an error), like [`TcpStream::readable`].
     pub async fn writable(&self) -> Result<()> {
-        let fd = self.stream.stream().as_raw_fd();
-        let source = crate::executor().reactor().poll_write_ready(fd);
-        source.collect_rw().await.map(|_| ()).map_err(Into::into)
+        super::writable(self.stream.stream()).await.map_err(Into::into)
     }
 
     /// Returns the socket address of the remote peer of this TCP connection.

@@ -1,0 +1,182 @@
+//! UDP for the per-core QUIC endpoints: one socket per core (SO_REUSEPORT),
+//! driven with `recvmsg`/`sendmsg` and control messages, so that one system
+//! call moves many datagrams: GSO on send (`UDP_SEGMENT`: one buffer, cut
+//! into `segment_size` datagrams by the kernel), GRO on receive (`UDP_GRO`:
+//! coalesced datagrams and their stride), and the destination address of
+//! each datagram (`IP_PKTINFO`), which a server on a wildcard address needs
+//! to answer from the address it was reached on.
+//!
+//! The control-message work is quinn-udp's (the crate quinn itself uses);
+//! waiting is glommio's reactor (`glommio::net::readable/writable`, one
+//! io_uring `POLL_ADD`, our patch), so a quiet socket holds no buffer and no
+//! task wakes for nothing.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A UDP socket of one core with its offload state.
+#[derive(Debug)]
+#[allow(dead_code)] // used by the QUIC endpoints (next issue) and the tests
+pub struct UdpEndpoint {
+    socket: Socket,
+    state: UdpSocketState,
+}
+
+#[allow(dead_code)] // used by the QUIC endpoints (next issue) and the tests
+impl UdpEndpoint {
+    /// Binds `addr` with SO_REUSEPORT (every core binds the same port), non
+    /// blocking, with GRO and destination-address reporting enabled.
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpEndpoint> {
+        let domain = if addr.is_ipv6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        Ok(UdpEndpoint { socket, state })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an inet socket"))
+    }
+
+    /// Datagrams one GSO send may carry (1 where the kernel has no GSO).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Datagrams one GRO receive may return coalesced (size receive
+    /// buffers as this × the largest datagram).
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Receives into `bufs` (one `meta` each): waits on the reactor while
+    /// nothing is queued. Returns how many buffers were filled; each `meta`
+    /// says the source, the length, the GRO stride and the destination IP.
+    pub async fn recv(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        loop {
+            match self.state.recv(UdpSockRef::from(&self.socket), bufs, meta) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    glommio::net::readable(&self.socket).await?
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends `transmit` (one datagram, or `segment_size` pieces by GSO):
+    /// waits on the reactor while the socket buffer is full.
+    pub async fn send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        loop {
+            match self.state.send(UdpSockRef::from(&self.socket), transmit) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    glommio::net::writable(&self.socket).await?
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSliceMut;
+
+    fn run<T, F>(f: impl FnOnce() -> F + Send + 'static) -> T
+    where
+        F: std::future::Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(f)
+            .expect("executor")
+            .join()
+            .expect("join")
+    }
+
+    #[test]
+    fn gso_send_gro_receive_and_pktinfo_over_loopback() {
+        let (datagrams, strides, dst_ip, gso) = run(|| async {
+            let rx = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let tx = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let to = rx.local_addr().unwrap();
+            // 8 datagrams of 1200 bytes (the last 700) in one GSO send.
+            let mut payload = Vec::new();
+            for i in 0..8u8 {
+                let n = if i == 7 { 700 } else { 1200 };
+                payload.extend(std::iter::repeat_n(i, n));
+            }
+            let gso = tx.max_gso_segments();
+            let t = Transmit {
+                destination: to,
+                ecn: None,
+                contents: &payload,
+                segment_size: (gso > 1).then_some(1200),
+                src_ip: None,
+            };
+            if gso > 1 {
+                tx.send(&t).await.unwrap();
+            } else {
+                for chunk in payload.chunks(1200) {
+                    let one = Transmit {
+                        contents: chunk,
+                        segment_size: None,
+                        ..t.clone()
+                    };
+                    tx.send(&one).await.unwrap();
+                }
+            }
+            // Receive until all 8 are in; GRO may coalesce them.
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut strides = Vec::new();
+            let mut dst_ip = None;
+            let mut storage = vec![0u8; 64 * 1024 * rx.gro_segments().max(1)];
+            while got.len() < 8 {
+                let mut meta = [RecvMeta::default()];
+                let n = {
+                    let mut bufs = [IoSliceMut::new(&mut storage)];
+                    rx.recv(&mut bufs, &mut meta).await.unwrap()
+                };
+                assert_eq!(n, 1);
+                let m = meta[0];
+                strides.push((m.len, m.stride));
+                dst_ip = m.dst_ip;
+                for d in storage[..m.len].chunks(m.stride) {
+                    got.push(d.to_vec());
+                }
+            }
+            (got, strides, dst_ip, gso)
+        });
+        println!("max GSO segments {gso}; received (len, stride): {strides:?}");
+        assert_eq!(datagrams.len(), 8);
+        for (i, d) in datagrams.iter().enumerate() {
+            let want = if i == 7 { 700 } else { 1200 };
+            assert_eq!(d.len(), want, "datagram {i}");
+            assert!(d.iter().all(|&b| b == i as u8), "datagram {i} content");
+        }
+        assert_eq!(dst_ip, Some("127.0.0.1".parse().unwrap()), "pktinfo");
+    }
+
+    #[test]
+    fn many_cores_bind_one_port() {
+        let a = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = UdpEndpoint::bind(a.local_addr().unwrap()).unwrap();
+        assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+    }
+}
