@@ -30,6 +30,7 @@ HAProxy "mode http" with splice options, nginx proxy_pass with Upgrade
 headers). HAProxy "mode tcp" is added as the L4 floor for bulk.
 
 usage: python3 bench/compare.py [--quick] [--targets ...] [--scenarios ...] [--edge PATH]
+                               [--rate MSGS_PER_S] [--syscalls]
 """
 import argparse
 import datetime
@@ -255,10 +256,24 @@ def loadgen(args, timeout):
             raise RuntimeError(f"loadgen failed: {' '.join(args)}\n{r.stdout}\n{r.stderr}")
 
 
-def scenarios(quick):
+def scenarios(quick, rate=0, syscalls=False):
     d = 3 if quick else 10
     idle_n = 1000 if quick else 4500
-    return {
+    extra = {}
+    if rate:
+        # Efficiency: every target at the same open-loop rate, so CPU per
+        # message compares like with like (DESIGN §7).
+        extra["ws64-rate"] = dict(mode="ws", host="ws.bench", c=256, d=d, size=64, rate=rate)
+        extra["ws1k-rate"] = dict(mode="ws", host="ws.bench", c=256, d=d, size=1024, rate=rate)
+    if syscalls:
+        # Under strace: slower, so separate from the timed rows.
+        extra["ws64-syscalls"] = dict(mode="ws", host="ws.bench", c=256, d=d, size=64, strace=True)
+        # The same count from the kernel's syscall tracepoint (perf stat), which
+        # barely perturbs: at the fixed rate when one is given, so every target
+        # relays the same messages.
+        extra["ws64-syscalls-perf"] = dict(mode="ws", host="ws.bench", c=256, d=d, size=64, perf=True,
+                                           **({"rate": rate} if rate else {}))
+    return extra | {
         "bulk": dict(mode="bulk", via="ws", host="hu.bench", c=1, d=d, size=64),
         "setup": dict(mode="setup", via="ws", host="ws.bench", c=32, d=d, size=64),
         "ws64": dict(mode="ws", host="ws.bench", c=256, d=d, size=64),
@@ -293,6 +308,25 @@ def run_scenario(target, name, sc, proxy):
         args += ["--sources", "8", "--timeout", "30"]
     if "spc" in sc:
         args += ["--streams-per-conn", str(sc["spc"])]
+    if "rate" in sc:
+        args += ["--rate", str(sc["rate"])]
+    tracer = None
+    if sc.get("strace"):
+        if not proxy:
+            return {"skipped": "no proxy process"}
+        attach = [a for pid in pids_of(proxy) for a in ("-p", str(pid))]  # nginx: master + worker
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-q", *attach, "-o", "/dev/stderr"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+    if sc.get("perf"):
+        if not proxy:
+            return {"skipped": "no proxy process"}
+        perf_out = tempfile.NamedTemporaryFile(prefix="perf-stat-", suffix=".csv", delete=False).name
+        tracer = subprocess.Popen(["perf", "stat", "-x,", "-o", perf_out, "-e",
+                                   "raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter",
+                                   "-p", ",".join(str(p) for p in pids_of(proxy))],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     before_cpu = cpu_seconds(proxy) if proxy else 0
     before_rss = rss_kib(proxy) if proxy else 0
     if sc["mode"] == "idle" and proxy:
@@ -305,6 +339,29 @@ def run_scenario(target, name, sc, proxy):
         return {"established": est, "rss_kib_before": before_rss, "rss_kib_held": held_rss,
                 "rss_per_conn_bytes": (held_rss - before_rss) * 1024 / max(est, 1)}
     rep = loadgen(args, timeout=sc["d"] + 60)
+    if tracer and sc.get("perf"):
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+        counts = {}
+        with open(perf_out) as f:
+            for line in f:
+                cols = line.strip().split(",")
+                if len(cols) > 2 and cols[0].isdigit():
+                    counts[cols[2]] = int(cols[0])
+        os.unlink(perf_out)
+        relayed = rep["ops_per_s"] * sc["d"] * 2
+        total = counts.get("raw_syscalls:sys_enter", 0)
+        uring = counts.get("syscalls:sys_enter_io_uring_enter", 0)
+        return {"syscalls_per_msg": total / relayed if relayed else None,
+                "io_uring_enter_per_msg": uring / relayed if relayed else None,
+                "ops_per_s": rep["ops_per_s"], "counts": counts}
+    if tracer:
+        tracer.send_signal(signal.SIGINT)
+        _, table = tracer.communicate(timeout=30)
+        # "100.00  seconds  usecs/call  calls  [errors]  total"
+        total = next((int(l.split()[3]) for l in table.splitlines() if l.strip().endswith("total")), 0)
+        relayed = rep["ops_per_s"] * sc["d"] * 2  # each round trip crosses the proxy twice
+        return {"syscalls_per_msg": total / relayed if relayed else None, "strace": table[-2000:]}
     res = {"ops_per_s": rep["ops_per_s"], "gbytes_per_s": rep["gbytes_per_s"], "p50_us": rep["latency_us"]["p50"],
            "p99_us": rep["latency_us"]["p99"], "errors": sum(rep["errors"].values()), "established": rep["established"]}
     if proxy:
@@ -312,6 +369,8 @@ def run_scenario(target, name, sc, proxy):
         res["proxy_cpu_s"] = cpu
         relayed_gb = rep["bytes"] * 2 / 1e9  # echo: every byte crosses the proxy twice
         res["proxy_cpu_s_per_gb"] = cpu / relayed_gb if relayed_gb > 0 else None
+        relayed_msgs = rep["ops_per_s"] * sc["d"] * 2
+        res["proxy_cpu_us_per_msg"] = cpu * 1e6 / relayed_msgs if relayed_msgs else None
     return res
 
 
@@ -322,6 +381,11 @@ def main():
     ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--edge", default="", help="dataplane binary to measure as `switchyard` "
                     "(default: this tree's release build), for A/B runs of two builds")
+    ap.add_argument("--rate", type=int, default=0, help="also run ws 64 B / 1 KiB at this fixed "
+                    "open-loop rate (msgs/s, 256 conns): proxy CPU µs per relayed message, p99")
+    ap.add_argument("--syscalls", action="store_true", help="also count the proxy's system calls "
+                    "per relayed 64 B message: under strace -c (a separate, slower run) and with perf stat "
+                    "on the syscall tracepoints (at --rate when given)")
     a = ap.parse_args()
     global EDGE
     if a.edge:
@@ -347,7 +411,7 @@ def main():
                     wait_port(port)
             results[target] = {}
             try:
-                for name, sc in scenarios(a.quick).items():
+                for name, sc in scenarios(a.quick, a.rate, a.syscalls).items():
                     if a.scenarios and name not in a.scenarios.split(","):
                         continue
                     if target == "haproxy-tcp" and name != "bulk":
@@ -365,7 +429,7 @@ def main():
     finally:
         for o in origins:
             stop(o)
-    table = render(results, a.quick, time.time() - started)
+    table = render(results, a.quick, time.time() - started, a.rate)
     print(table)
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%MZ") + ("-quick" if a.quick else "")
@@ -379,7 +443,7 @@ def fmt(v, spec):
     return "—" if v is None else format(v, spec)
 
 
-def render(r, quick, secs):
+def render(r, quick, secs, rate=0):
     rows = [
         ("bulk GB/s (1 stream, received)", "bulk", "gbytes_per_s", ".3f", True),
         ("bulk proxy CPU s per GB relayed", "bulk", "proxy_cpu_s_per_gb", ".3f", False),
@@ -396,7 +460,18 @@ def render(r, quick, secs):
         ("h2 bulk proxy CPU s per GB relayed", "bulk-h2", "proxy_cpu_s_per_gb", ".3f", False),
         ("h2 ws 64 B msgs/s (256 streams / 16 conns)", "ws64-h2", "ops_per_s", ".0f", True),
         ("h2 ws 64 B p99 µs", "ws64-h2", "p99_us", ".0f", False),
+        (f"ws 64 B at {rate}/s: proxy CPU µs per relayed message", "ws64-rate", "proxy_cpu_us_per_msg", ".2f", False),
+        (f"ws 64 B at {rate}/s: p99 µs", "ws64-rate", "p99_us", ".0f", False),
+        (f"ws 1 KiB at {rate}/s: proxy CPU µs per relayed message", "ws1k-rate", "proxy_cpu_us_per_msg", ".2f", False),
+        (f"ws 1 KiB at {rate}/s: p99 µs", "ws1k-rate", "p99_us", ".0f", False),
+        ("ws 64 B: proxy syscalls per relayed message (strace -c)", "ws64-syscalls", "syscalls_per_msg", ".2f", False),
+        ((f"ws 64 B at {rate}/s" if rate else "ws 64 B") + ": proxy syscalls per relayed message (perf stat)",
+         "ws64-syscalls-perf", "syscalls_per_msg", ".2f", False),
+        ((f"ws 64 B at {rate}/s" if rate else "ws 64 B") + ": of which io_uring_enter",
+         "ws64-syscalls-perf", "io_uring_enter_per_msg", ".2f", False),
     ]
+    present = {sc for t in r.values() for sc in t}
+    rows = [row for row in rows if row[1] in present]
     targets = [t for t in ("direct", "switchyard", "haproxy", "haproxy-tcp", "nginx") if t in r]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"Switchyard comparison, {date}{' (--quick)' if quick else ''}, {secs:.0f} s. "

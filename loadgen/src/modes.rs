@@ -185,6 +185,21 @@ async fn pace(rate: Option<f64>, next: &mut Instant) -> Instant {
     }
 }
 
+/// When an open-loop connection sends its first operation: spread over one
+/// period by a golden-ratio sequence, so that 256 connections established in
+/// the same millisecond do not fire in lock-step bursts (which would measure
+/// the burst's queue, not the proxy, in p99).
+fn first_tick(rate: Option<f64>, conn: usize) -> Instant {
+    let now = Instant::now();
+    match rate {
+        Some(r) if r > 0.0 => {
+            let phase = (conn as f64 * 0.618_033_988_749_895).fract();
+            now + Duration::from_secs_f64(phase / r)
+        }
+        _ => now,
+    }
+}
+
 async fn echo(ctx: &Ctx, conn: usize) {
     let mut sess = match establish(
         &ctx.plan.target,
@@ -199,7 +214,7 @@ async fn echo(ctx: &Ctx, conn: usize) {
         Err(f) => return ctx.fail(f),
     };
     ctx.result.borrow_mut().established += 1;
-    let mut next = Instant::now();
+    let mut next = first_tick(ctx.plan.rate_per_conn, conn);
     let mut acc = std::mem::take(&mut sess.leftover);
     let mut wire = Vec::with_capacity(ctx.payload.len() + 14);
     let mut first = true;
@@ -373,7 +388,7 @@ async fn bulk(ctx: &Ctx, conn: usize) {
 }
 
 async fn setup(ctx: &Ctx, conn: usize) {
-    let mut next = Instant::now();
+    let mut next = first_tick(ctx.plan.rate_per_conn, conn);
     while ctx.take() {
         let start = pace(ctx.plan.rate_per_conn, &mut next).await;
         let r = async {

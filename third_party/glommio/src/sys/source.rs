@@ -224,6 +224,14 @@ impl Source {
         })
     }
 
+    /// [switchyard patch] Whether this source is queued or in the kernel:
+    /// its completion has not been consumed yet (unlike `result()`, this
+    /// also holds for sources whose completion sets no result, such as
+    /// `LinkRings`).
+    pub(crate) fn in_flight(&self) -> bool {
+        self.inner.borrow().enqueued.is_some()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

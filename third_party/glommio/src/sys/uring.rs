@@ -1069,12 +1069,27 @@ impl SleepableRing {
         }
     }
 
-    fn sleep(&mut self, link: &Source) -> io::Result<usize> {
+    /// [switchyard patch] `link_armed`: the poll on the latency ring from
+    /// an earlier sleep is still pending, so no new one is queued; and a new
+    /// one is submitted in the same io_uring_enter that waits (the kernel
+    /// does not wait when the submission fails). Upstream queued a poll per
+    /// sleep, cancelled it on wake-up, and entered twice to sleep.
+    fn sleep(&mut self, link: &Source, link_armed: bool) -> io::Result<usize> {
         assert_eq!(
             self.waiting_kernel_submission(),
             0,
             "sleeping with pending SQEs"
         );
+        if link_armed {
+            return self
+                .ring
+                .cq()
+                .wait(1)
+                .map(|_| 1)
+                .or_else(Reactor::busy_ok)
+                .or_else(Reactor::again_ok)
+                .or_else(Reactor::intr_ok);
+        }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
             let op = UringDescriptor {
@@ -1094,31 +1109,25 @@ impl SleepableRing {
                 &mut self.source_map.borrow_mut(),
             );
 
-            // We have now prepared the SQE that links the two rings. We now need to submit
-            // it successfully to be able to safely sleep.
-
-            if self
-                .submit_sqes()
+            // We have now prepared the SQE that links the two rings. It must be
+            // submitted for the sleep to be safe: the kernel only waits when
+            // every SQE of the call was submitted.
+            let submitted = self
+                .ring
+                .submit_sqes_and_wait(1)
+                .map(|n| n as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok)?
-                != 1
-            {
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            if submitted != 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
-                // Waiting here is unsafe because we could end up waiting much longer than
-                // needed.
                 // We make the SQE a no-op and return
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
                 Err(io::Error::from_raw_os_error(libc::EBUSY))
             } else {
-                // The rings are linked. Goodnight!
-                self.ring
-                    .cq()
-                    .wait(1)
-                    .map(|_| 1)
-                    .or_else(Reactor::busy_ok)
-                    .or_else(Reactor::again_ok)
-                    .or_else(Reactor::intr_ok)
+                // The rings were linked, and we slept.
+                Ok(1)
             }
         } else {
             // Can't link rings because we ran out of `CQE`s. Just can't sleep.
@@ -1247,6 +1256,11 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    /// [switchyard patch] When the armed latency-ring timer fires.
+    latency_preemption_deadline: Cell<Option<Instant>>,
+    /// [switchyard patch] The main ring's poll on the latency ring, kept
+    /// armed across sleeps.
+    link_rings_src: RefCell<Option<Source>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1378,6 +1392,8 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
+            link_rings_src: RefCell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1751,14 +1767,26 @@ impl Reactor {
     /// We may not be able to register an `SQE` at this point, so we return an
     /// Error and will just not sleep.
     fn link_rings_and_sleep(&self, ring: &mut SleepableRing) -> io::Result<()> {
-        let link_rings = Source::new(
-            IoRequirements::default(),
-            self.link_fd,
-            SourceType::LinkRings,
-            None,
-            None,
-        );
-        ring.sleep(&link_rings).or_else(Self::busy_ok).map(|_| {})
+        // [switchyard patch] The poll that links the rings stays armed
+        // until it fires (see `SleepableRing::sleep`).
+        let mut slot = self.link_rings_src.borrow_mut();
+        let armed = matches!(&*slot, Some(src) if src.in_flight());
+        if !armed {
+            *slot = Some(Source::new(
+                IoRequirements::default(),
+                self.link_fd,
+                SourceType::LinkRings,
+                None,
+                None,
+            ));
+        }
+        let link = slot.as_ref().expect("link source just set");
+        let slept = ring.sleep(link, armed);
+        if slept.is_err() {
+            // never submitted (turned into a no-op): queue a new one next time
+            *slot = None;
+        }
+        slept.or_else(Self::busy_ok).map(|_| {})
     }
 
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
@@ -1839,22 +1867,27 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
-
-        // Schedule the throughput-based timeout immediately: it won't matter if we end
-        // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        // [switchyard patch] Timers stay armed across calls. Upstream
+        // cancelled the latency-ring timer and replaced the throughput timer
+        // (a cancel plus two SQEs) on every call, and this runs twice per
+        // loop iteration (poll, then park): at a moderate event rate that
+        // was ~2.5 io_uring_enter per relayed message. A timer that is still
+        // pending is kept when it fires no later than the one we want; it
+        // may then preempt or wake us early, which costs one more loop
+        // iteration, never a late timer.
+        match self.throughput_preemption_timeout_src.take() {
+            Some(src) if src.in_flight() => {
+                self.throughput_preemption_timeout_src.set(Some(src));
+            }
+            _ => {
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
@@ -1876,9 +1909,10 @@ impl Reactor {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
             if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+                if self.arm_latency_timer(&mut lat_ring, dur) {
+                    flush_cancellations!(into &mut woke; lat_ring);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1905,8 +1939,9 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
+            if self.arm_latency_timer(&mut lat_ring, preempt) {
+                flush_cancellations!(into &mut woke; lat_ring);
+            }
             flush_rings!(lat_ring, main_ring)?;
         }
 
@@ -1918,6 +1953,26 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// [switchyard patch] Makes sure the latency ring holds a timer that
+    /// fires within `dur`: a pending one that fires no later is kept, else
+    /// it is cancelled and a new one queued. Returns whether a timer was
+    /// queued (the caller flushes the ring).
+    fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) -> bool {
+        let want = Instant::now() + dur;
+        if let Some(src) = self.latency_preemption_timeout_src.take() {
+            let early_enough = self.latency_preemption_deadline.get().is_some_and(|at| at <= want);
+            if early_enough && src.in_flight() {
+                self.latency_preemption_timeout_src.set(Some(src));
+                return false;
+            }
+            // dropping a pending source queues its cancellation
+        }
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
+        self.latency_preemption_deadline.set(Some(want));
+        true
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
