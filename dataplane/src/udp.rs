@@ -7,13 +7,17 @@
 //! to answer from the address it was reached on.
 //!
 //! The control-message work is quinn-udp's (the crate quinn itself uses);
-//! waiting is glommio's reactor (`glommio::net::readable/writable`, one
-//! io_uring `POLL_ADD`, our patch), so a quiet socket holds no buffer and no
-//! task wakes for nothing.
+//! waiting is glommio's reactor (our patches): receiving reads until
+//! `WouldBlock` and then waits on a multishot io_uring `POLL_ADD` armed once
+//! per socket (`glommio::net::Readiness`: no submission per wait, and its
+//! edge-triggered reports suit a loop that always drains), sending waits on
+//! a one-shot `writable` only when the socket buffer is full. A quiet socket
+//! holds no buffer and no task wakes for nothing.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 
+use glommio::net::Readiness;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -21,6 +25,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 #[derive(Debug)]
 #[allow(dead_code)] // used by the QUIC endpoints (next issue) and the tests
 pub struct UdpEndpoint {
+    // dropped first: cancels the poll before the socket closes
+    readable: Readiness,
     socket: Socket,
     state: UdpSocketState,
 }
@@ -43,7 +49,12 @@ impl UdpEndpoint {
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
-        Ok(UdpEndpoint { socket, state })
+        let readable = Readiness::read(&socket);
+        Ok(UdpEndpoint {
+            readable,
+            socket,
+            state,
+        })
     }
 
     /// The bound address.
@@ -72,7 +83,7 @@ impl UdpEndpoint {
         loop {
             match self.state.recv(UdpSockRef::from(&self.socket), bufs, meta) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    glommio::net::readable(&self.socket).await?
+                    self.readable.ready().await?;
                 }
                 other => return other,
             }
@@ -171,6 +182,46 @@ mod tests {
             assert!(d.iter().all(|&b| b == i as u8), "datagram {i} content");
         }
         assert_eq!(dst_ip, Some("127.0.0.1".parse().unwrap()), "pktinfo");
+    }
+
+    #[test]
+    fn a_receiver_waits_again_and_again_on_one_armed_poll() {
+        // The sender pauses before each datagram, so the receiver drains the
+        // socket and waits every time: each wait is one event of the same
+        // multishot poll, and none is lost.
+        let got = run(|| async {
+            let rx = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let tx = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let to = rx.local_addr().unwrap();
+            let sender = glommio::spawn_local(async move {
+                for i in 0..50u8 {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    let payload = [i; 100];
+                    let t = Transmit {
+                        destination: to,
+                        ecn: None,
+                        contents: &payload,
+                        segment_size: None,
+                        src_ip: None,
+                    };
+                    tx.send(&t).await.unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            let mut storage = vec![0u8; 64 * 1024];
+            while got.len() < 50 {
+                let mut meta = [RecvMeta::default()];
+                let mut bufs = [IoSliceMut::new(&mut storage)];
+                rx.recv(&mut bufs, &mut meta).await.unwrap();
+                let m = meta[0];
+                for d in storage[..m.len].chunks(m.stride) {
+                    got.push(d[0]);
+                }
+            }
+            sender.await;
+            got
+        });
+        assert_eq!(got, (0..50u8).collect::<Vec<_>>());
     }
 
     #[test]

@@ -433,6 +433,19 @@ impl Reactor {
         source
     }
 
+    /// [switchyard patch] A multishot `POLL_ADD` for read (`write` false) or
+    /// write readiness; see `net::Readiness`.
+    pub(crate) fn poll_ready_multishot(&self, fd: RawFd, write: bool) -> Source {
+        let source = self.new_source(fd, SourceType::PollAdd, None);
+        let flags = if write {
+            common_flags() | PollFlags::POLLOUT
+        } else {
+            common_flags() | read_flags()
+        };
+        self.sys.poll_ready_multishot(&source, flags);
+        source
+    }
+
     pub(crate) fn poll_write_ready(&self, fd: RawFd) -> Source {
         let source = self.new_source(fd, SourceType::PollAdd, None);
         self.sys

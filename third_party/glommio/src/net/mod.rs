@@ -125,6 +125,61 @@ pub async fn writable(fd: &impl AsRawFd) -> io::Result<()> {
     source.collect_rw().await.map(|_| ())
 }
 
+/// [switchyard patch] Readiness of one descriptor in one direction, from a
+/// multishot io_uring `POLL_ADD` that is armed on the first wait and stays
+/// armed: each readiness event posts one completion (events that arrive
+/// before they are awaited are coalesced into one), so a loop that reads until
+/// `WouldBlock` and then awaits [`Readiness::ready`] costs no submission per
+/// wait. As with edge-triggered epoll, a wait may return when the descriptor
+/// is no longer ready (an event consumed by an earlier read), and an event is
+/// reported once: a caller that stops reading before `WouldBlock` (a short
+/// read) must look at the returned poll mask, which tells whether end of
+/// stream or an error came with the data. Dropping it cancels the poll.
+#[derive(Debug)]
+pub struct Readiness {
+    fd: std::os::unix::io::RawFd,
+    write: bool,
+    source: std::cell::RefCell<Option<sys::Source>>,
+}
+
+impl Readiness {
+    /// Something to read: data, end of stream, or an error.
+    pub fn read(fd: &impl AsRawFd) -> Readiness {
+        Readiness { fd: fd.as_raw_fd(), write: false, source: Default::default() }
+    }
+
+    /// Room to write, or an error.
+    pub fn write(fd: &impl AsRawFd) -> Readiness {
+        Readiness { fd: fd.as_raw_fd(), write: true, source: Default::default() }
+    }
+
+    /// Waits for the next readiness event (or one that arrived since the
+    /// last wait); returns its poll mask (`libc::POLLIN`, `POLLRDHUP`, ...).
+    pub async fn ready(&self) -> io::Result<i16> {
+        futures_lite::future::poll_fn(|cx| self.poll_ready(cx)).await
+    }
+
+    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<i16>> {
+        let mut slot = self.source.borrow_mut();
+        if let Some(source) = slot.as_ref() {
+            if let Some(result) = source.take_result() {
+                return std::task::Poll::Ready(result.map(|mask| mask as i16));
+            }
+            if source.in_flight() {
+                source.add_waiter_single(cx.waker());
+                return std::task::Poll::Pending;
+            }
+        }
+        // First wait, or the kernel ended the multishot request: arm it.
+        let source = crate::executor()
+            .reactor()
+            .poll_ready_multishot(self.fd, self.write);
+        source.add_waiter_single(cx.waker());
+        *slot = Some(source);
+        std::task::Poll::Pending
+    }
+}
+
 mod datagram;
 mod stream;
 mod tcp_socket;

@@ -306,6 +306,12 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // [switchyard patch] Pairs with the fence a sleeping executor issues
+        // after `prepare_to_sleep` (see `Reactor::wait`): whatever this thread
+        // queued before is seen by the sleeper, or the sleeper's flag is seen
+        // here. Upstream relied on a process-wide `membarrier` syscall on the
+        // sleeping side instead.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)

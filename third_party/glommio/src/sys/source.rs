@@ -232,6 +232,12 @@ impl Source {
         self.inner.borrow().enqueued.is_some()
     }
 
+    /// [switchyard patch] Takes the latest completion of a multishot source
+    /// (each completion replaces the previous one).
+    pub(crate) fn take_result(&self) -> Option<io::Result<usize>> {
+        self.inner.borrow_mut().wakers.result.take()
+    }
+
     pub(crate) fn result(&self) -> Option<io::Result<usize>> {
         let mut inner = self.inner.borrow_mut();
         let ret = inner

@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -57,6 +57,9 @@ const MSG_ZEROCOPY: i32 = 0x4000000;
 #[derive(Debug)]
 enum UringOpDescriptor {
     PollAdd(PollFlags),
+    /// [switchyard patch] `IORING_POLL_ADD_MULTI`: one completion per
+    /// readiness event until cancelled.
+    PollAddMultishot(PollFlags),
     PollRemove(*const u8),
     Cancel(u64),
     Write(*const u8, usize, u64),
@@ -274,6 +277,10 @@ fn fill_sqe<F>(
         match op.args {
             UringOpDescriptor::PollAdd(events) => {
                 sqe.prep_poll_add(op.fd, events);
+            }
+            UringOpDescriptor::PollAddMultishot(events) => {
+                sqe.prep_poll_add(op.fd, events);
+                sqe.raw_mut().len = IORING_POLL_ADD_MULTI;
             }
             UringOpDescriptor::PollRemove(to_remove) => {
                 user_data = 0;
@@ -499,6 +506,9 @@ fn peek_one_chain(queue: &VecDeque<UringDescriptor>, ring_size: usize) -> Option
 
 // Extract a chain of events from the queue.
 // The chain be empty if the sources were cancelled
+/// [switchyard patch] `IORING_POLL_ADD_MULTI` (in the SQE's `len`).
+const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
+
 fn extract_one_chain(
     source_map: &mut SourceMap,
     queue: &mut VecDeque<UringDescriptor>,
@@ -548,9 +558,14 @@ where
             return Some(false);
         }
 
-        let src = source_map
-            .borrow_mut()
-            .consume_source(from_user_data(value.user_data()));
+        // [switchyard patch] A multishot request stays mapped (and in
+        // flight) until its last completion.
+        let id = from_user_data(value.user_data());
+        let src = if value.flags().contains(iou::cqe::CompletionFlags::MORE) {
+            source_map.borrow()[id].clone()
+        } else {
+            source_map.borrow_mut().consume_source(id)
+        };
 
         let result = value.result();
 
@@ -839,8 +854,13 @@ impl UringCommon for PollRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = self.ring.peek_for_cqe();
+        // [switchyard patch] one request, however many completions
+        let last = !cqe
+            .as_ref()
+            .is_some_and(|c| c.flags().contains(iou::cqe::CompletionFlags::MORE));
         process_one_event(
-            self.ring.peek_for_cqe(),
+            cqe,
             |_| None,
             |mut src, res| {
                 record_stats(self, &mut src, &res);
@@ -849,7 +869,9 @@ impl UringCommon for PollRing {
             source_map,
         )
         .map(|x| {
-            self.in_kernel -= 1;
+            if last {
+                self.in_kernel -= 1;
+            }
             x
         })
     }
@@ -1198,8 +1220,13 @@ impl UringCommon for SleepableRing {
 
     fn consume_one_event(&mut self) -> Option<bool> {
         let source_map = self.source_map.clone();
+        let cqe = self.ring.peek_for_cqe();
+        // [switchyard patch] one request, however many completions
+        let last = !cqe
+            .as_ref()
+            .is_some_and(|c| c.flags().contains(iou::cqe::CompletionFlags::MORE));
         process_one_event(
-            self.ring.peek_for_cqe(),
+            cqe,
             |source| match source.source_type {
                 SourceType::LinkRings => Some(()),
                 _ => None,
@@ -1214,7 +1241,9 @@ impl UringCommon for SleepableRing {
             source_map,
         )
         .map(|x| {
-            self.in_kernel -= 1;
+            if last {
+                self.in_kernel -= 1;
+            }
             x
         })
     }
@@ -1477,6 +1506,18 @@ impl Reactor {
 
     pub(crate) fn read_buffered(&self, source: &Source, pos: u64, size: usize) {
         let op = UringOpDescriptor::Read(pos, size);
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// [switchyard patch] A poll that stays armed: one completion per
+    /// readiness event (IORING_POLL_ADD_MULTI, Linux 5.13).
+    pub(crate) fn poll_ready_multishot(&self, source: &Source, flags: PollFlags) {
+        let op = UringOpDescriptor::PollAddMultishot(flags);
         queue_request_into_ring(
             &mut *self.ring_for_source(source),
             source,
@@ -1919,10 +1960,12 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // [switchyard patch] A SeqCst fence that pairs with the one in
+            // `SleepNotifier::notify`, instead of `membarrier::heavy()`: the
+            // `membarrier(PRIVATE_EXPEDITED)` syscall on every sleep was 0.18
+            // syscalls per relayed message at 20,000/s and interrupts every
+            // CPU running a thread of this process (the other cores).
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
