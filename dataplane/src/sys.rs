@@ -171,6 +171,15 @@ pub fn raise_nofile() -> io::Result<u64> {
 }
 
 /// The CPUs this process may run on (respects `taskset`).
+/// Gives the allocator's free pages back to the kernel (glibc
+/// `malloc_trim(0)`: whole free pages inside the heaps, not only at their
+/// top). Returns whether memory was released.
+pub fn trim_heap() -> bool {
+    // SAFETY: malloc_trim takes no pointers and is thread-safe (it locks
+    // each arena while it walks it).
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is plain data; zeroed is a valid empty set, and
     // sched_getaffinity writes at most size_of::<cpu_set_t>() bytes into it.
