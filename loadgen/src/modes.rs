@@ -360,13 +360,21 @@ async fn bulk(ctx: &Ctx, conn: usize) {
     let (mut r, mut w) = futures_lite::io::split(sess.stream);
     let chunk = vec![0x5au8; 64 * 1024];
     let deadline = ctx.deadline;
+    // Both sides give up after 5 s without progress, so a relay that stalls
+    // is reported (as a timeout) instead of hanging the run.
     let writer = async {
         while Instant::now() < deadline {
-            if w.write_all(&chunk).await.is_err() {
-                return;
+            match crate::with_timeout(Duration::from_secs(5), w.write_all(&chunk)).await {
+                Some(Ok(())) => {}
+                Some(Err(_)) => return false,
+                None => return true,
             }
         }
-        let _ = w.close().await;
+        // A close that does not complete (the end of stream is not taken or
+        // not answered) counts as a stall too.
+        crate::with_timeout(Duration::from_secs(5), w.close())
+            .await
+            .is_none()
     };
     let reader = async {
         let mut total = received;
@@ -380,11 +388,16 @@ async fn bulk(ctx: &Ctx, conn: usize) {
             }
         }
     };
-    let (_, total) = futures_lite::future::zip(writer, reader).await;
-    let mut res = ctx.result.borrow_mut();
-    res.bytes += total as u64;
-    res.ops += 1;
-    let _ = res.hist.record(start.elapsed().as_micros().max(1) as u64);
+    let (stalled, total) = futures_lite::future::zip(writer, reader).await;
+    {
+        let mut res = ctx.result.borrow_mut();
+        res.bytes += total as u64;
+        res.ops += 1;
+        let _ = res.hist.record(start.elapsed().as_micros().max(1) as u64);
+    }
+    if stalled {
+        ctx.fail(Failure::Timeout);
+    }
 }
 
 async fn setup(ctx: &Ctx, conn: usize) {
