@@ -339,6 +339,7 @@ def run_scenario(target, name, sc, proxy):
         return {"established": est, "rss_kib_before": before_rss, "rss_kib_held": held_rss,
                 "rss_per_conn_bytes": (held_rss - before_rss) * 1024 / max(est, 1)}
     rep = loadgen(args, timeout=sc["d"] + 60)
+    relayed_msgs = rep["ops_per_s"] * sc["d"] * 2  # each echo round trip crosses the proxy twice
     if tracer and sc.get("perf"):
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=30)
@@ -349,19 +350,17 @@ def run_scenario(target, name, sc, proxy):
                 if len(cols) > 2 and cols[0].isdigit():
                     counts[cols[2]] = int(cols[0])
         os.unlink(perf_out)
-        relayed = rep["ops_per_s"] * sc["d"] * 2
         total = counts.get("raw_syscalls:sys_enter", 0)
         uring = counts.get("syscalls:sys_enter_io_uring_enter", 0)
-        return {"syscalls_per_msg": total / relayed if relayed else None,
-                "io_uring_enter_per_msg": uring / relayed if relayed else None,
+        return {"syscalls_per_msg": total / relayed_msgs if relayed_msgs else None,
+                "io_uring_enter_per_msg": uring / relayed_msgs if relayed_msgs else None,
                 "ops_per_s": rep["ops_per_s"], "counts": counts}
     if tracer:
         tracer.send_signal(signal.SIGINT)
         _, table = tracer.communicate(timeout=30)
         # "100.00  seconds  usecs/call  calls  [errors]  total"
         total = next((int(l.split()[3]) for l in table.splitlines() if l.strip().endswith("total")), 0)
-        relayed = rep["ops_per_s"] * sc["d"] * 2  # each round trip crosses the proxy twice
-        return {"syscalls_per_msg": total / relayed if relayed else None, "strace": table[-2000:]}
+        return {"syscalls_per_msg": total / relayed_msgs if relayed_msgs else None, "strace": table[-2000:]}
     res = {"ops_per_s": rep["ops_per_s"], "gbytes_per_s": rep["gbytes_per_s"], "p50_us": rep["latency_us"]["p50"],
            "p99_us": rep["latency_us"]["p99"], "errors": sum(rep["errors"].values()), "established": rep["established"]}
     if proxy:
@@ -369,7 +368,6 @@ def run_scenario(target, name, sc, proxy):
         res["proxy_cpu_s"] = cpu
         relayed_gb = rep["bytes"] * 2 / 1e9  # echo: every byte crosses the proxy twice
         res["proxy_cpu_s_per_gb"] = cpu / relayed_gb if relayed_gb > 0 else None
-        relayed_msgs = rep["ops_per_s"] * sc["d"] * 2
         res["proxy_cpu_us_per_msg"] = cpu * 1e6 / relayed_msgs if relayed_msgs else None
     return res
 

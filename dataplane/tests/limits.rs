@@ -40,6 +40,27 @@ async fn relay(edge: &Edge) -> TcpStream {
     s
 }
 
+/// Opens `n` connections (each sending `request`, when not empty): every one
+/// is closed without an answer.
+async fn all_refused(edge: &Edge, n: usize, request: &[u8]) {
+    for _ in 0..n {
+        let mut s = TcpStream::connect(edge.addr).await.unwrap();
+        if !request.is_empty() {
+            let _ = s.write_all(request).await;
+        }
+        assert!(
+            read_to_end(&mut s).await.is_empty(),
+            "refused without a word"
+        );
+    }
+}
+
+async fn all_echo(relays: &mut [TcpStream]) {
+    for (i, r) in relays.iter_mut().enumerate() {
+        echoes(r, i).await;
+    }
+}
+
 async fn echoes(s: &mut TcpStream, i: usize) {
     let msg = format!("relay {i:>5}\n");
     s.write_all(msg.as_bytes()).await.unwrap();
@@ -94,19 +115,13 @@ async fn past_max_connections_new_ones_are_refused_and_relays_still_echo() {
     for _ in 0..20 {
         relays.push(relay(&edge).await);
     }
-    for _ in 0..200 {
-        let mut s = TcpStream::connect(edge.addr).await.unwrap();
-        let _ = s
-            .write_all(b"GET /tun HTTP/1.1\r\nHost: echo.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .await;
-        assert!(
-            read_to_end(&mut s).await.is_empty(),
-            "refused without a word"
-        );
-    }
-    for (i, r) in relays.iter_mut().enumerate() {
-        echoes(r, i).await;
-    }
+    all_refused(
+        &edge,
+        200,
+        b"GET /tun HTTP/1.1\r\nHost: echo.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .await;
+    all_echo(&mut relays).await;
     let refused = edge.total("connections_refused");
     let lines = edge.log().matches("connection refused").count();
     println!(
@@ -193,16 +208,8 @@ upstream = "{origin}"
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (fds1, rss1) = (fd_count(pid), rss_kib(pid));
-    for _ in 0..100 {
-        let mut s = TcpStream::connect(edge.addr).await.unwrap();
-        assert!(
-            read_to_end(&mut s).await.is_empty(),
-            "refused without a word"
-        );
-    }
-    for (i, r) in relays.iter_mut().enumerate() {
-        echoes(r, i).await;
-    }
+    all_refused(&edge, 100, b"").await;
+    all_echo(&mut relays).await;
     let refused = edge.total("connections_refused");
     let lines = edge.log().lines().count();
     println!(
