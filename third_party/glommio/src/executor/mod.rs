@@ -1325,6 +1325,16 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
+                // [switchyard patch] Preempted before any queue ran: tasks
+                // that are runnable stay queued, so report them as work done
+                // and the caller polls again instead of parking. Upstream
+                // returned false here, and the executor parked with runnable
+                // tasks until the next I/O completion or timer: with timers
+                // that stay armed (see PATCHES.md) a preemption can land just
+                // before this check, and a client whose 256 connections were
+                // all runnable slept until its 100 ms preemption timer or
+                // its 10 s I/O timeout.
+                ran |= !self.queues.borrow().active_executors.is_empty();
                 break;
             }
             if !self.run_one_task_queue() {

@@ -1982,10 +1982,17 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            if self.arm_latency_timer(&mut lat_ring, preempt) {
+            let rearmed = self.arm_latency_timer(&mut lat_ring, preempt);
+            if rearmed {
                 flush_cancellations!(into &mut woke; lat_ring);
             }
             flush_rings!(lat_ring, main_ring)?;
+            if rearmed {
+                // [switchyard patch] A cancelled timer posts its completions
+                // to the latency ring at once; left there they would read as
+                // a preemption before any task ran.
+                consume_rings!(into &mut woke; lat_ring);
+            }
         }
 
         // A Note about `need_preempt`:
