@@ -881,6 +881,18 @@ impl Reactor {
         Ok(woke > 0)
     }
 
+    /// [switchyard patch] `spin_poll_io` when the executor parks right after
+    /// finding nothing: new main-ring requests are submitted by the park's
+    /// sleeping `io_uring_enter` instead of one of their own.
+    pub(crate) fn poll_io_before_park(&self) -> io::Result<bool> {
+        let mut woke = 0;
+        self.sys.poll_io_before_park(&mut woke)?;
+        woke += self.process_timers().1;
+        woke += self.process_shared_channels();
+
+        Ok(woke > 0)
+    }
+
     fn process_external_events(&self) -> (Option<Duration>, usize) {
         let (next_timer, mut woke) = self.process_timers();
         woke += self.process_shared_channels();

@@ -1504,6 +1504,15 @@ impl LocalExecutor {
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
                     } else {
+                        // [switchyard patch] Without a spin, the park that
+                        // follows submits what the tasks queued.
+                        if spin_before_park.is_zero() {
+                            if !this.reactor.poll_io_before_park().unwrap() {
+                                this.parker
+                                    .park()
+                                    .expect("Failed to park! This is actually pretty bad!");
+                            }
+                        } else {
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
                                 this.parker
@@ -1511,6 +1520,7 @@ impl LocalExecutor {
                                     .expect("Failed to park! This is actually pretty bad!");
                                 break;
                             }
+                        }
                         }
                         // reset the timer for deduct spin loop time
                         pre_time = Instant::now();

@@ -1096,21 +1096,50 @@ impl SleepableRing {
     /// one is submitted in the same io_uring_enter that waits (the kernel
     /// does not wait when the submission fails). Upstream queued a poll per
     /// sleep, cancelled it on wake-up, and entered twice to sleep.
+    /// [switchyard patch] Moves queued requests into SQEs without entering
+    /// the kernel (unless the SQ fills up): the `io_uring_enter` that sleeps
+    /// submits them.
+    fn prepare_submissions(&mut self) -> io::Result<()> {
+        let q = self.submission_queue();
+        let mut queue = q.borrow_mut();
+        self.consume_sqe_queue(&mut queue.submissions, false).map(|_| ())
+    }
+
+    /// [switchyard patch] `poll` that leaves new SQEs for the next enter.
+    fn poll_deferring_submission(&mut self, woke: &mut usize) -> io::Result<()> {
+        self.consume_cancellation_queue()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.prepare_submissions()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok)?;
+        self.consume_completion_queue(woke);
+        Ok(())
+    }
+
+    /// [switchyard patch] `can_sleep`, counting prepared SQEs as going with
+    /// the sleep.
+    fn can_sleep_submitting(&self) -> bool {
+        self.submission_queue.borrow().is_empty() && self.waiting_kernel_collection() == 0
+    }
+
     fn sleep(&mut self, link: &Source, link_armed: bool) -> io::Result<usize> {
-        assert_eq!(
-            self.waiting_kernel_submission(),
-            0,
-            "sleeping with pending SQEs"
-        );
+        // [switchyard patch] SQEs prepared since the last submission go in
+        // with the sleep: the kernel submits them, then waits (and does not
+        // wait if one completed inline, or if not all were submitted).
+        let pending = self.waiting_kernel_submission();
         if link_armed {
-            return self
+            let submitted = self
                 .ring
-                .cq()
-                .wait(1)
-                .map(|_| 1)
+                .submit_sqes_and_wait(1)
+                .map(|n| n as usize)
                 .or_else(Reactor::busy_ok)
                 .or_else(Reactor::again_ok)
-                .or_else(Reactor::intr_ok);
+                .or_else(Reactor::intr_ok)?;
+            self.in_kernel += submitted;
+            return Ok(1);
         }
         if let Some(mut sqe) = self.ring.sq().prepare_sqe() {
             let sqe_ptr = unsafe { sqe.raw_mut() as *mut _ };
@@ -1142,7 +1171,7 @@ impl SleepableRing {
                 .or_else(Reactor::again_ok)
                 .or_else(Reactor::intr_ok)?;
             self.in_kernel += submitted;
-            if submitted != 1 {
+            if submitted != pending + 1 {
                 // We failed to submit the `SQE` that links the rings. Just can't sleep.
                 // We make the SQE a no-op and return
                 unsafe { crate::uring_sys::io_uring_prep_nop(sqe_ptr) };
@@ -1830,6 +1859,17 @@ impl Reactor {
         slept.or_else(Self::busy_ok).map(|_| {})
     }
 
+    /// [switchyard patch] `poll_io` for an executor about to park: the main
+    /// ring's new requests are left for the `io_uring_enter` that sleeps (or
+    /// for the next `wait`, which flushes them if it does not sleep).
+    pub(crate) fn poll_io_before_park(&self, woke: &mut usize) -> io::Result<()> {
+        self.poll_ring.borrow_mut().poll(woke)?;
+        self.main_ring.borrow_mut().poll_deferring_submission(woke)?;
+        self.latency_ring.borrow_mut().poll(woke)?;
+        *woke += self.flush_syscall_thread();
+        Ok(())
+    }
+
     pub(crate) fn poll_io(&self, woke: &mut usize) -> io::Result<()> {
         self.poll_ring.borrow_mut().poll(woke)?;
         self.main_ring.borrow_mut().poll(woke)?;
@@ -1935,7 +1975,11 @@ impl Reactor {
         flush_cancellations!(into &mut woke; lat_ring, poll_ring, main_ring);
         // ... which happens right here. If you ever reorder this code just
         // be careful about this dependency.
-        flush_rings!(lat_ring, poll_ring, main_ring)?;
+        // [switchyard patch] The main ring's requests are only moved into
+        // SQEs here: if we sleep, the sleeping io_uring_enter submits them
+        // (one enter instead of two); if not, they are flushed below.
+        flush_rings!(lat_ring, poll_ring)?;
+        main_ring.prepare_submissions()?;
         // pick up the results of any cancellations
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
@@ -1943,7 +1987,7 @@ impl Reactor {
         let should_sleep = preempt_timer().is_none()
             && (woke == 0)
             && poll_ring.can_sleep()
-            && main_ring.can_sleep()
+            && main_ring.can_sleep_submitting()
             && lat_ring.can_sleep();
 
         if should_sleep {
@@ -1980,6 +2024,8 @@ impl Reactor {
                 self.notifier.wake_up();
             }
         }
+        // [switchyard patch] Whatever the sleep did not submit.
+        flush_rings!(main_ring)?;
 
         if let Some(preempt) = preempt_timer() {
             let rearmed = self.arm_latency_timer(&mut lat_ring, preempt);
