@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -147,7 +147,9 @@ pub async fn relay(
     let down_fd = down.tcp().as_raw_fd();
     let up_fd = up.as_raw_fd();
     let spliced = opts.splice && matches!(down, Downstream::Plain(_));
-    let work = async {
+    // Pinned where it is made: `pin!` on an existing binding moves the
+    // future into a second slot of this fn's state, and both would stay.
+    let work = pin!(async {
         match down {
             Downstream::Plain(down) if opts.splice => {
                 let pair = match splice::Pair::new(down, up) {
@@ -157,30 +159,40 @@ pub async fn relay(
                         return false;
                     }
                 };
-                both(
-                    pair.d2u(&activity, &d2u),
-                    pair.u2d(&activity, &u2d),
+                // Bound, not returned: the pinned directions borrow `pair`
+                // and must be dropped before it.
+                let reset = both(
+                    pin!(pair.d2u(&activity, &d2u)),
+                    pin!(pair.u2d(&activity, &u2d)),
                     opts,
                     linger_zero(down_fd),
                     linger_zero(up_fd),
                 )
-                .await
+                .await;
+                reset
             }
             down => {
                 let (dr, dw) = futures_util::io::AsyncReadExt::split(down);
                 let (ur, uw) = futures_util::io::AsyncReadExt::split(up);
-                both(
-                    copy::direction(dr, uw, &activity, &d2u),
-                    copy::direction(ur, dw, &activity, &u2d),
-                    opts,
-                    linger_zero(down_fd),
-                    linger_zero(up_fd),
-                )
+                // Boxed: the copy path's futures (TLS halves) are several
+                // times the splice path's, and an async fn's state is the
+                // union of its branches: inline, every idle spliced relay
+                // would carry them.
+                Box::pin(async {
+                    both(
+                        pin!(copy::direction(dr, uw, &activity, &d2u)),
+                        pin!(copy::direction(ur, dw, &activity, &u2d)),
+                        opts,
+                        linger_zero(down_fd),
+                        linger_zero(up_fd),
+                    )
+                    .await
+                })
                 .await
             }
         }
-    };
-    let outcome = until_idle(pin!(work), &activity, opts.idle).await;
+    });
+    let outcome = until_idle(work, &activity, opts.idle).await;
     book(outcome, &d2u, &u2d, spliced, stats)
 }
 
@@ -223,14 +235,17 @@ pub async fn forward_request(
         end_on_upstream_eof: true,
         ..opts
     };
-    let work = both(
-        copy::body(framing, dr, uw, &activity, &d2u),
-        copy::response(method, max_head, ur, dw, &activity, &u2d),
-        opts,
-        linger_zero(down_fd),
-        linger_zero(up_fd),
-    );
-    let outcome = until_idle(pin!(work), &activity, opts.idle).await;
+    let work = pin!(async {
+        both(
+            pin!(copy::body(framing, dr, uw, &activity, &d2u)),
+            pin!(copy::response(method, max_head, ur, dw, &activity, &u2d)),
+            opts,
+            linger_zero(down_fd),
+            linger_zero(up_fd),
+        )
+        .await
+    });
+    let outcome = until_idle(work, &activity, opts.idle).await;
     book(outcome, &d2u, &u2d, false, stats)
 }
 
@@ -334,14 +349,17 @@ pub async fn relay_legs(
     let (d2u, u2d) = (Moved::default(), Moved::default());
     let (dr, dw, reset_down) = down.halves();
     let (ur, uw, reset_up) = up.halves();
-    let work = both(
-        copy::direction_after(prelude.to_up, dr, uw, &activity, &d2u),
-        copy::direction_after(prelude.to_down, ur, dw, &activity, &u2d),
-        opts,
-        reset_down,
-        reset_up,
-    );
-    let outcome = until_idle(pin!(work), &activity, opts.idle).await;
+    let work = pin!(async {
+        both(
+            pin!(copy::direction_after(prelude.to_up, dr, uw, &activity, &d2u)),
+            pin!(copy::direction_after(prelude.to_down, ur, dw, &activity, &u2d)),
+            opts,
+            reset_down,
+            reset_up,
+        )
+        .await
+    });
+    let outcome = until_idle(work, &activity, opts.idle).await;
     book(outcome, &d2u, &u2d, false, stats)
 }
 
@@ -356,15 +374,16 @@ fn linger_zero(fd: RawFd) -> impl FnOnce() {
 /// the leg that has not failed yet (TCP: SO_LINGER 0 armed while the socket
 /// is still open, so that dropping it sends RST; h2: RST_STREAM). Returns
 /// whether a reset was propagated.
+///
+/// The directions come pinned by the caller, made in place: pinning them
+/// here would move each into a second slot of this fn's state.
 async fn both(
-    d2u: impl Future<Output = DirEnd>,
-    u2d: impl Future<Output = DirEnd>,
+    mut d2u: Pin<&mut impl Future<Output = DirEnd>>,
+    mut u2d: Pin<&mut impl Future<Output = DirEnd>>,
     opts: RelayOptions,
     down_reset: impl FnOnce(),
     up_reset: impl FnOnce(),
 ) -> bool {
-    let mut d2u = pin!(d2u);
-    let mut u2d = pin!(u2d);
     let (mut a, mut b) = (None, None);
     std::future::poll_fn(|cx| {
         if a.is_none() {

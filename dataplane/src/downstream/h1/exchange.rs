@@ -275,12 +275,15 @@ fn run_relay(
     tracing::debug!(%client, tunnel = %t.config.name, kind, "relay started");
     let active = crate::core::Active::new(&core.stats);
     let (core2, t) = (core.clone(), t.clone());
-    let task = async move {
+    // Boxed: the gate's wrapper would otherwise hold the relay's future
+    // twice (as its capture and as what it awaits), doubling an idle
+    // relay's memory.
+    let task = Box::pin(async move {
         let _active = active;
         let r = relay::relay(down, up, opts, &core2.stats).await;
         tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
             end = ?r.end, spliced = r.spliced, "relay ended");
-    };
+    });
     match core.gate.spawn(task) {
         Ok(task) => {
             task.detach();
