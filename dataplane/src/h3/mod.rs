@@ -15,11 +15,15 @@
 //! | [`settings`] | SETTINGS, in wire order, with the receipt checks |
 //! | [`qpack`] | field sections: static table, literals, Huffman; capacity 0 |
 //! | [`capsule`] | the Capsule Protocol of extended CONNECT streams |
+//! | [`stream`] | one request stream: head, body, trailers, in the allowed order |
+//! | [`connection`] | unidirectional streams: control (SETTINGS, GOAWAY), QPACK, pushes, unknown |
 //! | [`error`] | every HTTP/3, QPACK and datagram error code |
 
 pub mod capsule;
+pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod qpack;
 pub mod settings;
+pub mod stream;
 pub mod varint;
