@@ -15,7 +15,7 @@ use crate::message::{HeadError, Header, RequestHead};
 /// frames cost a header and a wake-up each, which dominates a bulk
 /// stream's CPU.
 pub const MAX_FRAME: u32 = 256 * 1024;
-use crate::target::{self, parse_authority, Port};
+use crate::target;
 
 /// The stream's request as a head. `extended`: an RFC 8441 CONNECT (it
 /// has a `:path`; a plain CONNECT's target is its authority).
@@ -23,73 +23,31 @@ pub fn request_head(
     parts: &http::request::Parts,
     extended: bool,
 ) -> Result<RequestHead, HeadError> {
-    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
-    let host_field = hosts.next();
-    if hosts.next().is_some() {
-        return Err(HeadError::Malformed("more than one Host header"));
-    }
-    let host_field = host_field
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| HeadError::Host(target::TargetError::BadHost))
+    let hosts = parts
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| HeadError::Host(target::TargetError::BadHost)))
+        .collect::<Result<Vec<&str>, HeadError>>()?;
+    let fields = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != http::header::HOST)
+        .map(|(name, value)| Header {
+            name: name.as_str().to_owned(),
+            value: value.as_bytes().to_vec(),
         })
-        .transpose()?;
-    let pseudo = parts.uri.authority().map(|a| a.as_str());
-    let authority = match (pseudo, host_field) {
-        (Some(a), Some(h)) => {
-            let (pa, ph) = (
-                parse_authority(a, Port::Optional).map_err(HeadError::Host)?,
-                parse_authority(h, Port::Optional).map_err(HeadError::Host)?,
-            );
-            let same_port = pa.port.is_none() || ph.port.is_none() || pa.port == ph.port;
-            if !pa.host.eq_ignore_ascii_case(ph.host) || !same_port {
-                return Err(HeadError::Malformed(
-                    ":authority and Host name different hosts",
-                ));
-            }
-            a
-        }
-        (Some(a), None) => a,
-        (None, Some(h)) => h,
-        (None, None) => "",
-    };
-    parse_authority(authority, Port::Optional).map_err(HeadError::Host)?;
-    let method = parts.method.as_str();
-    let target = if parts.method == http::Method::CONNECT && !extended {
-        authority.to_owned()
-    } else {
-        let t = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_else(|| "/".into());
-        // Origin form (or `*` for OPTIONS), the same rule as HTTP/1.1; an
-        // extended CONNECT's :path is checked like a GET's.
-        let form_of = if extended { "GET" } else { method };
-        match target::parse_target(form_of, &t).map_err(HeadError::Target)? {
-            target::Target::Origin | target::Target::Asterisk => t,
-            _ => return Err(HeadError::Target(target::TargetError::WrongForm)),
-        }
-    };
-    let mut headers = Vec::with_capacity(parts.headers.len() + 1);
-    headers.push(Header {
-        name: "host".into(),
-        value: authority.as_bytes().to_vec(),
-    });
-    for (name, value) in &parts.headers {
-        if name != http::header::HOST {
-            headers.push(Header {
-                name: name.as_str().to_owned(),
-                value: value.as_bytes().to_vec(),
-            });
-        }
-    }
-    Ok(RequestHead {
-        method: method.to_owned(),
-        target,
-        minor_version: 1,
-        headers,
-    })
+        .collect();
+    super::request_from_pseudo(
+        super::Pseudo {
+            method: parts.method.as_str(),
+            authority: parts.uri.authority().map(|a| a.as_str()),
+            path: Some(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+            extended,
+        },
+        &hosts,
+        fields,
+    )
 }
 
 #[cfg(test)]

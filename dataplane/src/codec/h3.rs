@@ -1,0 +1,176 @@
+//! HTTP/3 codec: a request's QPACK field lines as the version-neutral
+//! [`RequestHead`] (RFC 9114 §4.3.1, RFC 9220 §3). The `h3` module does
+//! frames and QPACK; unlike HTTP/2, where the `h2` crate checks the fields,
+//! the checks of RFC 9114 §4.2 and §4.3 are made here. A request that fails
+//! one is malformed: a stream error H3_MESSAGE_ERROR, or a 400 (the caller
+//! chooses). Sans-IO.
+
+use crate::message::{HeadError, Header, RequestHead};
+
+use super::{request_from_pseudo, Pseudo};
+
+/// Connection-specific fields (RFC 9114 §4.2): malformed in HTTP/3.
+const CONNECTION_SPECIFIC: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
+
+/// A request head and its `:protocol` (extended CONNECT), if any.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request {
+    pub head: RequestHead,
+    pub protocol: Option<String>,
+}
+
+fn is_tchar_lower(b: u8) -> bool {
+    matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+}
+
+fn text<'a>(value: &'a [u8], what: &'static str) -> Result<&'a str, HeadError> {
+    std::str::from_utf8(value).map_err(|_| HeadError::Malformed(what))
+}
+
+/// The request in `fields` (decoded QPACK lines, in order). `extended_ok`:
+/// this side advertised SETTINGS_ENABLE_CONNECT_PROTOCOL.
+pub fn request_head(fields: &[(Vec<u8>, Vec<u8>)], extended_ok: bool) -> Result<Request, HeadError> {
+    let (mut method, mut scheme, mut authority, mut path, mut protocol) = (None, None, None, None, None);
+    let mut hosts = Vec::new();
+    let mut regular = Vec::with_capacity(fields.len());
+    for (name, value) in fields {
+        if value.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+            return Err(HeadError::Malformed("NUL, CR or LF in a field value"));
+        }
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            if !regular.is_empty() || !hosts.is_empty() {
+                return Err(HeadError::Malformed("pseudo-header after a regular field"));
+            }
+            let slot = match pseudo {
+                b"method" => &mut method,
+                b"scheme" => &mut scheme,
+                b"authority" => &mut authority,
+                b"path" => &mut path,
+                b"protocol" => &mut protocol,
+                _ => return Err(HeadError::Malformed("unknown pseudo-header")),
+            };
+            if slot.replace(text(value, "pseudo-header is not text")?).is_some() {
+                return Err(HeadError::Malformed("repeated pseudo-header"));
+            }
+            continue;
+        }
+        if name.is_empty() || !name.iter().all(|b| is_tchar_lower(*b)) {
+            return Err(HeadError::Malformed("field name not a lowercase token"));
+        }
+        // Checked as a token just above: ASCII.
+        let name = text(name, "field name not a lowercase token")?;
+        if CONNECTION_SPECIFIC.contains(&name) {
+            return Err(HeadError::Malformed("connection-specific field"));
+        }
+        if name == "te" && value.as_slice() != b"trailers" {
+            return Err(HeadError::Malformed("TE other than trailers"));
+        }
+        if name == "host" {
+            hosts.push(text(value, "Host is not text")?);
+            continue;
+        }
+        regular.push(Header { name: name.to_owned(), value: value.clone() });
+    }
+    let method = method.ok_or(HeadError::Malformed("no :method"))?;
+    let extended = method == "CONNECT" && protocol.is_some();
+    if protocol.is_some() && !(extended && extended_ok) {
+        return Err(HeadError::Malformed(":protocol without extended CONNECT"));
+    }
+    if method == "CONNECT" && !extended {
+        // RFC 9114 §4.4: :authority only.
+        if scheme.is_some() || path.is_some() || authority.is_none() {
+            return Err(HeadError::Malformed("CONNECT with :scheme or :path, or without :authority"));
+        }
+    } else {
+        if scheme.is_none() || !matches!(path, Some(p) if !p.is_empty()) {
+            return Err(HeadError::Malformed("no :scheme or :path"));
+        }
+        if matches!(scheme, Some("http" | "https")) && authority.is_none() && hosts.is_empty() {
+            return Err(HeadError::Malformed("no :authority or Host"));
+        }
+    }
+    let head = request_from_pseudo(Pseudo { method, authority, path, extended }, &hosts, regular)?;
+    Ok(Request { head, protocol: protocol.map(str::to_owned) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intent::{classify_extended, Intent};
+    use crate::message::Headers;
+
+    fn lines(fields: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        fields.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn an_rfc_9220_websocket_request_is_a_websocket_intent() {
+        let r = request_head(
+            &lines(&[
+                (":method", "CONNECT"),
+                (":protocol", "websocket"),
+                (":scheme", "https"),
+                (":authority", "ws.example:8443"),
+                (":path", "/chat?token=abc"),
+                ("sec-websocket-version", "13"),
+                ("cookie", "a=1"),
+                ("cookie", "b=2"),
+            ]),
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.protocol.as_deref(), Some("websocket"));
+        assert_eq!((r.head.host(), r.head.target.as_str()), (Some("ws.example:8443"), "/chat?token=abc"));
+        assert_eq!(r.head.all_values("cookie").count(), 2);
+        assert_eq!(classify_extended(&r.head, r.protocol.as_deref()).unwrap(), Intent::WebSocket);
+    }
+
+    #[test]
+    fn a_plain_connect_targets_its_authority() {
+        let r = request_head(&lines(&[(":method", "CONNECT"), (":authority", "example.com:443")]), true).unwrap();
+        assert_eq!(
+            classify_extended(&r.head, None).unwrap(),
+            Intent::Connect { authority: "example.com:443".into() }
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_a_reason() {
+        let get = [(":method", "GET"), (":scheme", "https"), (":authority", "a.test"), (":path", "/")];
+        let with = |extra: &[(&'static str, &'static str)]| [&get[..], extra].concat();
+        let cases: Vec<(Vec<(&'static str, &'static str)>, &str)> = vec![
+            (with(&[("Upper", "x")]), "field name not a lowercase token"),
+            (with(&[("connection", "close")]), "connection-specific field"),
+            (with(&[("transfer-encoding", "chunked")]), "connection-specific field"),
+            (with(&[("te", "gzip")]), "TE other than trailers"),
+            (with(&[("x-a", "1\r\nx-b: 2")]), "NUL, CR or LF in a field value"),
+            (vec![get[0], get[1], ("x-a", "1"), get[2], get[3]], "pseudo-header after a regular field"),
+            (with(&[(":path", "/again")]), "repeated pseudo-header"),
+            (vec![get[0], get[0], get[1], get[2], get[3]], "repeated pseudo-header"),
+            (vec![(":status", "200")], "unknown pseudo-header"),
+            (vec![get[1], get[2], get[3]], "no :method"),
+            (vec![get[0], get[1], get[2]], "no :scheme or :path"),
+            (vec![get[0], get[1], get[3]], "no :authority or Host"),
+            (vec![(":method", "CONNECT"), (":authority", "a:1"), (":path", "/")], "CONNECT with :scheme or :path, or without :authority"),
+            (vec![(":method", "GET"), (":protocol", "websocket"), get[1], get[2], get[3]], ":protocol without extended CONNECT"),
+        ];
+        for (fields, why) in cases {
+            assert_eq!(request_head(&lines(&fields), true), Err(HeadError::Malformed(why)), "{fields:?}");
+        }
+        // Extended CONNECT when this side did not advertise it.
+        let ws = [(":method", "CONNECT"), (":protocol", "websocket"), get[1], get[2], get[3]];
+        assert_eq!(request_head(&lines(&ws), false), Err(HeadError::Malformed(":protocol without extended CONNECT")));
+    }
+
+    #[test]
+    fn authority_and_host_must_agree() {
+        let base = [(":method", "GET"), (":scheme", "https"), (":path", "/")];
+        let r = request_head(&lines(&[&base[..], &[("host", "b.test")]].concat()), true).unwrap();
+        assert_eq!(r.head.host(), Some("b.test"));
+        let clash = [&base[..], &[(":authority", "a.test")][..]].concat();
+        let clash = [&clash[..], &[("host", "b.test")][..]].concat();
+        assert!(request_head(&lines(&clash), true).is_err());
+        let userinfo = [&base[..], &[(":authority", "u@a.test")][..]].concat();
+        assert!(request_head(&lines(&userinfo), true).is_err());
+    }
+}
