@@ -5,7 +5,8 @@
 //! one is malformed: a stream error H3_MESSAGE_ERROR, or a 400 (the caller
 //! chooses). Sans-IO.
 
-use crate::message::{HeadError, Header, RequestHead};
+use crate::h3;
+use crate::message::{HeadError, Header, RequestHead, ResponseHead};
 
 use super::{request_from_pseudo, Pseudo};
 
@@ -25,6 +26,23 @@ fn is_tchar_lower(b: u8) -> bool {
 
 fn text<'a>(value: &'a [u8], what: &'static str) -> Result<&'a str, HeadError> {
     std::str::from_utf8(value).map_err(|_| HeadError::Malformed(what))
+}
+
+/// A regular field's name, checked (RFC 9114 §4.2): a lowercase token, not
+/// connection-specific, TE only as `trailers`.
+fn regular_name<'a>(name: &'a [u8], value: &[u8]) -> Result<&'a str, HeadError> {
+    if name.is_empty() || !name.iter().all(|b| is_tchar_lower(*b)) {
+        return Err(HeadError::Malformed("field name not a lowercase token"));
+    }
+    // Checked as a token just above: ASCII.
+    let name = text(name, "field name not a lowercase token")?;
+    if CONNECTION_SPECIFIC.contains(&name) {
+        return Err(HeadError::Malformed("connection-specific field"));
+    }
+    if name == "te" && value != b"trailers" {
+        return Err(HeadError::Malformed("TE other than trailers"));
+    }
+    Ok(name)
 }
 
 /// The request in `fields` (decoded QPACK lines, in order). `extended_ok`:
@@ -54,17 +72,7 @@ pub fn request_head(fields: &[(Vec<u8>, Vec<u8>)], extended_ok: bool) -> Result<
             }
             continue;
         }
-        if name.is_empty() || !name.iter().all(|b| is_tchar_lower(*b)) {
-            return Err(HeadError::Malformed("field name not a lowercase token"));
-        }
-        // Checked as a token just above: ASCII.
-        let name = text(name, "field name not a lowercase token")?;
-        if CONNECTION_SPECIFIC.contains(&name) {
-            return Err(HeadError::Malformed("connection-specific field"));
-        }
-        if name == "te" && value.as_slice() != b"trailers" {
-            return Err(HeadError::Malformed("TE other than trailers"));
-        }
+        let name = regular_name(name, value)?;
         if name == "host" {
             hosts.push(text(value, "Host is not text")?);
             continue;
@@ -91,6 +99,93 @@ pub fn request_head(fields: &[(Vec<u8>, Vec<u8>)], extended_ok: bool) -> Result<
     }
     let head = request_from_pseudo(Pseudo { method, authority, path, extended }, &hosts, regular)?;
     Ok(Request { head, protocol: protocol.map(str::to_owned) })
+}
+
+/// A response head from its field lines (client side: an h3 upstream's
+/// answer). `:status` exactly once and first, three digits; the regular
+/// fields as for requests.
+pub fn response_head(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<ResponseHead, HeadError> {
+    let mut lines = fields.iter();
+    let status = match lines.next() {
+        Some((name, value)) if name.as_slice() == b":status" => value,
+        _ => return Err(HeadError::Malformed("no :status first")),
+    };
+    let status = text(status, "invalid :status")?;
+    let status: u16 = match status.parse() {
+        Ok(code @ 100..=599) if status.len() == 3 => code,
+        _ => return Err(HeadError::Malformed("invalid :status")),
+    };
+    let mut headers = Vec::with_capacity(fields.len());
+    for (name, value) in lines {
+        if name.starts_with(b":") {
+            return Err(HeadError::Malformed("pseudo-header other than one :status"));
+        }
+        if value.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+            return Err(HeadError::Malformed("NUL, CR or LF in a field value"));
+        }
+        let name = regular_name(name, value)?;
+        headers.push(Header { name: name.to_owned(), value: value.clone() });
+    }
+    Ok(ResponseHead { status, reason: String::new(), minor_version: 1, headers })
+}
+
+/// Whether a field of a version-neutral head travels in HTTP/3: not
+/// connection-specific, not `host` (it becomes `:authority`), TE only as
+/// `trailers`.
+fn travels(field: &Header) -> bool {
+    let name = field.name.to_ascii_lowercase();
+    match name.as_str() {
+        "host" => false,
+        "te" => field.value.as_slice() == b"trailers",
+        n => !CONNECTION_SPECIFIC.contains(&n),
+    }
+}
+
+/// Appends a response as one HEADERS frame (names lowercased; fields that
+/// have no meaning in HTTP/3 dropped).
+pub fn encode_response(head: &ResponseHead, out: &mut Vec<u8>) {
+    let status = head.status.to_string();
+    let names: Vec<String> = head.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+    let fields = std::iter::once((&b":status"[..], status.as_bytes())).chain(
+        head.headers
+            .iter()
+            .zip(&names)
+            .filter(|(h, _)| travels(h))
+            .map(|(h, n)| (n.as_bytes(), h.value.as_slice())),
+    );
+    let mut block = Vec::new();
+    h3::qpack::encode(fields, &mut block);
+    h3::frame::encode_headers(&block, out);
+}
+
+/// Appends a request for an h3 upstream as one HEADERS frame: `:method`,
+/// `:scheme https`, `:authority` (the head's Host), `:path` unless a plain
+/// CONNECT, `:protocol` on an extended CONNECT, then the fields.
+pub fn encode_request(head: &RequestHead, protocol: Option<&str>, out: &mut Vec<u8>) {
+    let authority = head.host().unwrap_or("");
+    let plain_connect = head.method == "CONNECT" && protocol.is_none();
+    let mut pseudo: Vec<(&[u8], &[u8])> = vec![(b":method", head.method.as_bytes())];
+    if let Some(p) = protocol {
+        pseudo.push((b":protocol", p.as_bytes()));
+    }
+    if !plain_connect {
+        pseudo.push((b":scheme", b"https"));
+    }
+    pseudo.push((b":authority", authority.as_bytes()));
+    if !plain_connect {
+        pseudo.push((b":path", head.target.as_bytes()));
+    }
+    let names: Vec<String> = head.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+    let fields = pseudo.into_iter().chain(
+        head.headers
+            .iter()
+            .zip(&names)
+            .filter(|(h, _)| travels(h))
+            .map(|(h, n)| (n.as_bytes(), h.value.as_slice())),
+    );
+    let mut block = Vec::new();
+    h3::qpack::encode(fields, &mut block);
+    h3::frame::encode_headers(&block, out);
 }
 
 #[cfg(test)]
@@ -172,5 +267,77 @@ mod tests {
         assert!(request_head(&lines(&clash), true).is_err());
         let userinfo = [&base[..], &[(":authority", "u@a.test")][..]].concat();
         assert!(request_head(&lines(&userinfo), true).is_err());
+    }
+
+    /// Reads the one HEADERS frame in `wire` back into field lines.
+    fn decoded(wire: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut reader = h3::frame::FrameReader::new(1 << 16);
+        let (n, none) = reader.read(wire).unwrap();
+        assert!(none.is_none());
+        match reader.read(&wire[n..]).unwrap() {
+            (_, Some(h3::frame::Frame::Headers(block))) => h3::qpack::decode(&block, 1 << 16).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_encodes_for_an_h3_upstream_and_parses_back() {
+        let mut head = request_head(
+            &lines(&[
+                (":method", "CONNECT"),
+                (":protocol", "websocket"),
+                (":scheme", "https"),
+                (":authority", "ws.example"),
+                (":path", "/chat"),
+                ("x-a", "1"),
+            ]),
+            true,
+        )
+        .unwrap()
+        .head;
+        head.headers.push(Header { name: "Connection".into(), value: b"upgrade".to_vec() });
+        head.headers.push(Header { name: "te".into(), value: b"trailers".to_vec() });
+        let mut wire = Vec::new();
+        encode_request(&head, Some("websocket"), &mut wire);
+        let again = request_head(&decoded(&wire), true).unwrap();
+        assert_eq!(again.head, {
+            let mut h = head.clone();
+            h.headers.retain(|f| f.name != "Connection");
+            h
+        });
+        assert_eq!(again.protocol.as_deref(), Some("websocket"));
+        // A plain CONNECT carries :authority only.
+        let connect = request_head(&lines(&[(":method", "CONNECT"), (":authority", "a.test:443")]), true).unwrap();
+        let mut wire = Vec::new();
+        encode_request(&connect.head, None, &mut wire);
+        assert_eq!(decoded(&wire), lines(&[(":method", "CONNECT"), (":authority", "a.test:443")]));
+    }
+
+    #[test]
+    fn responses_encode_and_parse_with_their_checks() {
+        let head = ResponseHead {
+            status: 200,
+            reason: "OK".into(),
+            minor_version: 1,
+            headers: vec![
+                Header { name: "Sec-WebSocket-Protocol".into(), value: b"chat".to_vec() },
+                Header { name: "Upgrade".into(), value: b"websocket".to_vec() },
+            ],
+        };
+        let mut wire = Vec::new();
+        encode_response(&head, &mut wire);
+        let fields = decoded(&wire);
+        assert_eq!(fields, lines(&[(":status", "200"), ("sec-websocket-protocol", "chat")]));
+        let back = response_head(&fields).unwrap();
+        assert_eq!((back.status, back.headers.len()), (200, 1));
+        for (bad, why) in [
+            (lines(&[("x-a", "1")]), "no :status first"),
+            (lines(&[(":status", "20")]), "invalid :status"),
+            (lines(&[(":status", "700")]), "invalid :status"),
+            (lines(&[(":status", "200"), (":path", "/")]), "pseudo-header other than one :status"),
+            (lines(&[(":status", "200"), ("Upper", "1")]), "field name not a lowercase token"),
+        ] {
+            assert_eq!(response_head(&bad), Err(HeadError::Malformed(why)), "{bad:?}");
+        }
     }
 }
