@@ -75,17 +75,26 @@ type Result<T> = crate::Result<T, ()>;
 pub struct TcpListener {
     reactor: Weak<Reactor>,
     listener: net::TcpListener,
+    /// [switchyard patch] The listening socket is `O_NONBLOCK` (seen once,
+    /// at construction): an accept attempt is then one `accept`, without
+    /// the three `fcntl` calls that make a blocking listener non-blocking
+    /// around it.
+    nonblocking: bool,
 }
 
 impl FromRawFd for TcpListener {
     /// Convert an already bound and listening RawFd into a TcpListener
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        let nonblocking = nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL)
+            .map(|flags| flags & libc::O_NONBLOCK != 0)
+            .unwrap_or(false);
         let sk = Socket::from_raw_fd(fd);
         let listener = sk.into();
 
         TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking,
         }
     }
 }
@@ -132,6 +141,7 @@ impl TcpListener {
         Ok(TcpListener {
             reactor: Rc::downgrade(&crate::executor().reactor()),
             listener,
+            nonblocking: false,
         })
     }
 
@@ -166,7 +176,15 @@ impl TcpListener {
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
+        let attempt = if self.nonblocking {
+            match crate::sys::accept_syscall(raw_fd) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                r => Some(r),
+            }
+        } else {
+            yolo_accept(raw_fd)
+        };
+        if let Some(r) = attempt {
             match r {
                 Ok(fd) => {
                     return Ok(AcceptedTcpStream { fd });
