@@ -26,6 +26,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::{pin, Pin};
 use std::task::Poll;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -135,65 +136,87 @@ impl Moved {
     }
 }
 
-/// Relays until done. Both streams are closed when this returns.
-pub async fn relay(
+/// The two legs of a relay, set up before the relay's future is made.
+enum Legs {
+    Spliced(splice::Pair),
+    Copied {
+        dr: futures_util::io::ReadHalf<Downstream>,
+        dw: futures_util::io::WriteHalf<Downstream>,
+        ur: futures_util::io::ReadHalf<TcpStream>,
+        uw: futures_util::io::WriteHalf<TcpStream>,
+    },
+    /// Splice set-up failed: the relay ends at once.
+    Failed,
+}
+
+/// Relays until done. Both streams are closed when the future ends.
+///
+/// Not an `async fn`: the legs are set up here, and the future only holds
+/// them once (an async fn keeps its arguments in their own slots even after
+/// they moved into the legs), and borrows them.
+pub fn relay(
     down: Downstream,
     up: TcpStream,
     opts: RelayOptions,
-    stats: &CoreStats,
-) -> Report {
-    let activity = Activity::new();
-    let (d2u, u2d) = (Moved::default(), Moved::default());
+    stats: Arc<CoreStats>,
+) -> impl Future<Output = Report> {
     let down_fd = down.tcp().as_raw_fd();
     let up_fd = up.as_raw_fd();
     let spliced = opts.splice && matches!(down, Downstream::Plain(_));
-    // Pinned where it is made: `pin!` on an existing binding moves the
-    // future into a second slot of this fn's state, and both would stay.
-    let work = pin!(async {
-        match down {
-            Downstream::Plain(down) if opts.splice => {
-                let pair = match splice::Pair::new(down, up) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "splice set-up failed; closing relay");
-                        return false;
-                    }
-                };
-                // Bound, not returned: the pinned directions borrow `pair`
-                // and must be dropped before it.
-                let reset = both(
-                    pin!(pair.d2u(&activity, &d2u)),
-                    pin!(pair.u2d(&activity, &u2d)),
-                    opts,
-                    linger_zero(down_fd),
-                    linger_zero(up_fd),
-                )
-                .await;
-                reset
+    let mut legs = match down {
+        Downstream::Plain(down) if opts.splice => match splice::Pair::new(down, up) {
+            Ok(pair) => Legs::Spliced(pair),
+            Err(e) => {
+                tracing::warn!(error = %e, "splice set-up failed; closing relay");
+                Legs::Failed
             }
-            down => {
-                let (dr, dw) = futures_util::io::AsyncReadExt::split(down);
-                let (ur, uw) = futures_util::io::AsyncReadExt::split(up);
-                // Boxed: the copy path's futures (TLS halves) are several
-                // times the splice path's, and an async fn's state is the
-                // union of its branches: inline, every idle spliced relay
-                // would carry them.
-                Box::pin(async {
+        },
+        down => {
+            let (dr, dw) = futures_util::io::AsyncReadExt::split(down);
+            let (ur, uw) = futures_util::io::AsyncReadExt::split(up);
+            Legs::Copied { dr, dw, ur, uw }
+        }
+    };
+    async move {
+        let activity = Activity::new();
+        let (d2u, u2d) = (Moved::default(), Moved::default());
+        // Pinned where it is made: `pin!` on an existing binding moves the
+        // future into a second slot of this fn's state, and both would stay.
+        let work = pin!(async {
+            match &mut legs {
+                Legs::Spliced(pair) => {
                     both(
-                        pin!(copy::direction(dr, uw, &activity, &d2u)),
-                        pin!(copy::direction(ur, dw, &activity, &u2d)),
+                        pin!(pair.d2u(&activity, &d2u)),
+                        pin!(pair.u2d(&activity, &u2d)),
                         opts,
                         linger_zero(down_fd),
                         linger_zero(up_fd),
                     )
                     .await
-                })
-                .await
+                }
+                // Boxed: the copy path's futures (TLS halves) are several
+                // times the splice path's, and a future's state is the union
+                // of its branches: inline, every idle spliced relay would
+                // carry them.
+                Legs::Copied { dr, dw, ur, uw } => {
+                    Box::pin(async {
+                        both(
+                            pin!(copy::direction(dr, uw, &activity, &d2u)),
+                            pin!(copy::direction(ur, dw, &activity, &u2d)),
+                            opts,
+                            linger_zero(down_fd),
+                            linger_zero(up_fd),
+                        )
+                        .await
+                    })
+                    .await
+                }
+                Legs::Failed => false,
             }
-        }
-    });
-    let outcome = until_idle(work, &activity, opts.idle).await;
-    book(outcome, &d2u, &u2d, spliced, stats)
+        });
+        let outcome = until_idle(work, &activity, opts.idle).await;
+        book(outcome, &d2u, &u2d, spliced, &stats)
+    }
 }
 
 /// Runs `work` until it ends, or until no byte moved for `idle` (`None`).

@@ -274,16 +274,17 @@ fn run_relay(
     stats::add(&core.stats.relays_total, 1);
     tracing::debug!(%client, tunnel = %t.config.name, kind, "relay started");
     let active = crate::core::Active::new(&core.stats);
-    let (core2, t) = (core.clone(), t.clone());
-    // Boxed: the gate's wrapper would otherwise hold the relay's future
-    // twice (as its capture and as what it awaits), doubling an idle
-    // relay's memory.
-    let task = Box::pin(async move {
-        let _active = active;
-        let r = relay::relay(down, up, opts, &core2.stats).await;
+    let t = t.clone();
+    // The relay's future is made here and mapped, not awaited inside an
+    // async block (which would keep the legs in its captures as well), and
+    // boxed: the gate's wrapper would otherwise hold it twice (as its
+    // capture and as what it awaits).
+    let relay = relay::relay(down, up, opts, core.stats.clone());
+    let task = Box::pin(futures_util::FutureExt::map(relay, move |r| {
+        drop(active);
         tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
             end = ?r.end, spliced = r.spliced, "relay ended");
-    });
+    }));
     match core.gate.spawn(task) {
         Ok(task) => {
             task.detach();
