@@ -141,13 +141,12 @@ fn travels(field: &Header) -> bool {
     }
 }
 
-/// Appends a response as one HEADERS frame (names lowercased; fields that
-/// have no meaning in HTTP/3 dropped).
-pub fn encode_response(head: &ResponseHead, out: &mut Vec<u8>) {
-    let status = head.status.to_string();
-    let names: Vec<String> = head.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
-    let fields = std::iter::once((&b":status"[..], status.as_bytes())).chain(
-        head.headers
+/// Appends one HEADERS frame: the pseudo-headers, then the head's fields
+/// that travel in HTTP/3, names lowercased.
+fn encode_head(pseudo: &[(&[u8], &[u8])], headers: &[Header], out: &mut Vec<u8>) {
+    let names: Vec<String> = headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+    let fields = pseudo.iter().copied().chain(
+        headers
             .iter()
             .zip(&names)
             .filter(|(h, _)| travels(h))
@@ -156,6 +155,13 @@ pub fn encode_response(head: &ResponseHead, out: &mut Vec<u8>) {
     let mut block = Vec::new();
     h3::qpack::encode(fields, &mut block);
     h3::frame::encode_headers(&block, out);
+}
+
+/// Appends a response as one HEADERS frame (names lowercased; fields that
+/// have no meaning in HTTP/3 dropped).
+pub fn encode_response(head: &ResponseHead, out: &mut Vec<u8>) {
+    let status = head.status.to_string();
+    encode_head(&[(b":status", status.as_bytes())], &head.headers, out);
 }
 
 /// Appends a request for an h3 upstream as one HEADERS frame: `:method`,
@@ -175,17 +181,7 @@ pub fn encode_request(head: &RequestHead, protocol: Option<&str>, out: &mut Vec<
     if !plain_connect {
         pseudo.push((b":path", head.target.as_bytes()));
     }
-    let names: Vec<String> = head.headers.iter().map(|h| h.name.to_ascii_lowercase()).collect();
-    let fields = pseudo.into_iter().chain(
-        head.headers
-            .iter()
-            .zip(&names)
-            .filter(|(h, _)| travels(h))
-            .map(|(h, n)| (n.as_bytes(), h.value.as_slice())),
-    );
-    let mut block = Vec::new();
-    h3::qpack::encode(fields, &mut block);
-    h3::frame::encode_headers(&block, out);
+    encode_head(&pseudo, &head.headers, out);
 }
 
 #[cfg(test)]

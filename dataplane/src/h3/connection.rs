@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::error::{Code, H3Error};
 use super::frame::{self, Frame, FrameReader};
+use super::qpack::prefixed_int;
 use super::settings::Settings;
 use super::varint;
 
@@ -250,27 +251,6 @@ impl Connection {
     }
 }
 
-/// Reads a prefixed integer (RFC 7541 §5.1) at the front of `buf`: `None`
-/// when incomplete.
-fn prefixed_int(buf: &[u8], n: u8) -> Option<Result<(u64, usize), H3Error>> {
-    let max = (1u64 << n) - 1;
-    let first = u64::from(*buf.first()?) & max;
-    if first < max {
-        return Some(Ok((first, 1)));
-    }
-    let mut value = max;
-    for (i, b) in buf[1..].iter().enumerate() {
-        if i >= 9 {
-            return Some(Err(H3Error::connection(Code::QPACK_ENCODER_STREAM_ERROR, "integer too large")));
-        }
-        value += u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(Ok((value, i + 2)));
-        }
-    }
-    None
-}
-
 /// The peer's encoder stream, with this side's dynamic table capacity at
 /// 0: only "Set Dynamic Table Capacity 0" fits; an insert cannot.
 fn encoder_instructions(pending: &mut Vec<u8>) -> Result<(), H3Error> {
@@ -282,7 +262,7 @@ fn encoder_instructions(pending: &mut Vec<u8>) -> Result<(), H3Error> {
         }
         match prefixed_int(&pending[at..], 5) {
             None => break,
-            Some(Err(e)) => return Err(e),
+            Some(Err(())) => return Err(error("integer too large")),
             Some(Ok((0, n))) => at += n,
             Some(Ok(_)) => return Err(error("dynamic table capacity above the advertised 0")),
         }
@@ -303,7 +283,7 @@ fn decoder_instructions(pending: &mut Vec<u8>) -> Result<(), H3Error> {
         }
         match prefixed_int(&pending[at..], 6) {
             None => break,
-            Some(Err(_)) => return Err(error("integer too large")),
+            Some(Err(())) => return Err(error("integer too large")),
             Some(Ok((_, n))) => at += n,
         }
     }

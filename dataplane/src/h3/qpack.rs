@@ -22,27 +22,35 @@ fn failed(reason: &'static str) -> H3Error {
 }
 
 /// Reads an integer with an `n`-bit prefix (RFC 7541 §5.1) from the front
-/// of `buf`: its value and the bytes it took.
-fn read_int(buf: &[u8], n: u8) -> Result<(u64, usize), H3Error> {
-    let first = *buf.first().ok_or_else(|| failed("field section ends inside an integer"))?;
+/// of `buf`: its value and the bytes it took; `None` when `buf` ends inside
+/// it, `Err` past 62 bits (all any QPACK integer needs; more is an attack).
+/// Field sections and the encoder/decoder streams share it.
+pub(super) fn prefixed_int(buf: &[u8], n: u8) -> Option<Result<(u64, usize), ()>> {
     let max = (1u64 << n) - 1;
-    let mut value = u64::from(first) & max;
+    let mut value = u64::from(*buf.first()?) & max;
     if value < max {
-        return Ok((value, 1));
+        return Some(Ok((value, 1)));
     }
-    let mut shift = 0u32;
     for (i, b) in buf[1..].iter().enumerate() {
-        // 62 bits are all any QPACK integer needs; more is an attack.
-        if shift > 56 {
-            return Err(failed("integer too large"));
+        if i > 8 {
+            return Some(Err(()));
         }
-        value += u64::from(b & 0x7f) << shift;
-        shift += 7;
+        value += u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            return Ok((value, i + 2));
+            return Some(Ok((value, i + 2)));
         }
     }
-    Err(failed("field section ends inside an integer"))
+    None
+}
+
+/// [`prefixed_int`] in a field section, which is whole: the end of input
+/// is an error too.
+fn read_int(buf: &[u8], n: u8) -> Result<(u64, usize), H3Error> {
+    match prefixed_int(buf, n) {
+        Some(Ok(read)) => Ok(read),
+        Some(Err(())) => Err(failed("integer too large")),
+        None => Err(failed("field section ends inside an integer")),
+    }
 }
 
 /// Appends `value` with an `n`-bit prefix; `flags` are the bits above it.
