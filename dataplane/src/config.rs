@@ -122,6 +122,8 @@ pub struct ListenerConfig {
     pub default_tunnel: Option<String>,
     /// Cleartext listener also accepts HTTP/2 with prior knowledge.
     pub h2c: bool,
+    /// TLS listener also serves HTTP/3 over QUIC on the same port (UDP).
+    pub quic: bool,
 }
 
 /// PEM files of a TLS listener.

@@ -71,6 +71,7 @@ internal! {
     plan;
     policy;
     proxy_protocol;
+    quic;
     relay;
     resolve;
     route;

@@ -22,6 +22,8 @@ pub enum Version {
     H1,
     /// HTTP/2 (a stream).
     H2,
+    /// HTTP/3 (a request stream).
+    H3,
 }
 
 /// What the edge will do with an accepted request.
@@ -105,7 +107,7 @@ pub fn plan(
                 Version::H1 => {
                     first_is("connection", "upgrade") && first_is("upgrade", "websocket")
                 }
-                Version::H2 => intent == Intent::WebSocket,
+                Version::H2 | Version::H3 => intent == Intent::WebSocket,
             };
             if !upgrade {
                 return Err(refuse(Rejection::NotUpgrade));

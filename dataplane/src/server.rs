@@ -110,6 +110,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         core: 0,
         reason: format!("cannot start the resolver thread: {e}"),
     })?;
+    let quic_keys = crate::quic::Keys::random();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut joins = Vec::new();
     let mut cores = Vec::new();
@@ -122,6 +123,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         let ready = ready_tx.clone();
         let control = control.clone();
         let resolver = resolver.clone();
+        let quic_keys = quic_keys.clone();
         let placement = if config.edge.cores == 0 && cpus.len() == 1 {
             Placement::Unbound
         } else {
@@ -131,7 +133,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             .name(&format!("core{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let per_core = (resolver, max_connections);
+                let per_core = (resolver, max_connections, quic_keys);
                 run_core(
                     core, cpu, config, identities, stats, stop, ready, control, per_core,
                 )
@@ -194,7 +196,11 @@ async fn run_core(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     control: Control,
-    (resolver, max_connections): (crate::resolve::ResolverThread, usize),
+    (resolver, max_connections, quic_keys): (
+        crate::resolve::ResolverThread,
+        usize,
+        crate::quic::Keys,
+    ),
 ) {
     let setup = || -> Result<_, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
@@ -213,6 +219,7 @@ async fn run_core(
             log_budget: Default::default(),
         });
         let mut listeners = Vec::new();
+        let mut endpoints = Vec::new();
         for (l, id) in config.listeners.iter().zip(&identities) {
             let tls = match id {
                 Some(id) => Some(futures_rustls::TlsAcceptor::from(
@@ -222,17 +229,21 @@ async fn run_core(
             };
             let sock = crate::listener::bind(l.addr)
                 .map_err(|e| format!("listener `{}` cannot bind {}: {e}", l.name, l.addr))?;
-            listeners.push((
-                sock,
-                Rc::new(ListenerCtx {
-                    cfg: l.clone(),
-                    tls,
-                }),
-            ));
+            let lis = Rc::new(ListenerCtx {
+                cfg: l.clone(),
+                tls,
+            });
+            if let (true, Some(id)) = (l.quic, id) {
+                endpoints.push((
+                    quic_endpoint(core, &config, id, &quic_keys, l.addr)?,
+                    lis.clone(),
+                ));
+            }
+            listeners.push((sock, lis));
         }
-        Ok((ctx, listeners))
+        Ok((ctx, listeners, endpoints))
     };
-    let (ctx, listeners) = match setup() {
+    let (ctx, listeners, endpoints) = match setup() {
         Ok(x) => x,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -270,6 +281,23 @@ async fn run_core(
     );
     let _ = ready.send(Ok(()));
     glommio::spawn_local(trim_after_bursts(ctx.clone())).detach();
+    for (endpoint, lis) in endpoints {
+        let admit_ctx = ctx.clone();
+        let admit = move |conn| {
+            let task = Box::pin(crate::downstream::h3::serve(
+                admit_ctx.clone(),
+                lis.clone(),
+                conn,
+            ));
+            match admit_ctx.gate.spawn(task) {
+                Ok(t) => {
+                    t.detach();
+                }
+                Err(e) => tracing::warn!("cannot spawn h3 connection task: {e}"),
+            }
+        };
+        glommio::spawn_local(endpoint.run(ctx.clone(), admit)).detach();
+    }
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|(sock, lis)| {
@@ -298,6 +326,37 @@ async fn run_core(
     .await;
     let left = ctx.stats.connections_active.load(Ordering::Relaxed);
     tracing::info!(core, drained, left, "core stopped");
+}
+
+/// Handshakes in flight on one core beyond which new QUIC clients must
+/// prove their address first (Retry).
+const QUIC_HANDSHAKES_BEFORE_RETRY: usize = 256;
+
+/// The QUIC endpoint of one core on a listener's port (UDP).
+fn quic_endpoint(
+    core: usize,
+    config: &Config,
+    id: &Identity,
+    keys: &crate::quic::Keys,
+    addr: std::net::SocketAddr,
+) -> Result<crate::quic::Endpoint, String> {
+    use crate::downstream::h3::{MAX_STREAMS, STREAM_WINDOW};
+    let tls = id.quic_server_config().map_err(|e| e.to_string())?;
+    let transport =
+        crate::quic::server_transport(MAX_STREAMS, STREAM_WINDOW, config.edge.idle_timeout);
+    let server = keys.server_config(tls, transport)?;
+    let limits = crate::quic::endpoint::Limits {
+        handshakes_before_retry: QUIC_HANDSHAKES_BEFORE_RETRY,
+        gso: std::env::var_os("SWITCHYARD_QUIC_NO_GSO").is_none(),
+    };
+    crate::quic::Endpoint::bind(
+        addr,
+        keys.endpoint_config(core),
+        Some(server),
+        limits,
+        crate::h3::error::Code::REQUEST_CANCELLED.0,
+    )
+    .map_err(|e| format!("QUIC cannot bind {addr} (UDP): {e}"))
 }
 
 /// Runs the edge until SIGINT/SIGTERM, then drains and returns.

@@ -57,6 +57,12 @@ counters! {
     connections_refused,
     /// Refusal log lines not written (rate limit), counted instead.
     log_lines_suppressed,
+    /// QUIC connections accepted (their handshake started).
+    quic_connections_total,
+    /// QUIC Retry packets sent (address validation under handshake load).
+    quic_retries,
+    /// HTTP/3 request streams accepted.
+    h3_streams_total,
 }
 
 /// Adds to a counter; only the owning core calls this.

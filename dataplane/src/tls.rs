@@ -85,6 +85,19 @@ impl Identity {
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
+
+    /// A config for QUIC: TLS 1.3 only, ALPN `h3` only, no 0-RTT (a
+    /// replayed CONNECT would open a second tunnel).
+    pub fn quic_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        cfg.alpn_protocols = vec![b"h3".to_vec()];
+        cfg.max_early_data_size = 0;
+        Ok(Arc::new(cfg))
+    }
 }
 
 /// A TCP stream with bytes that were already read in front of it (the bytes

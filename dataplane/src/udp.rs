@@ -23,7 +23,6 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// A UDP socket of one core with its offload state.
 #[derive(Debug)]
-#[allow(dead_code)] // used by the QUIC endpoints (next issue) and the tests
 pub struct UdpEndpoint {
     // dropped first: cancels the poll before the socket closes
     readable: Readiness,
@@ -31,7 +30,6 @@ pub struct UdpEndpoint {
     state: UdpSocketState,
 }
 
-#[allow(dead_code)] // used by the QUIC endpoints (next issue) and the tests
 impl UdpEndpoint {
     /// Binds `addr` with SO_REUSEPORT (every core binds the same port), non
     /// blocking, with GRO and destination-address reporting enabled.
@@ -88,6 +86,12 @@ impl UdpEndpoint {
                 other => return other,
             }
         }
+    }
+
+    /// Sends `transmit` now, or fails with `WouldBlock` if the socket
+    /// buffer is full.
+    pub fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        self.state.send(UdpSockRef::from(&self.socket), transmit)
     }
 
     /// Sends `transmit` (one datagram, or `segment_size` pieces by GSO):

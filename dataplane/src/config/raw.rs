@@ -257,10 +257,10 @@ impl RawConfig {
                     format!("{addr} is used by another listener"),
                 ));
             }
-            if l.quic {
+            if l.quic && l.tls.is_none() {
                 return Err(invalid(
                     at("quic"),
-                    "HTTP/3 is not available in this build yet",
+                    "QUIC needs TLS: set `tls` on this listener (HTTP/3 is served on the same port, over UDP)",
                 ));
             }
             if l.h2c && l.tls.is_some() {
@@ -294,6 +294,7 @@ impl RawConfig {
                 trusted_forwarded_for: l.trusted_forwarded_for,
                 default_tunnel,
                 h2c: l.h2c,
+                quic: l.quic,
             });
         }
         Ok(Config {

@@ -11,8 +11,9 @@
 //!   h3 (own sans-IO on quinn)   ─┘
 //! ```
 //!
-//! Only `h1` exists today; `h2` plugs in at the ALPN decision in
-//! [`crate::tls`] and `h3` at the per-core QUIC endpoint (DESIGN §3).
+//! `h2` plugs in at the ALPN decision in [`crate::tls`], `h3` at the
+//! per-core QUIC endpoint ([`crate::quic`], DESIGN §3).
 
 pub mod h1;
 pub mod h2;
+pub mod h3;

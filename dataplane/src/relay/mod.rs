@@ -18,6 +18,7 @@
 pub mod buffers;
 pub mod copy;
 pub mod h2;
+pub mod h3;
 pub mod splice;
 
 use std::cell::Cell;
@@ -324,6 +325,8 @@ pub enum Leg {
     Tcp(TcpStream),
     /// An h2 stream (downstream extended CONNECT, or an h2c upstream stream).
     H2(h2::H2Stream),
+    /// An h3 request stream (downstream extended or plain CONNECT).
+    H3(h3::H3Stream),
 }
 
 type Reader = Box<dyn futures_lite::io::AsyncRead + Unpin>;
@@ -344,6 +347,10 @@ impl Leg {
                 (Box::new(r), Box::new(w), Box::new(linger_zero(fd)))
             }
             Leg::H2(s) => {
+                let (r, w, reset) = s.split();
+                (Box::new(r), Box::new(w), Box::new(move || reset.reset()))
+            }
+            Leg::H3(s) => {
                 let (r, w, reset) = s.split();
                 (Box::new(r), Box::new(w), Box::new(move || reset.reset()))
             }

@@ -1,0 +1,130 @@
+//! Connection ids that name their core without showing it.
+//!
+//! Every core's endpoint issues its own ids; a datagram must reach the core
+//! that owns its connection, and no core may answer another core's
+//! connection with a stateless reset (the reset key is shared, so such a
+//! reset would be valid and kill the owner's connection). So each id carries
+//! its core, and [`CoreCids::validate`] accepts only this core's ids.
+//!
+//! Layout (8 bytes, QUIC-LB style but simpler): a 5-byte random nonce, the
+//! core index masked with a keyed PRF of the nonce, and a 2-byte tag from
+//! the same PRF. Without the key an observer sees random bytes (ids of one
+//! connection are not linkable, RFC 9000 §9.5); with it, any core reads the
+//! owner of an id ([`owner`]) to hand a misrouted datagram over. A random id
+//! passes the tag with probability 2^-16.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::{ConnectionId, ConnectionIdGenerator, InvalidCid};
+use ring::hmac;
+
+/// Length of the ids this edge issues.
+pub const CID_LEN: usize = 8;
+const NONCE: usize = 5;
+
+/// Key shared by every core (and every id they issue).
+#[derive(Clone, Debug)]
+pub struct CidKey(Arc<hmac::Key>);
+
+impl CidKey {
+    /// A fresh random key (per process).
+    pub fn random() -> CidKey {
+        let mut k = [0u8; 32];
+        // getrandom fails only without a kernel RNG: nothing would work then.
+        getrandom::getrandom(&mut k).expect("kernel random numbers");
+        CidKey(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &k)))
+    }
+
+    fn mask(&self, nonce: &[u8]) -> [u8; 3] {
+        let tag = hmac::sign(&self.0, nonce);
+        let t = tag.as_ref();
+        [t[0], t[1], t[2]]
+    }
+}
+
+/// The core that issued `cid`, if the id is one of ours.
+pub fn owner(key: &CidKey, cid: &[u8]) -> Option<u8> {
+    if cid.len() != CID_LEN {
+        return None;
+    }
+    let m = key.mask(&cid[..NONCE]);
+    (cid[NONCE + 1] == m[1] && cid[NONCE + 2] == m[2]).then_some(cid[NONCE] ^ m[0])
+}
+
+/// The id generator of one core.
+#[derive(Debug)]
+pub struct CoreCids {
+    key: CidKey,
+    core: u8,
+}
+
+impl CoreCids {
+    /// Ids of `core` (the edge runs at most 256 cores).
+    pub fn new(key: CidKey, core: u8) -> CoreCids {
+        CoreCids { key, core }
+    }
+}
+
+impl ConnectionIdGenerator for CoreCids {
+    fn generate_cid(&mut self) -> ConnectionId {
+        let mut id = [0u8; CID_LEN];
+        getrandom::getrandom(&mut id[..NONCE]).expect("kernel random numbers");
+        let m = self.key.mask(&id[..NONCE]);
+        id[NONCE] = self.core ^ m[0];
+        id[NONCE + 1] = m[1];
+        id[NONCE + 2] = m[2];
+        ConnectionId::new(&id)
+    }
+
+    fn validate(&self, cid: &ConnectionId) -> Result<(), InvalidCid> {
+        match owner(&self.key, cid) {
+            Some(core) if core == self.core => Ok(()),
+            _ => Err(InvalidCid),
+        }
+    }
+
+    fn cid_len(&self) -> usize {
+        CID_LEN
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_name_their_core_and_only_it_validates_them() {
+        let key = CidKey::random();
+        let mut a = CoreCids::new(key.clone(), 0);
+        let b = CoreCids::new(key.clone(), 1);
+        for _ in 0..100 {
+            let id = a.generate_cid();
+            assert_eq!(owner(&key, &id), Some(0));
+            assert!(a.validate(&id).is_ok());
+            assert!(b.validate(&id).is_err(), "core 1 must not claim core 0's id");
+        }
+    }
+
+    #[test]
+    fn ids_of_one_core_do_not_repeat_the_core_byte_in_clear() {
+        let key = CidKey::random();
+        let mut a = CoreCids::new(key, 3);
+        let bytes: std::collections::HashSet<u8> = (0..64).map(|_| a.generate_cid()[NONCE]).collect();
+        assert!(bytes.len() > 16, "the core byte is masked per id");
+    }
+
+    #[test]
+    fn random_ids_and_other_keys_are_refused() {
+        let key = CidKey::random();
+        let a = CoreCids::new(key, 0);
+        let mut other = CoreCids::new(CidKey::random(), 0);
+        let refused = (0..200).filter(|_| a.validate(&other.generate_cid()).is_err()).count();
+        assert!(refused >= 195, "{refused}/200 foreign ids refused");
+        assert!(a.validate(&ConnectionId::new(&[1, 2, 3])).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! QUIC per core: one `quinn-proto` endpoint per core and UDP socket, driven
+//! by hand on the core's glommio executor (no locks, nothing crosses cores).
+//!
+//! quinn-proto is the protocol (packets, loss recovery, streams, TLS via
+//! rustls); this module is the I/O around it, the way `quinn` drives it on
+//! tokio, made for one thread:
+//!
+//! ```text
+//! UDP socket ──recv (GRO)──► Endpoint::handle ─┬─ new connection → admit (limits, Retry) → spawn driver
+//!                                              ├─ datagram of a connection → its queue, wake its driver
+//!                                              └─ stateless answer → send
+//! driver (one task per connection): events in → timers → transmits (GSO) → endpoint events → app events
+//!                                   (wakes the stream readers/writers) → sleep until woken or the next timer
+//! ```
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cid`] | connection ids that carry the core, encrypted, validated strictly |
+//! | [`endpoint`] | the per-core endpoint: receive loop, admission, sending |
+//! | [`connection`] | one connection: its driver task and the state streams share |
+//! | [`stream`] | send and receive halves of a stream, as async calls |
+//!
+//! Why by hand: `quinn` itself needs tokio or async-std and moves work
+//! between threads; the product pins every connection to one core.
+
+pub mod cid;
+pub mod connection;
+pub mod endpoint;
+pub mod stream;
+
+pub use connection::Connection;
+pub use endpoint::Endpoint;
+pub use stream::{RecvStream, SendStream, StreamError};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn_proto::{EndpointConfig, IdleTimeout, ServerConfig, TransportConfig, VarInt};
+use ring::{hkdf, hmac};
+
+/// The secrets every core shares, so that any core's packets are valid for
+/// the connection they belong to: the stateless reset key, the key of
+/// Retry and address-validation tokens, and the connection-id key.
+#[derive(Clone)]
+pub struct Keys {
+    reset: Arc<hmac::Key>,
+    token: Arc<hkdf::Prk>,
+    cid: cid::CidKey,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keys(..)")
+    }
+}
+
+impl Keys {
+    /// Fresh random keys (per process: a restart ends every connection).
+    pub fn random() -> Keys {
+        let mut reset = [0u8; 64];
+        let mut token = [0u8; 64];
+        // getrandom fails only without a kernel RNG: nothing would work then.
+        getrandom::getrandom(&mut reset).expect("kernel random numbers");
+        getrandom::getrandom(&mut token).expect("kernel random numbers");
+        Keys {
+            reset: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &reset)),
+            token: Arc::new(hkdf::Salt::new(hkdf::HKDF_SHA256, &[]).extract(&token)),
+            cid: cid::CidKey::random(),
+        }
+    }
+
+    /// The endpoint config of `core`: its connection ids, the shared reset key.
+    pub fn endpoint_config(&self, core: usize) -> Arc<EndpointConfig> {
+        let mut cfg = EndpointConfig::new(self.reset.clone());
+        let key = self.cid.clone();
+        let core = u8::try_from(core).unwrap_or(u8::MAX);
+        cfg.cid_generator(move || Box::new(cid::CoreCids::new(key.clone(), core)));
+        Arc::new(cfg)
+    }
+
+    /// A server config over `tls` (TLS 1.3, ALPN h3) with the shared token key.
+    pub fn server_config(&self, tls: Arc<rustls::ServerConfig>, transport: TransportConfig) -> Result<Arc<ServerConfig>, String> {
+        let crypto = quinn_proto::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+        let mut cfg = ServerConfig::new(Arc::new(crypto), self.token.clone());
+        cfg.transport_config(Arc::new(transport));
+        Ok(Arc::new(cfg))
+    }
+}
+
+/// Transport limits of a server connection: `streams` concurrent request
+/// streams, `window` bytes of receive credit per stream (4× per
+/// connection), idle for `idle` closes the connection.
+pub fn server_transport(streams: u32, window: u32, idle: Duration) -> TransportConfig {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
+        // control, QPACK encoder and decoder, and room for extensions
+        .max_concurrent_uni_streams(VarInt::from_u32(8))
+        .stream_receive_window(VarInt::from_u32(window))
+        .receive_window(VarInt::from_u64(4 * u64::from(window)).unwrap_or(VarInt::MAX))
+        .max_idle_timeout(IdleTimeout::try_from(idle).ok())
+        .datagram_receive_buffer_size(None);
+    t
+}

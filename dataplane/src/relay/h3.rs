@@ -1,0 +1,212 @@
+//! One HTTP/3 request stream as a byte-stream leg of a relay: after an
+//! extended CONNECT (RFC 9220) or a plain CONNECT (RFC 9114 §4.4) the
+//! stream's DATA frames carry the tunnel's bytes.
+//!
+//! Reading parses the stream's frames with [`crate::h3::stream`] (unknown
+//! frames skipped, trailers ignored) and yields DATA payloads; the stream's
+//! FIN is EOF (checked to fall between frames). Writing wraps the bytes in
+//! DATA frames within quinn-proto's stream credit, so flow control is end to
+//! end. A relay abort resets the stream with H3_CONNECT_ERROR (RFC 9114
+//! §4.4) and stops its receiving half; a received RESET_STREAM surfaces as a
+//! reset error that the relay propagates to the other leg.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+
+use crate::h3::error::{Code, H3Error, Scope};
+use crate::h3::frame;
+use crate::h3::stream::{RequestStream, StreamEvent};
+use crate::quic::{Connection, RecvStream, SendStream};
+
+/// Largest DATA frame written at once.
+const MAX_FRAME: usize = 64 * 1024;
+
+/// An open request stream in both directions, after its head.
+pub struct H3Stream {
+    pub conn: Connection,
+    pub send: SendStream,
+    pub recv: RecvStream,
+    /// The parser, past the request's HEADERS.
+    pub frames: RequestStream,
+    /// Stream bytes read with the head but not parsed yet.
+    pub rest: Bytes,
+}
+
+impl H3Stream {
+    /// Reader, writer, and a handle that resets the stream.
+    pub fn split(self) -> (H3Reader, H3Writer, H3Reset) {
+        let send = Rc::new(RefCell::new(self.send));
+        let recv = Rc::new(RefCell::new(self.recv));
+        (
+            H3Reader { conn: self.conn, recv: recv.clone(), frames: self.frames, raw: self.rest, send: Some(send.clone()) },
+            H3Writer { send: send.clone(), head: Vec::new(), frame_left: 0 },
+            H3Reset { send, recv },
+        )
+    }
+}
+
+/// Answers a protocol error found on a request stream: a connection error
+/// closes the connection with its code; a stream error resets the stream
+/// (its sending half too, where this side holds it).
+pub fn fail(conn: &Connection, send: Option<&mut SendStream>, recv: &mut RecvStream, e: &H3Error) -> io::Error {
+    match e.scope {
+        Scope::Connection => conn.close(e.code.0, e.reason.as_bytes()),
+        Scope::Stream => {
+            if let Some(send) = send {
+                send.reset(e.code.0);
+            }
+            recv.stop(e.code.0);
+        }
+    }
+    io::Error::new(io::ErrorKind::InvalidData, format!("h3 {}: {}", e.code, e.reason))
+}
+
+/// Receiving half: DATA payloads as bytes; FIN as EOF.
+pub struct H3Reader {
+    conn: Connection,
+    recv: Rc<RefCell<RecvStream>>,
+    send: Option<Rc<RefCell<SendStream>>>,
+    frames: RequestStream,
+    raw: Bytes,
+}
+
+impl H3Reader {
+    /// A request body's reader: the stream's receiving half after its head
+    /// (the sending half stays with the caller, who answers on it).
+    pub fn body(conn: Connection, recv: RecvStream, frames: RequestStream, rest: Bytes) -> H3Reader {
+        H3Reader { conn, recv: Rc::new(RefCell::new(recv)), send: None, frames, raw: rest }
+    }
+
+    fn fail(&self, e: &H3Error) -> io::Error {
+        match &self.send {
+            Some(s) => fail(&self.conn, Some(&mut s.borrow_mut()), &mut self.recv.borrow_mut(), e),
+            None => fail(&self.conn, None, &mut self.recv.borrow_mut(), e),
+        }
+    }
+}
+
+impl AsyncRead for H3Reader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            while !this.raw.is_empty() {
+                // At most `buf` bytes in: a DATA piece is never longer
+                // than its input, so it fits.
+                let take = this.raw.len().min(buf.len());
+                let (used, event) = match this.frames.read(&this.raw[..take]) {
+                    Ok(x) => x,
+                    Err(e) => return Poll::Ready(Err(this.fail(&e))),
+                };
+                let copied = match event {
+                    Some(StreamEvent::Data(d)) => {
+                        let n = d.len().min(buf.len());
+                        buf[..n].copy_from_slice(&d[..n]);
+                        Some(n)
+                    }
+                    // Trailers and a second head carry nothing for a tunnel.
+                    _ => None,
+                };
+                this.raw.advance(used);
+                if let Some(n) = copied.filter(|n| *n > 0) {
+                    return Poll::Ready(Ok(n));
+                }
+                if used == 0 {
+                    break;
+                }
+            }
+            let next = ready!(this.recv.borrow_mut().poll_chunk(cx, MAX_FRAME));
+            match next {
+                Ok(Some(chunk)) => this.raw = chunk,
+                Ok(None) => {
+                    if let Err(e) = this.frames.finish() {
+                        return Poll::Ready(Err(this.fail(&e)));
+                    }
+                    return Poll::Ready(Ok(0));
+                }
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+    }
+}
+
+/// Sending half: bytes as DATA frames; close sends FIN.
+pub struct H3Writer {
+    send: Rc<RefCell<SendStream>>,
+    /// The current frame's header, not written yet.
+    head: Vec<u8>,
+    /// Payload bytes the current frame still owes.
+    frame_left: usize,
+}
+
+impl AsyncWrite for H3Writer {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut send = this.send.borrow_mut();
+        if this.frame_left == 0 {
+            this.frame_left = buf.len().min(MAX_FRAME);
+            this.head.clear();
+            frame::encode_head(frame::ty::DATA, this.frame_left as u64, &mut this.head);
+        }
+        while !this.head.is_empty() {
+            let n = ready!(send.poll_write(cx, &this.head))?;
+            this.head.drain(..n);
+        }
+        let n = ready!(send.poll_write(cx, &buf[..buf.len().min(this.frame_left)]))?;
+        this.frame_left -= n;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The connection's driver sends as soon as bytes are queued.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut send = this.send.borrow_mut();
+        if this.frame_left > 0 || !this.head.is_empty() {
+            // A frame cut short cannot end cleanly.
+            send.reset(Code::CONNECT_ERROR.0);
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "h3 DATA frame cut short")));
+        }
+        Poll::Ready(send.finish().map_err(io::Error::from))
+    }
+}
+
+/// Resets the stream (the relay's abort on this leg).
+pub struct H3Reset {
+    send: Rc<RefCell<SendStream>>,
+    recv: Rc<RefCell<RecvStream>>,
+}
+
+impl H3Reset {
+    /// RESET_STREAM and STOP_SENDING with H3_CONNECT_ERROR: RFC 9114 §4.4
+    /// for a tunnel whose other end was reset.
+    pub fn reset(&self) {
+        self.send.borrow_mut().reset(Code::CONNECT_ERROR.0);
+        self.recv.borrow_mut().stop(Code::CONNECT_ERROR.0);
+    }
+}
+
+/// Writes `data` as one or more DATA frames (bodies outside a relay).
+pub async fn send_data(send: &mut SendStream, data: &[u8]) -> Result<(), crate::quic::StreamError> {
+    for piece in data.chunks(MAX_FRAME) {
+        let mut head = Vec::with_capacity(9);
+        frame::encode_head(frame::ty::DATA, piece.len() as u64, &mut head);
+        send.write_all(&head).await?;
+        send.write_all(piece).await?;
+    }
+    Ok(())
+}
