@@ -1,0 +1,287 @@
+//! HTTP/3 through the edge with a third-party client: Python `aioquic`
+//! (`tests/py/h3_client.py`) over QUIC on the TLS listener's port, to h1
+//! upstreams (tokio-tungstenite WebSocket echo, a recording HTTP/1.1
+//! origin) and Python `pproxy` for plain CONNECT.
+//!
+//! Covered: an ordinary GET, RFC 9220 WebSocket (1 MiB, then 2 × 16 MiB on
+//! one connection, SHA-256 compared by the client), plain CONNECT routed by
+//! SNI (16 MiB each way), token auth by header and by query (401 without),
+//! and the 421 split both ways on one connection.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const TOKEN: &str = "h3-secret-token";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pproxy() -> (Proc, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(python())
+        .args(["-m", "pproxy", "--auth", "0", "-l"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python with `pproxy`");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "pproxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Proc(child), addr)
+}
+
+/// Runs `h3_client.py` against the edge's QUIC port with `sni`; returns
+/// (exit code, stdout, stderr).
+fn h3(edge: &Edge, sni: &str, rest: &[&str]) -> (i32, String, String) {
+    let out = Command::new(python())
+        .arg(py_script("h3_client.py"))
+        .args(["--timeout", "30", "--deadline", "120"])
+        .args(["--connect", &edge.tls_addr.to_string()])
+        .args(["--cafile", edge.cert_pem.to_str().unwrap(), "--sni", sni])
+        .args(rest)
+        .output()
+        .expect("python with `aioquic` (scripts/test.sh installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn statuses(stdout: &str) -> Vec<i64> {
+    json_lines(stdout)
+        .iter()
+        .filter_map(|v| v.get("status").and_then(|s| s.as_i64()))
+        .collect()
+}
+
+fn assert_ok(what: &str, (code, out, err): &(i32, String, String), edge: &Edge) {
+    assert_eq!(
+        *code,
+        0,
+        "{what}: h3_client failed\nstdout:\n{out}\nstderr:\n{err}\nedge log:\n{}",
+        edge.log()
+    );
+}
+
+struct Setup {
+    edge: Edge,
+    target: SocketAddr,
+    recorded: tokio::sync::mpsc::UnboundedReceiver<Recorded>,
+    _proxy: Proc,
+}
+
+async fn setup() -> Setup {
+    let (ws, _) = ws_echo_origin().await;
+    let (web, recorded) = lenient_origin().await;
+    let target = tcp_echo_origin().await;
+    let (proxy, fwd) = pproxy();
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "ws"
+hostnames = ["echo.test"]
+upstream = "{ws}"
+[[tunnel]]
+name = "web"
+hostnames = ["raw.test"]
+upstream = "{web}"
+[[tunnel]]
+name = "auth"
+hostnames = ["auth.test"]
+upstream = "{ws}"
+token_auth = true
+tokens = ["{TOKEN}"]
+[[tunnel]]
+name = "fwd"
+hostnames = ["localhost"]
+upstream = "{fwd}"
+"#
+    ));
+    Setup {
+        edge,
+        target,
+        recorded,
+        _proxy: proxy,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_get_websocket_and_connect_with_aioquic() {
+    let mut s = setup().await;
+    let edge = &s.edge;
+
+    // An ordinary GET, forwarded to the HTTP/1.1 origin.
+    let r = h3(
+        edge,
+        "localhost",
+        &["request", "--authority", "raw.test", "--path", "/page?x=1"],
+    );
+    assert_ok("GET", &r, edge);
+    assert_eq!(statuses(&r.1), vec![200], "{}", r.1);
+    let seen = s.recorded.recv().await.expect("the origin saw the request");
+    assert_eq!(seen.line(), "GET /page?x=1 HTTP/1.1");
+    assert_eq!(seen.field("host"), vec!["raw.test"]);
+
+    // A POST body streams up (content-length kept).
+    let r = h3(
+        edge,
+        "localhost",
+        &[
+            "request",
+            "--method",
+            "POST",
+            "--authority",
+            "raw.test",
+            "--path",
+            "/up",
+            "--body",
+            "100000",
+        ],
+    );
+    assert_ok("POST", &r, edge);
+    let seen = s.recorded.recv().await.expect("the origin saw the POST");
+    assert_eq!(seen.body.len(), 100_000, "{}", seen.head);
+
+    // RFC 9220 WebSocket: 1 MiB, then two 16 MiB streams on one connection.
+    let r = h3(
+        edge,
+        "localhost",
+        &[
+            "ws",
+            "--authority",
+            "echo.test",
+            "--path",
+            "/chat",
+            "--bytes",
+            "1048576",
+        ],
+    );
+    assert_ok("ws 1 MiB", &r, edge);
+    let r = h3(
+        edge,
+        "localhost",
+        &[
+            "ws",
+            "--authority",
+            "echo.test",
+            "--path",
+            "/chat",
+            "--bytes",
+            &(16 << 20).to_string(),
+            "--streams",
+            "2",
+        ],
+    );
+    assert_ok("ws 2 × 16 MiB", &r, edge);
+
+    // Plain CONNECT, routed by SNI to the forward proxy, 16 MiB each way
+    // (pproxy closes both ways on EOF: the client half-closes after the echo).
+    let target = s.target.to_string();
+    let r = h3(
+        edge,
+        "localhost",
+        &[
+            "connect",
+            "--target",
+            &target,
+            "--bytes",
+            &(16 << 20).to_string(),
+            "--close-after-echo",
+        ],
+    );
+    assert_ok("CONNECT 16 MiB", &r, edge);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_token_auth_by_header_and_query() {
+    let s = setup().await;
+    let edge = &s.edge;
+    let ws = ["ws", "--authority", "auth.test", "--bytes", "4096"];
+    let r = h3(edge, "localhost", &[&ws[..], &["--path", "/chat"]].concat());
+    assert_eq!(statuses(&r.1), vec![401], "no token: {}\n{}", r.1, r.2);
+    let r = h3(
+        edge,
+        "localhost",
+        &[&ws[..], &["--path", "/chat", "--token", TOKEN]].concat(),
+    );
+    assert_ok("token by header", &r, edge);
+    let query = format!("/chat?rstream.token={TOKEN}");
+    let r = h3(edge, "localhost", &[&ws[..], &["--path", &query]].concat());
+    assert_ok("token by query", &r, edge);
+    let r = h3(
+        edge,
+        "localhost",
+        &[&ws[..], &["--path", "/chat", "--token", "wrong"]].concat(),
+    );
+    assert_eq!(statuses(&r.1), vec![401], "wrong token: {}", r.1);
+    assert!(!edge.log().contains(TOKEN), "the token must not be logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_one_connection_is_either_a_reverse_proxy_or_a_forward_proxy() {
+    let s = setup().await;
+    let edge = &s.edge;
+    let target = s.target.to_string();
+    let connect = format!("connect:{target}");
+    let r = h3(
+        edge,
+        "localhost",
+        &["sequence", "--step", "get:raw.test:/a", "--step", &connect],
+    );
+    assert_eq!(
+        statuses(&r.1),
+        vec![200, 421],
+        "reverse first: {}\n{}",
+        r.1,
+        r.2
+    );
+    let r = h3(
+        edge,
+        "localhost",
+        &[
+            "sequence",
+            "--step",
+            &connect,
+            "--step",
+            "ws:echo.test:/chat",
+            "--step",
+            "get:raw.test:/b",
+        ],
+    );
+    assert_eq!(
+        statuses(&r.1),
+        vec![200, 421, 421],
+        "proxy first: {}\n{}",
+        r.1,
+        r.2
+    );
+}
