@@ -36,6 +36,31 @@ pub struct CoreCtx {
     pub max_connections: usize,
     /// Rate limit of this core's refusal log lines.
     pub log_budget: crate::guard::LogBudget,
+    /// `Alt-Svc` of each TLS listener that also serves HTTP/3 (its address
+    /// and the field value), for its h1 and h2 answers.
+    pub alt_svc: Vec<(std::net::SocketAddr, String)>,
+}
+
+impl CoreCtx {
+    /// The `Alt-Svc` value of the listener at `addr`, if it serves HTTP/3.
+    pub fn alt_svc_at(&self, addr: std::net::SocketAddr) -> Option<&str> {
+        self.alt_svc.iter().find(|(a, _)| *a == addr).map(|(_, v)| v.as_str())
+    }
+
+    /// The `Alt-Svc` value for answers on `down` (its listener's; no
+    /// system call unless some listener serves HTTP/3).
+    pub fn alt_svc(&self, down: &crate::tls::Downstream) -> Option<&str> {
+        if self.alt_svc.is_empty() {
+            return None;
+        }
+        let local = down.tcp().local_addr().ok()?;
+        self.alt_svc_at(local)
+    }
+}
+
+/// The `Alt-Svc` field value advertising HTTP/3 on `port` (RFC 7838, one day).
+pub fn alt_svc_value(port: u16) -> String {
+    format!("h3=\":{port}\"; ma=86400")
 }
 
 /// One listener as seen by one core.

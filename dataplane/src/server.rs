@@ -217,6 +217,12 @@ async fn run_core(
             gate: glommio::sync::Gate::new(),
             max_connections,
             log_budget: Default::default(),
+            alt_svc: config
+                .listeners
+                .iter()
+                .filter(|l| l.quic && l.tls.is_some())
+                .map(|l| (l.addr, crate::core::alt_svc_value(l.addr.port())))
+                .collect(),
         });
         let mut listeners = Vec::new();
         let mut endpoints = Vec::new();

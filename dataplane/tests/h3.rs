@@ -285,3 +285,44 @@ async fn h3_one_connection_is_either_a_reverse_proxy_or_a_forward_proxy() {
         r.2
     );
 }
+
+/// `Alt-Svc: h3=":PORT"` on the TLS listener's h2 and h1 answers: forwarded
+/// responses and the edge's own refusals (curl for h1 and h2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alt_svc_advertises_h3_on_h1_and_h2_answers() {
+    let s = setup().await;
+    let edge = &s.edge;
+    let want = format!("alt-svc: h3=\":{}\"; ma=86400", edge.tls_addr.port());
+    // raw.test: forwarded to the origin; nowhere.test: the edge's own 404.
+    for (version, host) in [
+        ("--http2", "raw.test"),
+        ("--http1.1", "raw.test"),
+        ("--http2", "nowhere.test"),
+        ("--http1.1", "nowhere.test"),
+    ] {
+        let url = format!("https://localhost:{}/page", edge.tls_addr.port());
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "20",
+                version,
+                "--cacert",
+            ])
+            .arg(&edge.cert_pem)
+            .args(["-H", &format!("Host: {host}")])
+            .arg(&url)
+            .output()
+            .expect("curl");
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            head.contains(&want),
+            "{version} {host}: no `{want}` in\n{head}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -96,6 +96,8 @@ struct Conn {
     last_active: Cell<Instant>,
     /// Set when the client's address ran out of early resets.
     calm: Cell<bool>,
+    /// `Alt-Svc` for every answer, when the listener serves HTTP/3.
+    alt_svc: Option<String>,
 }
 
 impl Conn {
@@ -158,6 +160,7 @@ pub async fn serve<T>(
         }
     };
     let calm = !core.h2_resets.allows(client.ip(), Instant::now());
+    let alt_svc = core.alt_svc_at(lis.cfg.addr).map(str::to_owned);
     let conn = Rc::new(Conn {
         core: core.clone(),
         lis,
@@ -169,6 +172,7 @@ pub async fn serve<T>(
         streams: Cell::new(0),
         last_active: Cell::new(Instant::now()),
         calm: Cell::new(calm),
+        alt_svc,
     });
     let mut closing: Option<Instant> = None;
     loop {
@@ -406,6 +410,9 @@ async fn tunnel(
     match opened {
         Opened::Open { leg, early, fields } => {
             let mut answer = http::Response::builder().status(200);
+            if let Some(v) = &conn.alt_svc {
+                answer = answer.header("alt-svc", v.as_str());
+            }
             for (name, value) in &fields {
                 answer = answer.header(name.as_str(), value.as_slice());
             }
@@ -453,7 +460,7 @@ async fn tunnel(
             body: answer_body,
         } => {
             tracing::info!(client = %conn.client, tunnel = %t.config.name, status, kind = what, "upstream refused the {what}; answer relayed");
-            respond_with(&mut respond, status, &fields, answer_body);
+            respond_with(&mut respond, status, &fields, answer_body, conn.alt_svc.as_deref());
         }
     }
 }
@@ -464,8 +471,12 @@ pub(crate) fn respond_with(
     status: u16,
     fields: &[Field],
     body: Vec<u8>,
+    alt_svc: Option<&str>,
 ) {
     let mut answer = http::Response::builder().status(status);
+    if let Some(v) = alt_svc {
+        answer = answer.header("alt-svc", v);
+    }
     for (name, value) in fields {
         answer = answer.header(name.as_str(), value.as_slice());
     }
@@ -497,6 +508,12 @@ fn refuse(
     match a {
         Answer::Silent => respond.send_reset(h2::Reason::CANCEL),
         Answer::StreamError => respond.send_reset(h2::Reason::PROTOCOL_ERROR),
-        Answer::Respond(r) => respond_with(&mut respond, r.status, &r.fields, r.body),
+        Answer::Respond(r) => respond_with(
+            &mut respond,
+            r.status,
+            &r.fields,
+            r.body,
+            conn.alt_svc.as_deref(),
+        ),
     }
 }

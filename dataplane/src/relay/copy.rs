@@ -123,7 +123,7 @@ fn truncated(why: &'static str) -> DirEnd {
 /// `dst`. The relay of a forwarded request ends with its response, whether
 /// or not the upstream honours `Connection: close`.
 pub async fn response<R, W>(
-    method: &str,
+    (method, alt_svc): (&str, Option<&str>),
     max_head: usize,
     mut src: R,
     mut dst: W,
@@ -142,7 +142,19 @@ where
                 if head.status == 101 {
                     return truncated("101 to a request that asked for no upgrade");
                 }
-                if let Err(e) = dst.write_all(&pending[..len]).await {
+                let written = match alt_svc.filter(|_| head.status >= 200) {
+                    // Before the head's final CRLF.
+                    Some(v) => {
+                        let mut h = Vec::with_capacity(len + v.len() + 11);
+                        h.extend_from_slice(&pending[..len - 2]);
+                        h.extend_from_slice(b"Alt-Svc: ");
+                        h.extend_from_slice(v.as_bytes());
+                        h.extend_from_slice(b"\r\n\r\n");
+                        dst.write_all(&h).await
+                    }
+                    None => dst.write_all(&pending[..len]).await,
+                };
+                if let Err(e) = written {
                     return DirEnd::DestinationGone(e);
                 }
                 moved.add(len);

@@ -241,18 +241,19 @@ async fn until_idle<F: Future<Output = bool>>(
 }
 
 /// Forwards one ordinary request: the rest of its body (as `framing`
-/// delimits it) up, its one response down (framed: the relay ends with it,
+/// delimits it) up, its one response down (with `Alt-Svc` added when the
+/// listener serves HTTP/3) (framed: the relay ends with it,
 /// even if the upstream ignores `Connection: close`). Copy path: this is the
 /// side path of the edge.
 pub async fn forward_request(
     down: Downstream,
     up: TcpStream,
-    request: (&str, crate::message::BodyFraming),
+    request: (&str, crate::message::BodyFraming, Option<&str>),
     max_head: usize,
     opts: RelayOptions,
     stats: &CoreStats,
 ) -> Report {
-    let (method, framing) = request;
+    let (method, framing, alt_svc) = request;
     let activity = Activity::new();
     let (d2u, u2d) = (Moved::default(), Moved::default());
     let (down_fd, up_fd) = (down.tcp().as_raw_fd(), up.as_raw_fd());
@@ -265,7 +266,7 @@ pub async fn forward_request(
     let work = pin!(async {
         both(
             pin!(copy::body(framing, dr, uw, &activity, &d2u)),
-            pin!(copy::response(method, max_head, ur, dw, &activity, &u2d)),
+            pin!(copy::response((method, alt_svc), max_head, ur, dw, &activity, &u2d)),
             opts,
             linger_zero(down_fd),
             linger_zero(up_fd),

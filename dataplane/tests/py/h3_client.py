@@ -29,6 +29,7 @@ Payloads as in h2_client.py: stream i (0-based) of `ws`/`connect` sends random.R
 import argparse
 import hashlib
 import json
+import logging
 import random
 import select
 import socket
@@ -91,21 +92,14 @@ class Stream:
     kind = "stream"
 
     def __init__(self, conn, label=None):
-        self.conn, self.label = conn, label
-        self.sid = None
+        self.conn, self.label, self.sid = conn, label, None
         self.status, self.headers = None, {}
-        self.sent = self.received = 0
+        self.sent = self.received = self.dgram_sent = self.dgram_recv = 0
         self.sha_sent, self.sha_recv = hashlib.sha256(), hashlib.sha256()
-        self.reset_stream = self.stop_sending = None   # codes from the peer
-        self.stop_at = None
-        self.local_reset = None    # code we sent (RESET_STREAM + STOP_SENDING)
-        self.end_stream = False    # peer sent FIN
-        self.outq = bytearray()
-        self.end_after = False     # send FIN once outq drained
-        self.end_sent = False
-        self.error = None
-        self.dgram_sent = self.dgram_recv = 0
-        self.inq = []              # DATA received in this batch of events
+        self.reset_stream = self.stop_sending = self.stop_at = None   # codes from the peer
+        self.local_reset = self.error = None   # local_reset: code we sent (RESET_STREAM + STOP_SENDING)
+        self.end_stream = self.end_after = self.end_sent = False   # peer's FIN; FIN once outq drained; ours
+        self.outq, self.inq = bytearray(), []   # to send; DATA received in this batch of events
 
     @property
     def reset(self):
@@ -299,17 +293,12 @@ class Conn:
         self.sock = self._socket(a.bind)
         self.h3 = ClientH3(self.quic, bool(self.want_datagrams))
         self.quic.connect(self.peer, now=time.monotonic())
-        self.streams = {}
-        self.dead = None            # reason string once the connection is unusable
-        self.close_info = self.goaway = self.alpn = None
+        self.streams, self.data_streams = {}, set()   # data_streams: DATA not yet given to on_data()
+        self.uni = {}   # server-initiated uni streams: [type, buffer] (GOAWAY parsing)
+        self.dead = self.close_info = self.goaway = self.alpn = None   # dead: why it is unusable
         self.alpn_fail = self.closing = self.handshake_done = False
-        self.uni = {}               # server-initiated uni streams: [type, buffer] (GOAWAY parsing)
-        self.events = 0
-        self.pause_after_first_data = None
-        self.paused_until = 0.0
-        self.pause_info = None
-        self.rebind_info = None
-        self.data_streams = set()   # streams with DATA not yet handed to on_data()
+        self.events, self.paused_until = 0, 0.0
+        self.pause_after_first_data = self.pause_info = self.rebind_info = None
         self.flush()
 
     def _socket(self, bind):
@@ -569,6 +558,14 @@ class Conn:
 
     def close(self):
         if not self.dead:
+            if self.handshake_done and not self.quic._handshake_confirmed:
+                # before HANDSHAKE_DONE aioquic would send the close as APPLICATION_ERROR (0xc)
+                end = time.monotonic() + 1.0
+                try:
+                    self.loop(lambda: self.quic._handshake_confirmed or time.monotonic() > end,
+                              "HANDSHAKE_DONE")
+                except Fail:
+                    pass
             self.quic.close(error_code=0x100)   # H3_NO_ERROR
             self.closing = True
             self.flush()
@@ -754,6 +751,7 @@ def build_parser():
 
 def main():
     a = build_parser().parse_args()
+    logging.getLogger("quic").setLevel(logging.CRITICAL)   # we report errors ourselves
     t0 = time.monotonic()
     conn, extra, reason, code = None, {}, None, 1
     try:

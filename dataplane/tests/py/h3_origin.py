@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import logging
 import random
 import re
 import socket
@@ -98,8 +99,8 @@ class Origin(QuicConnectionProtocol):
         Origin.count += 1
         self.cid, self.a = Origin.count, a
         self.h3 = None
-        self.streams, self.tasks = {}, set()
-        self.closed = False
+        self.streams, self.tasks, self.seen = {}, set(), set()   # seen: request streams ever opened
+        self.closed, self.peer = False, None
         self.kick_ev = asyncio.Event()
         self.tx_soon = False
 
@@ -109,6 +110,11 @@ class Origin(QuicConnectionProtocol):
             self.kick_ev.set()
 
     def datagram_received(self, data, addr):
+        if addr != self.peer:   # first datagram, NAT rebinding or migration of the client
+            if self.peer is not None:
+                log(f"conn c{self.cid}: datagram from new peer address {addr[0]}:{addr[1]} "
+                    f"(was {self.peer[0]}:{self.peer[1]})")
+            self.peer = addr
         if not Origin.batch:
             super().datagram_received(data, addr)
             return self.kick()
@@ -244,8 +250,9 @@ class Origin(QuicConnectionProtocol):
     def h3_event(self, he):
         st = self.streams.get(he.stream_id)
         if isinstance(he, HeadersReceived) and st is None:
-            if he.stream_id % 4 != 0:
+            if he.stream_id % 4 != 0 or he.stream_id in self.seen:   # (trailers after we finished)
                 return
+            self.seen.add(he.stream_id)
             st = self.streams[he.stream_id] = OStream(he.stream_id, he.headers)
             t = asyncio.create_task(self.handle(st))
             self.tasks.add(t)
@@ -519,6 +526,7 @@ def main():
     p.add_argument("--retry", action="store_true", help="validate client addresses with a Retry first")
     p.add_argument("--alpn", default="h3", help="ALPN to accept (anything but h3: client exit-2 tests)")
     a = p.parse_args()
+    logging.getLogger("quic").setLevel(logging.CRITICAL)   # closes are logged as conn lines
     try:
         asyncio.run(run(a))
     except KeyboardInterrupt:

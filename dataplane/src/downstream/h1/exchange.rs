@@ -153,7 +153,7 @@ pub(crate) async fn proceed(
             let method = std::mem::take(&mut head.method);
             drop((head, after));
             stats::add(&core.stats.relays_total, 1);
-            let request = (method.as_str(), framing);
+            let request = (method.as_str(), framing, core.alt_svc(&down));
             let r =
                 relay::forward_request(down, up, request, edge.max_head_bytes, opts, &core.stats)
                     .await;

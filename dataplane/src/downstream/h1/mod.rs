@@ -130,7 +130,10 @@ pub async fn reject(
 ) {
     let a = answer(&rej, tunnel, Version::H1);
     record(core, client, &rej, head, tunnel, &a);
-    let Answer::Respond(resp) = a else { return };
+    let Answer::Respond(mut resp) = a else { return };
+    if let Some(v) = core.alt_svc(&down) {
+        resp.fields.push(("Alt-Svc".into(), v.as_bytes().to_vec()));
+    }
     write_and_close(&mut down, &h1_bytes(&resp)).await;
 }
 

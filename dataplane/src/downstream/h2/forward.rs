@@ -209,6 +209,9 @@ async fn via_h1(
     let (take, done) = framing.advance(&answer.raw[answer.head_len..]);
     let first = Bytes::copy_from_slice(&answer.raw[answer.head_len..answer.head_len + take]);
     let mut builder = http::Response::builder().status(answer.head.status);
+    if let Some(v) = &conn.alt_svc {
+        builder = builder.header("alt-svc", v.as_str());
+    }
     for (name, value) in &fields {
         builder = builder.header(name.as_str(), value.as_slice());
     }
@@ -308,10 +311,19 @@ async fn via_h2c(
         true,
     );
     if rbody.is_end_stream() {
-        respond_with(respond, rparts.status.as_u16(), &fields, Vec::new());
+        respond_with(
+            respond,
+            rparts.status.as_u16(),
+            &fields,
+            Vec::new(),
+            conn.alt_svc.as_deref(),
+        );
         return Ok(());
     }
     let mut builder = http::Response::builder().status(rparts.status);
+    if let Some(v) = &conn.alt_svc {
+        builder = builder.header("alt-svc", v.as_str());
+    }
     for (name, value) in &fields {
         builder = builder.header(name.as_str(), value.as_slice());
     }
