@@ -47,6 +47,7 @@ fn tunnel(i: usize) -> Tunnel {
             allowed_upgrades: vec![],
             allow_connect: true,
             http_version: dataplane::config::UpstreamVersion::Http1,
+            upstream_tls: Default::default(),
         },
         tokens: TokenSet::default(),
         upstream: dataplane::target::Upstream::Addr("127.0.0.1:9000".parse().unwrap()),

@@ -171,6 +171,19 @@ pub struct TunnelConfig {
     pub allow_connect: bool,
     /// HTTP version toward the upstream.
     pub http_version: UpstreamVersion,
+    /// How an h3 upstream's certificate is checked.
+    pub upstream_tls: UpstreamTls,
+}
+
+/// How the edge checks an h3 upstream's certificate (`upstream_tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM file of the CAs to trust instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// Name to verify (and send as SNI) instead of the upstream's host.
+    pub server_name: Option<String>,
+    /// Accept any certificate: tests only (warned at start).
+    pub insecure: bool,
 }
 
 /// HTTP version spoken to a tunnel's upstream.
@@ -180,6 +193,8 @@ pub enum UpstreamVersion {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge (extended CONNECT).
     H2c,
+    /// HTTP/3 over QUIC (extended CONNECT, RFC 9220).
+    H3,
 }
 
 impl Config {

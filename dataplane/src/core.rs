@@ -26,6 +26,8 @@ pub struct CoreCtx {
     pub resolver: crate::resolve::Resolver,
     /// This core's h2c upstream connections.
     pub h2c: crate::upstream::h2c::H2cPool,
+    /// This core's h3 upstream connections.
+    pub h3: crate::upstream::h3::H3Pool,
     /// Receive windows handed to this core's h2 connections.
     pub h2_budget: crate::guard::RecvBudget,
     /// Early stream resets per client address (h2).

@@ -63,6 +63,7 @@ internal! {
     // h3) is the next step of issue 12, until then only its tests use it.
     #[allow(dead_code)]
     h3;
+    http3;
     intent;
     listener;
     logsafe;

@@ -107,8 +107,11 @@ pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
             allow_connect: true,
             http_version: match rec.http_version {
                 2 => UpstreamVersion::H2c,
+                3 => UpstreamVersion::H3,
                 _ => UpstreamVersion::Http1,
             },
+            // The ring's tunnel record carries no upstream_tls yet: system roots.
+            upstream_tls: Default::default(),
         },
         tokens: TokenSet::default(),
         upstream,

@@ -212,6 +212,7 @@ async fn run_core(
             stop: stop.clone(),
             resolver: crate::resolve::Resolver::new(resolver),
             h2c: Default::default(),
+            h3: Default::default(),
             h2_budget: crate::guard::RecvBudget::new(crate::downstream::h2::CORE_RECV_BUDGET),
             h2_resets: Default::default(),
             gate: glommio::sync::Gate::new(),

@@ -142,6 +142,17 @@ struct RawTunnel {
     allowed_upgrades: Vec<String>,
     #[serde(default = "default_true")]
     allow_connect: bool,
+    #[serde(default)]
+    upstream_tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamTls {
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+    #[serde(default)]
+    insecure: bool,
 }
 
 fn default_http_version() -> String {
@@ -238,7 +249,7 @@ impl RawConfig {
             max_connections: (e.max_connections > 0).then_some(e.max_connections),
         };
 
-        let tunnels = validate_tunnels(self.tunnels)?;
+        let tunnels = validate_tunnels(self.tunnels, base)?;
         let names: HashSet<&str> = tunnels.iter().map(|t| t.name.as_str()).collect();
 
         if self.listeners.is_empty() {
@@ -306,7 +317,7 @@ impl RawConfig {
     }
 }
 
-fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigError> {
+fn validate_tunnels(raw: Vec<RawTunnel>, base: &Path) -> Result<Vec<TunnelConfig>, ConfigError> {
     let mut names = HashSet::new();
     let mut hosts = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -341,12 +352,7 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
         let http_version = match t.http_version.as_str() {
             "http/1.1" => UpstreamVersion::Http1,
             "h2c" => UpstreamVersion::H2c,
-            "h3" => {
-                return Err(invalid(
-                    at("http_version"),
-                    "`h3` upstreams are not available in this build yet",
-                ))
-            }
+            "h3" => UpstreamVersion::H3,
             other => {
                 return Err(invalid(
                     at("http_version"),
@@ -388,6 +394,35 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
                 })?;
             allowed_cidrs.push(net);
         }
+        let upstream_tls = match t.upstream_tls {
+            None => UpstreamTls::default(),
+            Some(u) => {
+                if http_version != UpstreamVersion::H3 {
+                    return Err(invalid(
+                        at("upstream_tls"),
+                        "only h3 upstreams use TLS (set http_version = \"h3\")",
+                    ));
+                }
+                if u.insecure && (u.ca.is_some() || u.server_name.is_some()) {
+                    return Err(invalid(
+                        at("upstream_tls"),
+                        "`insecure` checks nothing: do not combine it with `ca` or `server_name`",
+                    ));
+                }
+                if u.insecure {
+                    tracing::warn!(tunnel = %t.name, "upstream_tls.insecure: the upstream's certificate is NOT checked (tests only)");
+                }
+                let ca = match u.ca {
+                    Some(p) => Some(existing_file(&at("upstream_tls.ca"), &p, base)?),
+                    None => None,
+                };
+                UpstreamTls {
+                    ca,
+                    server_name: u.server_name,
+                    insecure: u.insecure,
+                }
+            }
+        };
         out.push(TunnelConfig {
             name: t.name,
             hostnames,
@@ -405,6 +440,7 @@ fn validate_tunnels(raw: Vec<RawTunnel>) -> Result<Vec<TunnelConfig>, ConfigErro
                 .collect(),
             allow_connect: t.allow_connect,
             http_version,
+            upstream_tls,
         });
     }
     Ok(out)

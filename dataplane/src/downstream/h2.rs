@@ -386,15 +386,7 @@ async fn tunnel(
                 path: head.target.clone(),
                 fields: crate::policy::request_fields(&head),
             };
-            session::open(
-                &core.resolver,
-                &core.h2c,
-                t,
-                ask,
-                limits,
-                edge.max_head_bytes,
-            )
-            .await
+            session::open(core, t, ask, limits).await
         }
     };
     let opened = match unless_reset(conn, &mut respond, open).await {

@@ -29,14 +29,14 @@ use futures_lite::FutureExt;
 use crate::answer::{answer, record, Answer};
 use crate::core::{CoreCtx, ListenerCtx};
 use crate::error::Rejection;
-use crate::h3::connection::{self as h3conn, Event, Side};
+use crate::h3::connection::{self as h3conn, Side};
 use crate::h3::error::{Code, H3Error};
 use crate::h3::settings::{id, Settings};
 use crate::h3::stream::{RequestStream, StreamEvent};
 use crate::intent::Intent;
 use crate::message::{Field, Header, RequestHead, ResponseHead};
 use crate::plan::{plan, Origin, Version};
-use crate::quic::{self, RecvStream, SendStream, StreamError};
+use crate::quic::{self, RecvStream, SendStream};
 use crate::relay::h3::{fail, send_data, H3Stream};
 use crate::relay::{self, Leg, Prelude, RelayOptions};
 use crate::stats;
@@ -98,7 +98,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
     let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Server, local)));
     // Our critical streams: held open for the connection's life.
     let preface = h3.borrow().control_preface();
-    let mut control = match own_streams(&quic, preface).await {
+    let mut control = match crate::http3::own_streams(&quic, preface).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(core = core.core, %client, "h3 connection ended during set-up: {e}");
@@ -115,7 +115,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
         streams: Cell::new(0),
         max_field_section,
     });
-    glommio::spawn_local(peer_streams(quic.clone(), h3.clone(), core.core)).detach();
+    glommio::spawn_local(crate::http3::peer_streams(quic.clone(), h3.clone(), core.core)).detach();
     let mut next_id = 0u64;
     let closing = loop {
         let stop = async {
@@ -150,72 +150,6 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
         }
         quic.close(Code::NO_ERROR.0, b"shutting down");
     }
-}
-
-/// Opens this side's control stream (with SETTINGS) and QPACK encoder and
-/// decoder streams (dynamic table capacity 0: they stay empty).
-async fn own_streams(quic: &quic::Connection, preface: Vec<u8>) -> Result<Vec<SendStream>, StreamError> {
-    let lost = |e| StreamError::ConnectionLost(e);
-    let mut control = quic.open_uni().await.map_err(lost)?;
-    control.write_all(&preface).await?;
-    let mut encoder = quic.open_uni().await.map_err(lost)?;
-    encoder.write_all(&[h3conn::stream_type::QPACK_ENCODER as u8]).await?;
-    let mut decoder = quic.open_uni().await.map_err(lost)?;
-    decoder.write_all(&[h3conn::stream_type::QPACK_DECODER as u8]).await?;
-    Ok(vec![control, encoder, decoder])
-}
-
-/// Reads every unidirectional stream the peer opens into the connection
-/// state; a connection error closes the connection with its code.
-async fn peer_streams(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>, core: usize) {
-    while let Ok(recv) = quic.accept_uni().await {
-        glommio::spawn_local(peer_stream(quic.clone(), h3.clone(), recv, core)).detach();
-    }
-}
-
-async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>, mut recv: RecvStream, core: usize) {
-    let id = recv.id();
-    loop {
-        let (data, fin) = match recv.chunk(16 * 1024).await {
-            Ok(Some(d)) => (d, false),
-            Ok(None) => (Bytes::new(), true),
-            Err(StreamError::Reset(_)) => {
-                if let Err(e) = h3.borrow_mut().reset_uni(id) {
-                    close_for(&quic, &e, core);
-                }
-                return;
-            }
-            Err(_) => return,
-        };
-        let handled = h3.borrow_mut().handle_uni(id, &data, fin);
-        if let Err(e) = handled {
-            close_for(&quic, &e, core);
-            return;
-        }
-        let mut stop = None;
-        while let Some(ev) = h3.borrow_mut().poll_event() {
-            match ev {
-                Event::Settings(s) => tracing::trace!(core, settings = ?s.pairs(), "h3 peer settings"),
-                Event::Goaway(g) => tracing::debug!(core, id = g, "h3 peer GOAWAY"),
-                Event::Unknown { stream_id, .. } | Event::WebTransport { stream_id, .. } if stream_id == id => {
-                    stop = Some(Code::STREAM_CREATION_ERROR)
-                }
-                _ => {}
-            }
-        }
-        if let Some(code) = stop {
-            recv.stop(code.0);
-            return;
-        }
-        if fin {
-            return;
-        }
-    }
-}
-
-fn close_for(quic: &quic::Connection, e: &H3Error, core: usize) {
-    tracing::info!(core, client = %quic.remote_address(), code = %e.code, "h3 connection closed: {}", e.reason);
-    quic.close(e.code.0, e.reason.as_bytes());
 }
 
 struct StreamGuard<'a>(&'a Conn);
@@ -415,7 +349,7 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
                 path: head.target.clone(),
                 fields: crate::policy::request_fields(&head),
             };
-            session::open(&core.resolver, &core.h2c, t, ask, limits, edge.max_head_bytes).await
+            session::open(core, t, ask, limits).await
         }
     };
     let opened = match unless_cancelled(&mut open.send, opening).await {

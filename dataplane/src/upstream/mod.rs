@@ -5,6 +5,7 @@
 //! after it in the same read are returned to the caller, never dropped.
 
 pub mod h2c;
+pub mod h3;
 pub mod request;
 pub mod session;
 

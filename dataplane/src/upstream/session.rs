@@ -97,19 +97,19 @@ pub struct Deadlines {
 
 /// Opens the session `ask` on `t`'s upstream.
 pub async fn open(
-    resolver: &Resolver,
-    pool: &H2cPool,
+    core: &std::rc::Rc<crate::core::CoreCtx>,
     t: &Tunnel,
     ask: Ask,
     limits: Deadlines,
-    max_head: usize,
 ) -> Result<Opened, Rejection> {
+    let (resolver, pool, max_head) = (&core.resolver, &core.h2c, core.edge.max_head_bytes);
     match t.config.http_version {
         UpstreamVersion::Http1 => {
             let up = super::dial(resolver, t, limits.connect).await?;
             open_h1(up, t, ask, limits.handshake, max_head).await
         }
         UpstreamVersion::H2c => open_h2c(resolver, pool, t, ask, limits).await,
+        UpstreamVersion::H3 => super::h3::open(core, t, ask, limits).await,
     }
 }
 

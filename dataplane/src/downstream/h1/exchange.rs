@@ -76,7 +76,9 @@ pub(crate) async fn proceed(
         reject(core, down, client, rej, Some(&head), Some(t)).await;
         return Ok(());
     }
-    if t.config.mode == TunnelMode::Http && t.config.http_version == UpstreamVersion::H2c {
+    if t.config.mode == TunnelMode::Http
+        && matches!(t.config.http_version, UpstreamVersion::H2c | UpstreamVersion::H3)
+    {
         return Box::pin(super::to_h2c::to_h2c(
             core, down, client, hop, head, early, plan,
         ))

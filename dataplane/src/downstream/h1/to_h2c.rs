@@ -24,7 +24,7 @@ use crate::upstream::session::{self, Ask, AskKind, Deadlines, Opened};
 /// client's Key answered with our Accept; CONNECT's 2xx as an h1 200), the
 /// bytes after it are relayed untouched.
 pub(crate) async fn to_h2c(
-    core: &CoreCtx,
+    core: &std::rc::Rc<CoreCtx>,
     mut down: Downstream,
     client: SocketAddr,
     hop: SocketAddr,
@@ -63,7 +63,7 @@ pub(crate) async fn to_h2c(
         ),
         Intent::Upgrade { .. } | Intent::Request => {
             let rej = Rejection::NotSupported(
-                "only WebSocket and CONNECT are relayed from HTTP/1.1 to an h2c upstream".into(),
+                "only WebSocket and CONNECT are relayed from HTTP/1.1 to an h2c or h3 upstream".into(),
             );
             reject(core, down, client, rej, Some(&head), Some(t)).await;
             return Ok(());
@@ -81,16 +81,7 @@ pub(crate) async fn to_h2c(
         connect: edge.upstream_connect_timeout,
         handshake: edge.upstream_handshake_timeout,
     };
-    let opened = match session::open(
-        &core.resolver,
-        &core.h2c,
-        t,
-        ask,
-        limits,
-        edge.max_head_bytes,
-    )
-    .await
-    {
+    let opened = match session::open(core, t, ask, limits).await {
         Ok(o) => o,
         Err(rej) => {
             reject(core, down, client, rej, Some(&head), Some(t)).await;
@@ -116,7 +107,7 @@ pub(crate) async fn to_h2c(
                 "connect"
             };
             stats::add(&core.stats.relays_total, 1);
-            tracing::debug!(%client, tunnel = %t.config.name, kind, "relay to h2c started");
+            tracing::debug!(%client, tunnel = %t.config.name, kind, "relay to the multiplexed upstream started");
             let opts = RelayOptions {
                 idle: edge.idle_timeout,
                 splice: false,
@@ -128,7 +119,7 @@ pub(crate) async fn to_h2c(
             };
             let r =
                 relay::relay_legs(relay::Leg::Down(down), leg, prelude, opts, &core.stats).await;
-            tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "relay to h2c ended");
+            tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "relay to the multiplexed upstream ended");
         }
         Opened::Refused {
             status,

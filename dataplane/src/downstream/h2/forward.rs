@@ -51,6 +51,9 @@ pub(super) async fn request(
     let result = match t.config.http_version {
         UpstreamVersion::Http1 => via_h1(conn, t, &head, body, &mut respond).await,
         UpstreamVersion::H2c => via_h2c(conn, t, &head, body, &mut respond).await,
+        UpstreamVersion::H3 => Err(Rejection::NotSupported(
+            "only WebSocket and CONNECT are relayed to an h3 upstream".into(),
+        )),
     };
     if let Err(rej) = result {
         refuse(conn, respond, rej, Some(&head), Some(t));

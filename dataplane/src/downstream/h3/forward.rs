@@ -37,6 +37,7 @@ pub(super) async fn request(conn: &Conn, t: &Rc<Tunnel>, head: RequestHead, mut 
     let result = match t.config.http_version {
         UpstreamVersion::Http1 => via_h1(conn, t, &head, &mut open).await,
         UpstreamVersion::H2c => via_h2c(conn, t, &head, &mut open).await,
+        UpstreamVersion::H3 => Err(Rejection::NotSupported("only WebSocket and CONNECT are relayed to an h3 upstream".into())),
     };
     match result {
         Ok(Some(parts)) => stream_answer(conn, parts, open.send).await,

@@ -1,0 +1,348 @@
+//! HTTP/3 upstreams (`http_version = "h3"`): per core, one QUIC connection
+//! per tunnel, shared by all its streams (HTTP/3 multiplexes; a new
+//! connection only when the last one ended or said GOAWAY), from a client
+//! endpoint of the core (an ephemeral UDP port per address family).
+//!
+//! The upstream's certificate is checked against the tunnel's
+//! `upstream_tls.ca` (else the system roots) for `upstream_tls.server_name`
+//! (else the upstream's host); `insecure = true` checks nothing (tests).
+//! A WebSocket is opened only after the upstream's SETTINGS enabled
+//! extended CONNECT (RFC 9220 §3), else 502.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn_proto::{ClientConfig, IdleTimeout, TransportConfig, VarInt};
+
+use super::session::{Ask, AskKind, Deadlines, Opened};
+use crate::config::UpstreamTls;
+use crate::core::CoreCtx;
+use crate::error::Rejection;
+use crate::h3::connection::{self as h3conn, Side};
+use crate::h3::error::Code;
+use crate::h3::settings::{id, Settings};
+use crate::h3::stream::{RequestStream, StreamEvent};
+use crate::message::{Header, RequestHead};
+use crate::policy::{answer_fields, session_answer_fields};
+use crate::quic::{self, SendStream};
+use crate::relay::h3::{H3Reader, H3Stream};
+use crate::relay::Leg;
+use crate::target::Upstream;
+use crate::timeout::with_timeout;
+use crate::tunnel::Tunnel;
+
+/// Largest refusal body passed back to the downstream.
+const MAX_REFUSAL_BODY: usize = 64 * 1024;
+/// Receive window per upstream stream; the connection's is 4×.
+const STREAM_WINDOW: u32 = 1 << 20;
+
+/// One HTTP/3 connection to an upstream.
+struct H3Upstream {
+    quic: quic::Connection,
+    h3: Rc<RefCell<h3conn::Connection>>,
+    /// Our control and QPACK streams, open for the connection's life.
+    _own: Vec<SendStream>,
+    /// The upstream it was dialed for (a changed tunnel dials anew).
+    upstream: String,
+}
+
+impl H3Upstream {
+    fn usable(&self) -> bool {
+        self.quic.close_reason().is_none() && self.h3.borrow().peer_goaway().is_none()
+    }
+}
+
+/// This core's h3 upstream connections and client endpoints.
+#[derive(Default)]
+pub struct H3Pool {
+    /// Client endpoints: IPv4, IPv6.
+    endpoints: RefCell<[Option<quic::Endpoint>; 2]>,
+    conns: RefCell<HashMap<String, Rc<H3Upstream>>>,
+    configs: RefCell<HashMap<String, ClientConfig>>,
+}
+
+impl std::fmt::Debug for H3Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3Pool").field("connections", &self.conns.borrow().len()).finish()
+    }
+}
+
+impl H3Pool {
+    fn endpoint(&self, core: &Rc<CoreCtx>, v6: bool) -> Result<quic::Endpoint, Rejection> {
+        let slot = usize::from(v6);
+        if let Some(ep) = &self.endpoints.borrow()[slot] {
+            return Ok(ep.clone());
+        }
+        let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal address");
+        let limits = quic::endpoint::Limits { handshakes_before_retry: usize::MAX, gso: true };
+        let ep = quic::Endpoint::bind(bind, Arc::new(quinn_proto::EndpointConfig::default()), None, limits, Code::REQUEST_CANCELLED.0)
+            .map_err(|e| Rejection::UpstreamUnreachable { addr: bind.to_string(), reason: format!("cannot bind a UDP socket: {e}") })?;
+        glommio::spawn_local(ep.clone().run(core.clone(), |_| {})).detach();
+        self.endpoints.borrow_mut()[slot] = Some(ep.clone());
+        Ok(ep)
+    }
+
+    fn client_config(&self, t: &Tunnel, idle: Duration) -> Result<ClientConfig, Rejection> {
+        if let Some(c) = self.configs.borrow().get(&t.config.name) {
+            return Ok(c.clone());
+        }
+        let c = client_config(&t.config.upstream_tls, idle)
+            .map_err(|reason| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason })?;
+        self.configs.borrow_mut().insert(t.config.name.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// A usable connection to `t`'s upstream: the pooled one, or a new one.
+    async fn connection(&self, core: &Rc<CoreCtx>, t: &Tunnel, limits: Deadlines) -> Result<Rc<H3Upstream>, Rejection> {
+        if let Some(c) = self.conns.borrow().get(&t.config.name) {
+            if c.usable() && c.upstream == t.config.upstream {
+                return Ok(c.clone());
+            }
+        }
+        let c = Rc::new(self.dial(core, t, limits).await?);
+        self.conns.borrow_mut().insert(t.config.name.clone(), c.clone());
+        Ok(c)
+    }
+
+    async fn dial(&self, core: &Rc<CoreCtx>, t: &Tunnel, limits: Deadlines) -> Result<H3Upstream, Rejection> {
+        let name = t.config.upstream.as_str();
+        let (host, addrs) = match &t.upstream {
+            Upstream::Addr(a) => (a.ip().to_string(), vec![*a]),
+            Upstream::Name { host, port } => match with_timeout(limits.connect, core.resolver.resolve(host, *port)).await {
+                Some(Ok(addrs)) => (host.clone(), addrs),
+                Some(Err(reason)) => {
+                    return Err(Rejection::UpstreamUnreachable { addr: name.to_owned(), reason: format!("cannot resolve: {reason}") })
+                }
+                None => return Err(Rejection::UpstreamTimeout { addr: format!("{name} (resolving)"), after: limits.connect }),
+            },
+        };
+        let server_name = t.config.upstream_tls.server_name.clone().unwrap_or(host);
+        let config = self.client_config(t, core.edge.idle_timeout)?;
+        let mut last = Rejection::UpstreamUnreachable { addr: name.to_owned(), reason: "no address".into() };
+        for addr in addrs {
+            let ep = self.endpoint(core, addr.is_ipv6())?;
+            let quic = ep
+                .connect(config.clone(), addr, &server_name)
+                .map_err(|e| Rejection::UpstreamUnreachable { addr: addr.to_string(), reason: e.to_string() })?;
+            match with_timeout(limits.connect, quic.connected()).await {
+                Some(Ok(())) => return start(quic, core.edge.max_head_bytes as u64, t).await,
+                Some(Err(e)) => {
+                    last = Rejection::UpstreamUnreachable { addr: addr.to_string(), reason: format!("QUIC handshake: {e}") }
+                }
+                None => {
+                    quic.close(Code::NO_ERROR.0, b"handshake timeout");
+                    last = Rejection::UpstreamTimeout { addr: addr.to_string(), after: limits.connect }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// HTTP/3 on a fresh connection: our streams out, the peer's read.
+async fn start(quic: quic::Connection, max_field_section: u64, t: &Tunnel) -> Result<H3Upstream, Rejection> {
+    let mut local = Settings::default();
+    local.set(id::MAX_FIELD_SECTION_SIZE, max_field_section);
+    let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Client, local)));
+    let preface = h3.borrow().control_preface();
+    let own = crate::http3::own_streams(&quic, preface)
+        .await
+        .map_err(|e| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason: format!("h3 set-up: {e}") })?;
+    glommio::spawn_local(crate::http3::peer_streams(quic.clone(), h3.clone(), usize::MAX)).detach();
+    Ok(H3Upstream { quic, h3, _own: own, upstream: t.config.upstream.clone() })
+}
+
+/// The upstream's SETTINGS, within `timeout`.
+async fn peer_settings(up: &H3Upstream, timeout: Duration) -> Option<Settings> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = up.h3.borrow().peer_settings() {
+            return Some(s.clone());
+        }
+        if Instant::now() >= deadline || up.quic.close_reason().is_some() {
+            return None;
+        }
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Opens the session `ask` on an h3 upstream stream.
+pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -> Result<Opened, Rejection> {
+    let up = core.h3.connection(core, t, limits).await?;
+    let bad = |reason: String| Rejection::UpstreamBadAnswer(reason);
+    if ask.kind == AskKind::WebSocket {
+        match peer_settings(&up, limits.handshake).await {
+            Some(s) if s.extended_connect() => {}
+            Some(_) => return Err(bad("h3 upstream did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)".into())),
+            None => return Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
+        }
+    }
+    let (mut send, mut recv) = up.quic.open_bi().await.map_err(|e| bad(format!("h3: {e}")))?;
+    let (target, protocol) = match &ask.kind {
+        AskKind::WebSocket => (ask.path.clone(), Some("websocket")),
+        AskKind::Connect { authority } => (authority.clone(), None),
+    };
+    let authority = match &ask.kind {
+        AskKind::WebSocket => ask.authority.clone(),
+        AskKind::Connect { authority } => authority.clone(),
+    };
+    let mut headers = vec![Header { name: "host".into(), value: authority.into_bytes() }];
+    if ask.kind == AskKind::WebSocket {
+        headers.push(Header { name: "sec-websocket-version".into(), value: b"13".to_vec() });
+    }
+    headers.extend(ask.fields.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }));
+    let head = RequestHead { method: "CONNECT".into(), target, minor_version: 1, headers };
+    let mut out = Vec::new();
+    crate::codec::h3::encode_request(&head, protocol, &mut out);
+    send.write_all(&out).await.map_err(|e| bad(format!("h3: {e}")))?;
+    // The answer's head (interim 1xx heads skipped).
+    let mut frames = RequestStream::new(core.edge.max_head_bytes as u64);
+    let read = async {
+        loop {
+            let mut raw = match recv.chunk(64 * 1024).await {
+                Ok(Some(b)) => b,
+                Ok(None) => return Err(bad("h3 upstream ended the stream before its answer".into())),
+                Err(e) => return Err(bad(format!("h3 upstream: {e}"))),
+            };
+            while !raw.is_empty() {
+                let (used, event) = frames.read(&raw).map_err(|e| bad(format!("h3 upstream: {e}")))?;
+                let fields = match event {
+                    Some(StreamEvent::Head(fields)) => Some(fields),
+                    _ => None,
+                };
+                bytes::Buf::advance(&mut raw, used);
+                if let Some(fields) = fields {
+                    let head = crate::codec::h3::response_head(&fields).map_err(|e| bad(format!("h3 upstream answer: {e}")))?;
+                    if head.status < 200 {
+                        frames.interim_head();
+                        continue;
+                    }
+                    return Ok((head, raw));
+                }
+            }
+        }
+    };
+    let (answer, rest) = match with_timeout(limits.handshake, read).await {
+        Some(r) => r?,
+        None => return Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
+    };
+    let status = answer.status;
+    let fields = answer_fields(answer.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())), false);
+    if (200..300).contains(&status) {
+        let stream = H3Stream { conn: up.quic.clone(), send, recv, frames, rest };
+        return Ok(Opened::Open {
+            leg: Leg::H3(stream),
+            early: Vec::new(),
+            fields: session_answer_fields(fields, ask.kind == AskKind::WebSocket),
+        });
+    }
+    // Refused: its body (bounded) goes back; the stream is done.
+    send.reset(Code::REQUEST_CANCELLED.0);
+    let mut reader = H3Reader::body(up.quic.clone(), recv, frames, rest);
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while body.len() < MAX_REFUSAL_BODY {
+        match with_timeout(limits.handshake, futures_lite::AsyncReadExt::read(&mut reader, &mut buf)).await {
+            Some(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_REFUSAL_BODY);
+    Ok(Opened::Refused { status, fields, body })
+}
+
+/// The client config of an h3 upstream: TLS 1.3, ALPN h3, the tunnel's
+/// certificate check.
+pub fn client_config(tls: &UpstreamTls, idle: Duration) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?;
+    let mut cfg = if tls.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("upstream_tls.ca {}: {e}", path.display()))?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| format!("upstream_tls.ca {}: {e}", path.display()))?;
+                    roots.add(cert).map_err(|e| format!("upstream_tls.ca {}: {e}", path.display()))?;
+                }
+                if roots.is_empty() {
+                    return Err(format!("upstream_tls.ca {}: no certificate", path.display()));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+                if roots.is_empty() {
+                    return Err("no system root certificates (set upstream_tls.ca)".into());
+                }
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    cfg.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(cfg).map_err(|e| e.to_string())?;
+    let mut client = ClientConfig::new(Arc::new(crypto));
+    let mut transport = TransportConfig::default();
+    transport
+        .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(VarInt::from_u32(4 * STREAM_WINDOW))
+        .max_concurrent_uni_streams(VarInt::from_u32(8))
+        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        .max_idle_timeout(IdleTimeout::try_from(idle).ok())
+        .datagram_receive_buffer_size(None);
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+/// `upstream_tls.insecure`: every certificate is accepted (its signature
+/// over the handshake is still checked, so the key is the certificate's).
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

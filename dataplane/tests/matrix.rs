@@ -1,0 +1,359 @@
+//! The seeds' full matrix: every WebSocket and every plain CONNECT
+//! combination of downstream {HTTP/1.1, HTTP/2, HTTP/3} × upstream
+//! {http/1.1, h2c, h3}, 16 MiB each way compared by SHA-256, then a
+//! half-close (WebSocket Close / FIN) both ways.
+//!
+//! Third-party peers only: tokio-tungstenite (h1 WebSocket client), Python
+//! `h2` (`h2_client.py`) and `aioquic` (`h3_client.py`) downstream;
+//! tokio-tungstenite echo, `pproxy`, `h2_origin.py` and `h3_origin.py` (its
+//! own certificate from a test CA, checked by `upstream_tls.ca`) upstream.
+//! A tunnel whose `upstream_tls.ca` is another CA answers 502.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const MIB16: usize = 16 << 20;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_tcp(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pproxy() -> (Proc, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(python())
+        .args(["-m", "pproxy", "--auth", "0", "-l"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python with `pproxy`");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp(addr);
+    (Proc(child), addr)
+}
+
+fn h2_origin() -> (Proc, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(python())
+        .arg(py_script("h2_origin.py"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python with `h2` and `wsproto`");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp(addr);
+    (Proc(child), addr)
+}
+
+/// The h3 origin (aioquic) with a certificate for `origin.internal` signed
+/// by a fresh test CA; returns it, its address and the CA's PEM path.
+fn h3_origin(dir: &Path) -> (Proc, SocketAddr, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "switchyard test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["origin.internal".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let (ca_pem, cert, key_pem) = (
+        dir.join("ca.pem"),
+        dir.join("origin.pem"),
+        dir.join("origin.key"),
+    );
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    std::fs::write(&cert, leaf.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let mut child = Command::new(python())
+        .arg(py_script("h3_origin.py"))
+        .args(["--listen", "127.0.0.1:0", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key_pem)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python with `aioquic`");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .expect("listening <port>");
+    (
+        Proc(child),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        ca_pem,
+    )
+}
+
+/// Another CA, for the 502 case.
+fn other_ca(dir: &Path) -> std::path::PathBuf {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let path = dir.join("other-ca.pem");
+    std::fs::write(&path, p.self_signed(&key).unwrap().pem()).unwrap();
+    path
+}
+
+fn client(script: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(python())
+        .arg(py_script(script))
+        .args(["--timeout", "30", "--deadline", "150"])
+        .args(args)
+        .output()
+        .expect("python client");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_ok(what: &str, (code, out, err): &(i32, String, String), edge: &Edge) {
+    assert_eq!(
+        *code,
+        0,
+        "{what}: client failed\nstdout:\n{out}\nstderr:\n{err}\nedge log:\n{}",
+        edge.log()
+    );
+}
+
+/// h1 WebSocket (tokio-tungstenite): 16 × 1 MiB echoed, then a Close
+/// handshake.
+async fn h1_ws(edge: &Edge, host: &str) {
+    let url = format!("ws://{host}:{}/chat", edge.addr.port());
+    let tcp = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    assert_eq!(resp.status(), 101, "{host}");
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    for i in 0..16u64 {
+        let m = random_bytes(1 << 20, 3000 + i);
+        sent.extend_from_slice(&m);
+        ws.send(Message::binary(m)).await.unwrap();
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => got.extend_from_slice(&b),
+            other => panic!("h1 ws {host}: unexpected {other:?}\n{}", edge.log()),
+        }
+    }
+    assert_eq!(sha256(&got), sha256(&sent), "h1 ws {host}: echo differs");
+    ws.close(None).await.unwrap();
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(_))) | None => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("h1 ws {host}: close handshake: {e}"),
+        }
+    }
+}
+
+/// h1 plain CONNECT: 16 MiB each way, then a half-close after the echo and
+/// the FIN back.
+fn h1_connect(edge_addr: SocketAddr, target: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(edge_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed in the answer head");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let data = random_bytes(MIB16, 99);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&data).unwrap();
+        (w, data)
+    });
+    let mut got = vec![0u8; MIB16];
+    s.read_exact(&mut got).unwrap();
+    let (w, data) = writer.join().unwrap();
+    assert_eq!(sha256(&got), sha256(&data), "h1 CONNECT via {edge_addr}");
+    w.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(s.read(&mut b).unwrap(), 0, "FIN after the half-close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_connect_across_h1_h2_h3_both_ways_16_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws_h1, _) = ws_echo_origin().await;
+    let target = tcp_echo_origin().await.to_string();
+    let (_p1, fwd_h1) = pproxy();
+    let (_p2, h2c) = h2_origin();
+    let (_p3, h3, ca) = h3_origin(dir.path());
+    let wrong_ca = other_ca(dir.path());
+    let ca = ca.to_str().unwrap();
+    let wrong_ca = wrong_ca.to_str().unwrap();
+    // WebSocket tunnels are chosen by :authority / Host (ws1-3.test), CONNECT
+    // tunnels by SNI (h2, h3) or the listener's default tunnel (h1).
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+[[listener]]
+addr = "@LISTEN@"
+default_tunnel = "fwd-h1"
+[[listener]]
+addr = "@XFF_LISTEN@"
+default_tunnel = "fwd-h2c"
+[[listener]]
+addr = "@PP_LISTEN@"
+default_tunnel = "fwd-h3"
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "ws-h1"
+hostnames = ["ws1.test"]
+upstream = "{ws_h1}"
+[[tunnel]]
+name = "ws-h2c"
+hostnames = ["ws2.test"]
+upstream = "{h2c}"
+http_version = "h2c"
+[[tunnel]]
+name = "ws-h3"
+hostnames = ["ws3.test"]
+upstream = "{h3}"
+http_version = "h3"
+upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
+[[tunnel]]
+name = "ws-h3-wrong-ca"
+hostnames = ["wrong-ca.test"]
+upstream = "{h3}"
+http_version = "h3"
+upstream_tls = {{ ca = "{wrong_ca}", server_name = "origin.internal" }}
+[[tunnel]]
+name = "fwd-h1"
+hostnames = ["localhost"]
+upstream = "{fwd_h1}"
+[[tunnel]]
+name = "fwd-h2c"
+hostnames = ["connect.test"]
+upstream = "{h2c}"
+http_version = "h2c"
+[[tunnel]]
+name = "fwd-h3"
+hostnames = ["raw.test"]
+upstream = "{h3}"
+http_version = "h3"
+upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
+"#
+    ));
+    let edge = &edge;
+    let tls = edge.tls_addr.to_string();
+    let cert = edge.cert_pem.to_str().unwrap().to_owned();
+    let bytes = MIB16.to_string();
+    let h2 = |sni: &str, rest: &[&str]| {
+        let mut a = vec!["--connect", &tls, "--tls", "--cafile", &cert, "--sni", sni];
+        a.extend_from_slice(rest);
+        client("h2_client.py", &a)
+    };
+    let h3 = |sni: &str, rest: &[&str]| {
+        let mut a = vec!["--connect", &tls, "--cafile", &cert, "--sni", sni];
+        a.extend_from_slice(rest);
+        client("h3_client.py", &a)
+    };
+    for (up, host) in [
+        ("http/1.1", "ws1.test"),
+        ("h2c", "ws2.test"),
+        ("h3", "ws3.test"),
+    ] {
+        h1_ws(edge, host).await;
+        let ws = [
+            "ws",
+            "--authority",
+            host,
+            "--path",
+            "/chat",
+            "--bytes",
+            &bytes,
+        ];
+        assert_ok(&format!("ws h2 → {up}"), &h2("localhost", &ws), edge);
+        assert_ok(&format!("ws h3 → {up}"), &h3("localhost", &ws), edge);
+    }
+    // pproxy closes both ways on EOF: the clients half-close after the echo.
+    let connect = [
+        "connect",
+        "--target",
+        &target,
+        "--bytes",
+        &bytes,
+        "--close-after-echo",
+    ];
+    for (up, sni, h1_listener) in [
+        ("http/1.1", "localhost", edge.addr),
+        ("h2c", "connect.test", edge.xff_addr),
+        ("h3", "raw.test", edge.pp_addr),
+    ] {
+        let t = target.clone();
+        tokio::task::spawn_blocking(move || h1_connect(h1_listener, &t))
+            .await
+            .unwrap();
+        assert_ok(&format!("CONNECT h2 → {up}"), &h2(sni, &connect), edge);
+        assert_ok(&format!("CONNECT h3 → {up}"), &h3(sni, &connect), edge);
+    }
+    // The h3 upstream's certificate does not chain to the configured CA.
+    let r = h3(
+        "localhost",
+        &[
+            "ws",
+            "--authority",
+            "wrong-ca.test",
+            "--path",
+            "/chat",
+            "--bytes",
+            "1024",
+        ],
+    );
+    assert!(
+        r.1.contains("\"status\": 502"),
+        "wrong CA: {}\n{}",
+        r.1,
+        r.2
+    );
+    assert!(
+        edge.log().contains("QUIC handshake"),
+        "the 502 says why:\n{}",
+        edge.log()
+    );
+}
