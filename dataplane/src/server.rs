@@ -111,6 +111,24 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         reason: format!("cannot start the resolver thread: {e}"),
     })?;
     let quic_keys = crate::quic::Keys::random();
+    // Per QUIC listener, the cross-core channels of the datagram handover
+    // (one part per core; none with a single core).
+    let mut meshes: Vec<Vec<Option<crate::quic::handover::Mesh>>> =
+        (0..n).map(|_| Vec::new()).collect();
+    for l in &config.listeners {
+        let mut parts = if l.quic && n > 1 {
+            crate::quic::handover::mesh(n)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            (0..n).map(|_| None).collect::<Vec<_>>()
+        };
+        for (core, part) in parts.drain(..).enumerate() {
+            meshes[core].push(part);
+        }
+    }
+    let mut meshes = meshes.into_iter();
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut joins = Vec::new();
     let mut cores = Vec::new();
@@ -124,6 +142,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         let control = control.clone();
         let resolver = resolver.clone();
         let quic_keys = quic_keys.clone();
+        let mesh = meshes.next().unwrap_or_default();
         let placement = if config.edge.cores == 0 && cpus.len() == 1 {
             Placement::Unbound
         } else {
@@ -133,7 +152,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             .name(&format!("core{core}"))
             .io_memory(1 << 20)
             .spawn(move || async move {
-                let per_core = (resolver, max_connections, quic_keys);
+                let per_core = (resolver, max_connections, (quic_keys, mesh));
                 run_core(
                     core, cpu, config, identities, stats, stop, ready, control, per_core,
                 )
@@ -196,12 +215,13 @@ async fn run_core(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     control: Control,
-    (resolver, max_connections, quic_keys): (
+    (resolver, max_connections, (quic_keys, mesh)): (
         crate::resolve::ResolverThread,
         usize,
-        crate::quic::Keys,
+        (crate::quic::Keys, Vec<Option<crate::quic::handover::Mesh>>),
     ),
 ) {
+    let mut mesh = mesh;
     let setup = || -> Result<_, String> {
         let routes = RouteTable::build(&config).map_err(|e| e.to_string())?;
         let ctx = Rc::new(CoreCtx {
@@ -227,7 +247,12 @@ async fn run_core(
         });
         let mut listeners = Vec::new();
         let mut endpoints = Vec::new();
-        for (l, id) in config.listeners.iter().zip(&identities) {
+        for ((l, id), mesh) in config
+            .listeners
+            .iter()
+            .zip(&identities)
+            .zip(std::mem::take(&mut mesh))
+        {
             let tls = match id {
                 Some(id) => Some(futures_rustls::TlsAcceptor::from(
                     id.server_config().map_err(|e| e.to_string())?,
@@ -244,6 +269,7 @@ async fn run_core(
                 endpoints.push((
                     quic_endpoint(core, &config, id, &quic_keys, l.addr)?,
                     lis.clone(),
+                    mesh,
                 ));
             }
             listeners.push((sock, lis));
@@ -279,6 +305,16 @@ async fn run_core(
             );
         }
     }
+    let mut quic = Vec::new();
+    for (endpoint, lis, mesh) in endpoints {
+        let handover = match mesh {
+            Some(m) => {
+                Some(crate::quic::handover::Handover::connect(m, quic_keys.cid_key(), core).await)
+            }
+            None => None,
+        };
+        quic.push((endpoint, lis, handover));
+    }
     tracing::info!(
         core,
         cpu,
@@ -288,7 +324,7 @@ async fn run_core(
     );
     let _ = ready.send(Ok(()));
     glommio::spawn_local(trim_after_bursts(ctx.clone())).detach();
-    for (endpoint, lis) in endpoints {
+    for (endpoint, lis, handover) in quic {
         let admit_ctx = ctx.clone();
         let admit = move |conn| {
             let task = Box::pin(crate::downstream::h3::serve(
@@ -303,7 +339,7 @@ async fn run_core(
                 Err(e) => tracing::warn!("cannot spawn h3 connection task: {e}"),
             }
         };
-        glommio::spawn_local(endpoint.run(ctx.clone(), admit)).detach();
+        glommio::spawn_local(endpoint.run(ctx.clone(), admit, handover)).detach();
     }
     let loops: Vec<_> = listeners
         .into_iter()

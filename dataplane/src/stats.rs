@@ -63,6 +63,10 @@ counters! {
     quic_retries,
     /// HTTP/3 request streams accepted.
     h3_streams_total,
+    /// QUIC datagrams of another core's connection handed to that core.
+    quic_datagrams_handed_over,
+    /// QUIC datagrams of this core's connections that another core read.
+    quic_datagrams_taken_over,
 }
 
 /// Adds to a counter; only the owning core calls this.

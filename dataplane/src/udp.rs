@@ -56,6 +56,7 @@ impl UdpEndpoint {
     }
 
     /// The bound address.
+    #[allow(dead_code)] // tests
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket
             .local_addr()?
@@ -68,6 +69,7 @@ impl UdpEndpoint {
         self.state.max_gso_segments()
     }
 
+    #[allow(dead_code)] // tests
     /// Datagrams one GRO receive may return coalesced (size receive
     /// buffers as this × the largest datagram).
     pub fn gro_segments(&self) -> usize {

@@ -326,3 +326,70 @@ async fn alt_svc_advertises_h3_on_h1_and_h2_answers() {
         );
     }
 }
+
+/// With two cores, a client that rebinds its UDP port mid-transfer (aioquic,
+/// same connection id) keeps its connection and its bytes: the kernel sends
+/// the new 4-tuple's datagrams to either core, and the one that does not
+/// own the connection hands them to the owner. Bounded retries until the
+/// new port hashed to the other core at least once (1/2 per attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_client_rebinding_its_port_keeps_its_connection_across_cores() {
+    let (ws, _) = ws_echo_origin().await;
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 2
+admin = "@ADMIN@"
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "ws"
+hostnames = ["echo.test"]
+upstream = "{ws}"
+"#
+    ));
+    let mut attempts = 0;
+    while edge.total("quic_datagrams_handed_over") == 0 {
+        attempts += 1;
+        assert!(
+            attempts <= 12,
+            "no rebinding reached the other core in 12 attempts:\n{:?}",
+            edge.stats()
+        );
+        let r = h3(
+            &edge,
+            "localhost",
+            &[
+                "--rebind-after",
+                "1048576",
+                "ws",
+                "--authority",
+                "echo.test",
+                "--path",
+                "/chat",
+                "--bytes",
+                "4194304",
+            ],
+        );
+        assert_ok("ws with a rebinding client", &r, &edge);
+        assert!(r.1.contains("\"new_port\""), "the client rebound: {}", r.1);
+    }
+    let stats = edge.stats();
+    let per_core: Vec<(u64, u64, u64)> = stats
+        .iter()
+        .map(|c| {
+            (
+                c["quic_connections_total"],
+                c["quic_datagrams_handed_over"],
+                c["quic_datagrams_taken_over"],
+            )
+        })
+        .collect();
+    println!(
+        "per core (connections, handed over, taken over) after {attempts} attempts: {per_core:?}"
+    );
+    // The owner took them (the last few may still be in a queue).
+    assert!(edge.total("quic_datagrams_taken_over") > 0, "{per_core:?}");
+}

@@ -39,7 +39,6 @@ pub(crate) struct State {
     opening: [Option<Waker>; 2],
     connected: bool,
     on_connected: Option<Waker>,
-    closed: Vec<Waker>,
     pub(crate) lost: Option<ConnectionError>,
     /// The code a stream dropped without an explicit end is stopped or
     /// reset with (HTTP/3: H3_REQUEST_CANCELLED).
@@ -103,8 +102,7 @@ impl State {
             .chain(self.writers.drain().map(|(_, w)| w))
             .chain(self.accepting.iter_mut().filter_map(Option::take))
             .chain(self.opening.iter_mut().filter_map(Option::take))
-            .chain(self.on_connected.take())
-            .chain(self.closed.drain(..));
+            .chain(self.on_connected.take());
         for w in wakers.collect::<Vec<_>>() {
             w.wake();
         }
@@ -135,7 +133,6 @@ impl Connection {
             opening: [None, None],
             connected: false,
             on_connected: None,
-            closed: Vec::new(),
             lost: None,
             drop_code,
             counted_handshake: false,
@@ -185,21 +182,6 @@ impl Connection {
             }
             st.on_connected = Some(cx.waker().clone());
             Poll::Pending
-        })
-        .await
-    }
-
-    /// Waits until the connection has ended; returns why.
-    pub async fn closed(&self) -> ConnectionError {
-        std::future::poll_fn(|cx| {
-            let mut st = self.0.borrow_mut();
-            match &st.lost {
-                Some(e) => Poll::Ready(e.clone()),
-                None => {
-                    st.closed.push(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
         })
         .await
     }

@@ -30,7 +30,11 @@ use bytes::BytesMut;
 use quinn_proto::{ClientConfig, ConnectionHandle, DatagramEvent, EndpointConfig, Incoming, ServerConfig, Transmit, VarInt};
 use quinn_udp::RecvMeta;
 
+use futures_lite::FutureExt;
+use glommio::channels::local_channel::LocalReceiver;
+
 use super::connection::{drive, Connection};
+use super::handover::{Handover, Misrouted};
 use crate::core::CoreCtx;
 use crate::stats;
 use crate::udp::UdpEndpoint;
@@ -40,6 +44,12 @@ const RECV_SLOTS: usize = 8;
 const SLOT_BYTES: usize = 64 * 1024;
 /// Datagrams in one GSO send (quinn-udp reports what the kernel allows).
 const MAX_GSO: usize = 32;
+
+/// What woke the receive loop.
+enum Input {
+    Socket(io::Result<usize>),
+    Handed(Option<Misrouted>),
+}
 
 /// Admission limits of one core's endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -150,16 +160,6 @@ impl Endpoint {
         })
     }
 
-    /// The bound address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.socket.local_addr()
-    }
-
-    /// Connections this endpoint owns.
-    pub fn connections(&self) -> usize {
-        self.shared.conns.borrow().len()
-    }
-
     /// Opens a client connection to `remote` (its driver starts at once;
     /// await [`Connection::connected`]).
     pub fn connect(&self, config: ClientConfig, remote: SocketAddr, server_name: &str) -> Result<Connection, quinn_proto::ConnectError> {
@@ -168,54 +168,107 @@ impl Endpoint {
     }
 
     /// Reads datagrams until the socket fails; `admit` gets every accepted
-    /// server connection. Runs as the endpoint's task.
-    pub async fn run(self, core: Rc<CoreCtx>, admit: impl Fn(Connection)) {
+    /// server connection; `handover` passes datagrams of other cores'
+    /// connections to them, and brings theirs for this core. Runs as the
+    /// endpoint's task.
+    pub async fn run(
+        self,
+        core: Rc<CoreCtx>,
+        admit: impl Fn(Connection),
+        handover: Option<(Handover, LocalReceiver<Misrouted>)>,
+    ) {
         let sh = &self.shared;
+        let (handover, mut inbox) = match handover {
+            Some((h, rx)) => (Some(h), Some(rx)),
+            None => (None, None),
+        };
         let mut storage = vec![0u8; RECV_SLOTS * SLOT_BYTES];
         let mut metas = [RecvMeta::default(); RECV_SLOTS];
         let mut answer = Vec::new();
         loop {
-            let n = {
-                let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT_BYTES).map(IoSliceMut::new).collect();
-                match sh.socket.recv(&mut bufs, &mut metas).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        // ICMP errors surface here on some kernels: not fatal.
-                        tracing::debug!(core = core.core, "quic receive error: {e}");
-                        continue;
-                    }
+            let input = {
+                let socket = async {
+                    let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(SLOT_BYTES).map(IoSliceMut::new).collect();
+                    Input::Socket(sh.socket.recv(&mut bufs, &mut metas).await)
+                };
+                match &inbox {
+                    Some(rx) => socket.or(async { Input::Handed(rx.recv().await) }).await,
+                    None => socket.await,
                 }
             };
             let now = Instant::now();
+            let n = match input {
+                Input::Handed(Some(m)) => {
+                    stats::add(&core.stats.quic_datagrams_taken_over, 1);
+                    let ecn = m.ecn.and_then(quinn_proto::EcnCodepoint::from_bits);
+                    let data = BytesMut::from(&m.data[..]);
+                    self.datagram(&core, &admit, now, (m.remote, m.dst_ip, ecn), data, &mut answer).await;
+                    continue;
+                }
+                Input::Handed(None) => {
+                    inbox = None;
+                    continue;
+                }
+                Input::Socket(Ok(n)) => n,
+                Input::Socket(Err(e)) => {
+                    // ICMP errors surface here on some kernels: not fatal.
+                    tracing::debug!(core = core.core, "quic receive error: {e}");
+                    continue;
+                }
+            };
             for (meta, slot) in metas.iter().zip(storage.chunks(SLOT_BYTES)).take(n) {
                 let mut data = BytesMut::from(&slot[..meta.len]);
                 let stride = meta.stride.max(1);
+                let ecn_bits = meta.ecn.map(|e| e as u8);
+                let ecn = ecn_bits.and_then(quinn_proto::EcnCodepoint::from_bits);
                 while !data.is_empty() {
                     let datagram = data.split_to(stride.min(data.len()));
-                    let ecn = meta.ecn.and_then(|e| quinn_proto::EcnCodepoint::from_bits(e as u8));
-                    answer.clear();
-                    let event = sh.endpoint.borrow_mut().handle(now, meta.addr, meta.dst_ip, ecn, datagram, &mut answer);
-                    match event {
-                        Some(DatagramEvent::ConnectionEvent(handle, ev)) => {
-                            let conn = sh.conns.borrow().get(&handle).cloned();
-                            if let Some(conn) = conn {
-                                conn.deliver(ev);
+                    if let Some(h) = &handover {
+                        if let Some(owner) = h.owner(&datagram) {
+                            let m = Misrouted { data: datagram.to_vec(), remote: meta.addr, dst_ip: meta.dst_ip, ecn: ecn_bits };
+                            if h.forward(owner, m) {
+                                stats::add(&core.stats.quic_datagrams_handed_over, 1);
                             }
+                            continue;
                         }
-                        Some(DatagramEvent::NewConnection(incoming)) => {
-                            if let Some(conn) = self.admit(&core, incoming, now, &mut answer).await {
-                                admit(conn);
-                            }
-                        }
-                        Some(DatagramEvent::Response(t)) => {
-                            if let Some((t, owned)) = sh.try_send(&t, &answer) {
-                                sh.send_owned(&t, &owned).await;
-                            }
-                        }
-                        None => {}
                     }
+                    self.datagram(&core, &admit, now, (meta.addr, meta.dst_ip, ecn), datagram, &mut answer).await;
                 }
             }
+        }
+    }
+
+    /// Hands one datagram to quinn-proto and acts on what it says.
+    async fn datagram(
+        &self,
+        core: &CoreCtx,
+        admit: &impl Fn(Connection),
+        now: Instant,
+        (remote, dst_ip, ecn): (SocketAddr, Option<std::net::IpAddr>, Option<quinn_proto::EcnCodepoint>),
+        datagram: BytesMut,
+        answer: &mut Vec<u8>,
+    ) {
+        let sh = &self.shared;
+        answer.clear();
+        let event = sh.endpoint.borrow_mut().handle(now, remote, dst_ip, ecn, datagram, answer);
+        match event {
+            Some(DatagramEvent::ConnectionEvent(handle, ev)) => {
+                let conn = sh.conns.borrow().get(&handle).cloned();
+                if let Some(conn) = conn {
+                    conn.deliver(ev);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if let Some(conn) = self.admit(core, incoming, now, answer).await {
+                    admit(conn);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => {
+                if let Some((t, owned)) = sh.try_send(&t, answer) {
+                    sh.send_owned(&t, &owned).await;
+                }
+            }
+            None => {}
         }
     }
 

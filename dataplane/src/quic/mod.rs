@@ -17,6 +17,7 @@
 //! |---|---|
 //! | [`cid`] | connection ids that carry the core, encrypted, validated strictly |
 //! | [`endpoint`] | the per-core endpoint: receive loop, admission, sending |
+//! | [`handover`] | datagrams that reached the wrong core go to their owner |
 //! | [`connection`] | one connection: its driver task and the state streams share |
 //! | [`stream`] | send and receive halves of a stream, as async calls |
 //!
@@ -26,6 +27,7 @@
 pub mod cid;
 pub mod connection;
 pub mod endpoint;
+pub mod handover;
 pub mod stream;
 
 pub use connection::Connection;
@@ -76,6 +78,11 @@ impl Keys {
         let core = u8::try_from(core).unwrap_or(u8::MAX);
         cfg.cid_generator(move || Box::new(cid::CoreCids::new(key.clone(), core)));
         Arc::new(cfg)
+    }
+
+    /// The key that reads a connection id's core (for the handover).
+    pub fn cid_key(&self) -> cid::CidKey {
+        self.cid.clone()
     }
 
     /// A server config over `tls` (TLS 1.3, ALPN h3) with the shared token key.

@@ -81,7 +81,7 @@ impl H3Pool {
         let limits = quic::endpoint::Limits { handshakes_before_retry: usize::MAX, gso: true };
         let ep = quic::Endpoint::bind(bind, Arc::new(quinn_proto::EndpointConfig::default()), None, limits, Code::REQUEST_CANCELLED.0)
             .map_err(|e| Rejection::UpstreamUnreachable { addr: bind.to_string(), reason: format!("cannot bind a UDP socket: {e}") })?;
-        glommio::spawn_local(ep.clone().run(core.clone(), |_| {})).detach();
+        glommio::spawn_local(ep.clone().run(core.clone(), |_| {}, None)).detach();
         self.endpoints.borrow_mut()[slot] = Some(ep.clone());
         Ok(ep)
     }
