@@ -18,6 +18,12 @@ Scenarios (DESIGN §7):
              h1 path in the same run, and vs HAProxy's h2 frontend
   ws64-h2    WebSocket echo over h2, 256 streams on 16 connections, 64 B
              (nginx has no RFC 8441: not compared there)
+  bulk-h3    bulk over one RFC 9220 WebSocket stream over HTTP/3 (QUIC on the
+             TLS listener) to the same h1 origin: against the h1 path, same run
+  ws64-h3    WebSocket echo over h3, 256 streams on 16 QUIC connections, 64 B
+             (the Debian builds of HAProxy and nginx have no HTTP/3: Switchyard
+             only). Target `switchyard-nogso` runs the h3 rows with GSO off on
+             both ends (SWITCHYARD_QUIC_NO_GSO), for the GSO on/off ratio.
 
 Every scenario opens its stream with a real WebSocket handshake (key and
 accept): HAProxy 2.6 in mode http answers 400 to an Xray-style HTTPUpgrade
@@ -62,6 +68,11 @@ H2_PORTS = {  # per target: h2c (prior knowledge) listener with RFC 8441
     "switchyard": 18081,
     "haproxy": 18094,
 }
+H3_PORTS = {  # per target: TLS listener with quic = true (UDP, same port)
+    "switchyard": 18443,
+    "switchyard-nogso": 18443,
+}
+NO_GSO = {"SWITCHYARD_QUIC_NO_GSO": "1"}
 CLIENT_CPU = "0"
 PROXY_CPU = "1"
 
@@ -93,6 +104,9 @@ def wait_port(port, timeout=20):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"port {port} did not open")
+
+
+TMP = None
 
 
 def start(cmd, cpu, **kw):
@@ -142,13 +156,35 @@ def rss_kib(p):
     return total
 
 
+def certificates(d):
+    """A test CA and a certificate for localhost signed by it (openssl)."""
+    ca, ca_key, crt, key = (os.path.join(d, n) for n in ("ca.pem", "ca.key", "edge.pem", "edge.key"))
+    if not os.path.exists(crt):
+        q = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        sh(["openssl", "req", "-x509", *ec, "-subj", "/CN=bench CA", "-keyout", ca_key, "-out", ca, "-days", "2"], **q)
+        csr = os.path.join(d, "edge.csr")
+        sh(["openssl", "req", *ec, "-subj", "/CN=localhost", "-keyout", key, "-out", csr], **q)
+        ext = os.path.join(d, "ext.cnf")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:localhost\n")
+        sh(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+            "-days", "2", "-extfile", ext], **q)
+    return ca, crt, key
+
+
 def switchyard_config(d):
+    _, crt, key = certificates(d)
     cfg = f"""
 [edge]
 cores = 1
 [[listener]]
 addr = "127.0.0.1:{PROXY_PORTS['switchyard'][0]}"
 h2c = true
+[[listener]]
+addr = "127.0.0.1:{H3_PORTS['switchyard']}"
+tls = {{ cert = "{crt}", key = "{key}" }}
+quic = true
 [[tunnel]]
 name = "hu"
 hostnames = ["hu.bench"]
@@ -245,10 +281,10 @@ http {{
     return [binary("nginx"), "-p", d, "-c", path]
 
 
-def loadgen(args, timeout):
+def loadgen(args, timeout, env=None):
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = ["taskset", "-c", CLIENT_CPU, LOADGEN, *args, "--cores", "1", "-q", "--json", out.name]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
         try:
             with open(out.name) as f:
                 return json.load(f)
@@ -281,10 +317,16 @@ def scenarios(quick, rate=0, syscalls=False):
         "idle": dict(mode="idle", via="ws", host="hu.bench", c=idle_n, d=(4 if quick else 8), size=64),
         "bulk-h2": dict(mode="bulk", via="ws-h2", host="hu.bench", c=1, d=d, size=64, h2=True),
         "ws64-h2": dict(mode="ws-h2", host="ws.bench", c=256, spc=16, d=d, size=64, h2=True),
+        "bulk-h3": dict(mode="bulk", via="ws-h3", host="hu.bench", c=1, d=d, size=64, h3=True),
+        "ws64-h3": dict(mode="ws-h3", host="ws.bench", c=256, spc=16, d=d, size=64, h3=True),
     }
 
 
 def target_port(target, sc):
+    if sc.get("h3"):
+        return H3_PORTS.get(target)
+    if target == "switchyard-nogso":
+        return None
     if sc.get("h2"):
         return H2_PORTS.get(target)
     framed = sc["mode"] == "ws" or sc["mode"] == "setup"
@@ -299,7 +341,7 @@ def target_port(target, sc):
 def run_scenario(target, name, sc, proxy):
     port = target_port(target, sc)
     if port is None:
-        return {"skipped": "no RFC 8441 h2 frontend"}
+        return {"skipped": "no HTTP/3 frontend" if sc.get("h3") else "no RFC 8441 h2 frontend"}
     args = [sc["mode"], "--target", f"127.0.0.1:{port}", "--host", sc["host"], "-c", str(sc["c"]), "-d", str(sc["d"]), "--size", str(sc["size"])]
     if "via" in sc:
         via = "raw" if target == "haproxy-tcp" else sc["via"]
@@ -310,6 +352,9 @@ def run_scenario(target, name, sc, proxy):
         args += ["--streams-per-conn", str(sc["spc"])]
     if "rate" in sc:
         args += ["--rate", str(sc["rate"])]
+    if sc.get("h3"):
+        args += ["--tls", "--ca", os.path.join(TMP, "ca.pem"), "--sni", "localhost"]
+    env = NO_GSO if target == "switchyard-nogso" else None
     tracer = None
     if sc.get("strace"):
         if not proxy:
@@ -338,7 +383,7 @@ def run_scenario(target, name, sc, proxy):
         est = next((int(l.split()[3]) for l in out.splitlines() if l.startswith("connections")), 0)
         return {"established": est, "rss_kib_before": before_rss, "rss_kib_held": held_rss,
                 "rss_per_conn_bytes": (held_rss - before_rss) * 1024 / max(est, 1)}
-    rep = loadgen(args, timeout=sc["d"] + 60)
+    rep = loadgen(args, timeout=sc["d"] + 60, env=env)
     relayed_msgs = rep["ops_per_s"] * sc["d"] * 2  # each echo round trip crosses the proxy twice
     if tracer and sc.get("perf"):
         tracer.send_signal(signal.SIGINT)
@@ -389,7 +434,8 @@ def main():
     if a.edge:
         EDGE = os.path.abspath(a.edge)
     ensure_tools()
-    tmp = tempfile.mkdtemp(prefix="switchyard-bench-")
+    global TMP
+    tmp = TMP = tempfile.mkdtemp(prefix="switchyard-bench-")
     origins = [start([LOADGEN, "origin", kind, "--listen", f"127.0.0.1:{port}", "--cores", "1"], CLIENT_CPU) for kind, port in PORTS.items()]
     for port in PORTS.values():
         wait_port(port)
@@ -400,12 +446,15 @@ def main():
             proxy = None
             if target == "switchyard":
                 proxy = start(switchyard_config(tmp), PROXY_CPU)
+            elif target == "switchyard-nogso":
+                proxy = start(switchyard_config(tmp), PROXY_CPU, env={**os.environ, **NO_GSO})
             elif target in ("haproxy", "haproxy-tcp"):
                 proxy = start(haproxy_config(tmp), PROXY_CPU)
             elif target == "nginx":
                 proxy = start(nginx_config(tmp), PROXY_CPU)
             if proxy:
-                for port in filter(None, PROXY_PORTS["haproxy" if target == "haproxy-tcp" else target]):
+                ports = PROXY_PORTS["switchyard" if target == "switchyard-nogso" else "haproxy" if target == "haproxy-tcp" else target]
+                for port in filter(None, ports):
                     wait_port(port)
             results[target] = {}
             try:
@@ -413,6 +462,8 @@ def main():
                     if a.scenarios and name not in a.scenarios.split(","):
                         continue
                     if target == "haproxy-tcp" and name != "bulk":
+                        continue
+                    if target == "switchyard-nogso" and not sc.get("h3"):
                         continue
                     print(f"{target:12} {name:6} ...", file=sys.stderr, flush=True)
                     try:
@@ -458,6 +509,10 @@ def render(r, quick, secs, rate=0):
         ("h2 bulk proxy CPU s per GB relayed", "bulk-h2", "proxy_cpu_s_per_gb", ".3f", False),
         ("h2 ws 64 B msgs/s (256 streams / 16 conns)", "ws64-h2", "ops_per_s", ".0f", True),
         ("h2 ws 64 B p99 µs", "ws64-h2", "p99_us", ".0f", False),
+        ("h3 bulk GB/s (1 RFC 9220 stream)", "bulk-h3", "gbytes_per_s", ".3f", True),
+        ("h3 bulk proxy CPU s per GB relayed", "bulk-h3", "proxy_cpu_s_per_gb", ".3f", False),
+        ("h3 ws 64 B msgs/s (256 streams / 16 conns)", "ws64-h3", "ops_per_s", ".0f", True),
+        ("h3 ws 64 B p99 µs", "ws64-h3", "p99_us", ".0f", False),
         (f"ws 64 B at {rate}/s: proxy CPU µs per relayed message", "ws64-rate", "proxy_cpu_us_per_msg", ".2f", False),
         (f"ws 64 B at {rate}/s: p99 µs", "ws64-rate", "p99_us", ".0f", False),
         (f"ws 1 KiB at {rate}/s: proxy CPU µs per relayed message", "ws1k-rate", "proxy_cpu_us_per_msg", ".2f", False),
@@ -470,7 +525,7 @@ def render(r, quick, secs, rate=0):
     ]
     present = {sc for t in r.values() for sc in t}
     rows = [row for row in rows if row[1] in present]
-    targets = [t for t in ("direct", "switchyard", "haproxy", "haproxy-tcp", "nginx") if t in r]
+    targets = [t for t in ("direct", "switchyard", "switchyard-nogso", "haproxy", "haproxy-tcp", "nginx") if t in r]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"Switchyard comparison, {date}{' (--quick)' if quick else ''}, {secs:.0f} s. "
            f"Proxy pinned to CPU {PROXY_CPU}; loadgen + origins on CPU {CLIENT_CPU}.", ""]
@@ -489,6 +544,15 @@ def render(r, quick, secs, rate=0):
     h1, h2 = sy.get("bulk", {}).get("gbytes_per_s"), sy.get("bulk-h2", {}).get("gbytes_per_s")
     if h1 and h2:
         out += ["", f"Switchyard h2 extended-CONNECT bulk vs its h1 bulk, same run: {h2 / h1:.2f}x"]
+    h3 = sy.get("bulk-h3", {}).get("gbytes_per_s")
+    if h1 and h3:
+        out += [f"Switchyard h3 (RFC 9220) bulk vs its h1 bulk, same run: {h3 / h1:.2f}x"]
+    w2, w3 = sy.get("ws64-h2", {}).get("ops_per_s"), sy.get("ws64-h3", {}).get("ops_per_s")
+    if w2 and w3:
+        out += [f"Switchyard ws 64 B over h3 vs over h2, same run: {w3 / w2:.2f}x"]
+    nogso = r.get("switchyard-nogso", {}).get("bulk-h3", {}).get("gbytes_per_s")
+    if h3 and nogso:
+        out += [f"Switchyard h3 bulk with GSO vs without, same run: {h3 / nogso:.2f}x"]
     errs = [(t, s, v.get("error") or v.get("errors")) for t in targets for s, v in r.get(t, {}).items() if v.get("error") or v.get("errors")]
     if errs:
         out += ["", "Errors:"] + [f"- {t} {s}: {e}" for t, s, e in errs]

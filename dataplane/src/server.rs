@@ -339,7 +339,7 @@ async fn run_core(
                 Err(e) => tracing::warn!("cannot spawn h3 connection task: {e}"),
             }
         };
-        glommio::spawn_local(endpoint.run(ctx.clone(), admit, handover)).detach();
+        glommio::spawn_local(endpoint.run(Some(ctx.clone()), admit, handover)).detach();
     }
     let loops: Vec<_> = listeners
         .into_iter()

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod h2;
+pub mod h3;
 pub mod httpupgrade;
 pub mod modes;
 pub mod net;

@@ -33,6 +33,11 @@ enum Command {
     WsH2(Common),
     /// Plain CONNECT over HTTP/2, raw echo round trips.
     ConnectH2(Common),
+    /// WebSocket over HTTP/3 extended CONNECT (RFC 9220), echo round trips;
+    /// --streams-per-conn streams share one QUIC connection (needs --tls).
+    WsH3(Common),
+    /// Plain CONNECT over HTTP/3, raw echo round trips (needs --tls).
+    ConnectH3(Common),
     /// Upgraded streams pushing and pulling bytes as fast as possible.
     Bulk(Common),
     /// Connection + handshake + one echo + close, repeatedly.
@@ -156,6 +161,8 @@ fn main() -> ExitCode {
         Command::Connect(c) => ("connect", Mode::Echo, Some(Via::Connect), c),
         Command::WsH2(c) => ("ws-h2", Mode::Echo, Some(Via::WsH2), c),
         Command::ConnectH2(c) => ("connect-h2", Mode::Echo, Some(Via::ConnectH2), c),
+        Command::WsH3(c) => ("ws-h3", Mode::Echo, Some(Via::WsH3), c),
+        Command::ConnectH3(c) => ("connect-h3", Mode::Echo, Some(Via::ConnectH3), c),
         Command::Bulk(c) => ("bulk", Mode::Bulk, None, c),
         Command::Setup(c) => ("setup", Mode::Setup, None, c),
         Command::Idle(c) => ("idle", Mode::Idle, None, c),

@@ -28,6 +28,8 @@ pub enum Stream {
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
     /// One HTTP/2 stream (ws-h2, connect-h2).
     H2(Box<crate::h2::H2Io>),
+    /// One HTTP/3 stream (ws-h3, connect-h3).
+    H3(Box<crate::h3::H3Io>),
 }
 
 impl AsyncRead for Stream {
@@ -40,6 +42,7 @@ impl AsyncRead for Stream {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::H3(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -54,6 +57,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::H3(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -61,6 +65,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::H3(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -68,6 +73,7 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::H3(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }

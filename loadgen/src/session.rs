@@ -32,6 +32,12 @@ pub enum Via {
     /// Plain CONNECT over HTTP/2 to `--connect-target`.
     #[value(name = "connect-h2")]
     ConnectH2,
+    /// WebSocket over HTTP/3 extended CONNECT (RFC 9220); messages framed.
+    #[value(name = "ws-h3")]
+    WsH3,
+    /// Plain CONNECT over HTTP/3 to `--connect-target`.
+    #[value(name = "connect-h3")]
+    ConnectH3,
 }
 
 impl Via {
@@ -39,9 +45,13 @@ impl Via {
     pub fn is_h2(self) -> bool {
         matches!(self, Via::WsH2 | Via::ConnectH2)
     }
+    /// Whether the stream runs over a shared HTTP/3 (QUIC) connection.
+    pub fn is_h3(self) -> bool {
+        matches!(self, Via::WsH3 | Via::ConnectH3)
+    }
     /// Whether messages are WebSocket-framed.
     pub fn framed(self) -> bool {
-        matches!(self, Via::Ws | Via::WsH2)
+        matches!(self, Via::Ws | Via::WsH2 | Via::WsH3)
     }
 }
 
@@ -192,6 +202,11 @@ pub async fn establish(
             .await
             .unwrap_or(Err(Failure::Timeout));
     }
+    if via.is_h3() {
+        return crate::with_timeout(t.timeout, establish_h3(t, via, conn))
+            .await
+            .unwrap_or(Err(Failure::Timeout));
+    }
     let work = async {
         let mut stream = transport(t, source).await?;
         let auth: Vec<(String, String)> = t
@@ -201,7 +216,7 @@ pub async fn establish(
             .collect();
         match via {
             // h2 vias were handled above; Raw/Http have no handshake.
-            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 => {
+            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 | Via::WsH3 | Via::ConnectH3 => {
                 Ok(Session::new(stream, Vec::new(), None))
             }
             Via::Ws => {
@@ -325,6 +340,26 @@ async fn establish_h2(
         _ => crate::h2::open(send, &t.connect_target, None, &auth).await?,
     };
     Ok(Session::new(Stream::H2(Box::new(io)), Vec::new(), None))
+}
+
+/// A stream on this connection group's HTTP/3 connection (QUIC to the
+/// target's address; TLS is required).
+async fn establish_h3(t: &Target, via: Via, conn: usize) -> Result<Session, Failure> {
+    let Some(tls) = &t.tls else {
+        return Err(Failure::Tls("HTTP/3 needs --tls".into()));
+    };
+    let group = conn / t.streams_per_conn.max(1);
+    let client = crate::h3::connection(group, t.addr, &t.sni, tls).await?;
+    let auth: Vec<(String, String)> = t
+        .token
+        .iter()
+        .map(|tok| ("authorization".to_owned(), format!("Bearer {tok}")))
+        .collect();
+    let io = match via {
+        Via::WsH3 => crate::h3::open(&client, &t.host, &t.path, Some("websocket"), &auth).await?,
+        _ => crate::h3::open(&client, &t.connect_target, "", None, &auth).await?,
+    };
+    Ok(Session::new(Stream::H3(Box::new(io)), Vec::new(), None))
 }
 
 type Head = (u16, Vec<(String, String)>, Vec<u8>);

@@ -168,12 +168,13 @@ impl Endpoint {
     }
 
     /// Reads datagrams until the socket fails; `admit` gets every accepted
-    /// server connection; `handover` passes datagrams of other cores'
+    /// server connection (a server endpoint runs with its `core`, whose
+    /// limits and counters apply; a client endpoint without); `handover` passes datagrams of other cores'
     /// connections to them, and brings theirs for this core. Runs as the
     /// endpoint's task.
     pub async fn run(
         self,
-        core: Rc<CoreCtx>,
+        core: Option<Rc<CoreCtx>>,
         admit: impl Fn(Connection),
         handover: Option<(Handover, LocalReceiver<Misrouted>)>,
     ) {
@@ -199,10 +200,12 @@ impl Endpoint {
             let now = Instant::now();
             let n = match input {
                 Input::Handed(Some(m)) => {
-                    stats::add(&core.stats.quic_datagrams_taken_over, 1);
+                    if let Some(core) = &core {
+                        stats::add(&core.stats.quic_datagrams_taken_over, 1);
+                    }
                     let ecn = m.ecn.and_then(quinn_proto::EcnCodepoint::from_bits);
                     let data = BytesMut::from(&m.data[..]);
-                    self.datagram(&core, &admit, now, (m.remote, m.dst_ip, ecn), data, &mut answer).await;
+                    self.datagram(core.as_deref(), &admit, now, (m.remote, m.dst_ip, ecn), data, &mut answer).await;
                     continue;
                 }
                 Input::Handed(None) => {
@@ -212,7 +215,7 @@ impl Endpoint {
                 Input::Socket(Ok(n)) => n,
                 Input::Socket(Err(e)) => {
                     // ICMP errors surface here on some kernels: not fatal.
-                    tracing::debug!(core = core.core, "quic receive error: {e}");
+                    tracing::debug!("quic receive error: {e}");
                     continue;
                 }
             };
@@ -226,13 +229,13 @@ impl Endpoint {
                     if let Some(h) = &handover {
                         if let Some(owner) = h.owner(&datagram) {
                             let m = Misrouted { data: datagram.to_vec(), remote: meta.addr, dst_ip: meta.dst_ip, ecn: ecn_bits };
-                            if h.forward(owner, m) {
+                            if let (true, Some(core)) = (h.forward(owner, m), &core) {
                                 stats::add(&core.stats.quic_datagrams_handed_over, 1);
                             }
                             continue;
                         }
                     }
-                    self.datagram(&core, &admit, now, (meta.addr, meta.dst_ip, ecn), datagram, &mut answer).await;
+                    self.datagram(core.as_deref(), &admit, now, (meta.addr, meta.dst_ip, ecn), datagram, &mut answer).await;
                 }
             }
         }
@@ -241,7 +244,7 @@ impl Endpoint {
     /// Hands one datagram to quinn-proto and acts on what it says.
     async fn datagram(
         &self,
-        core: &CoreCtx,
+        core: Option<&CoreCtx>,
         admit: &impl Fn(Connection),
         now: Instant,
         (remote, dst_ip, ecn): (SocketAddr, Option<std::net::IpAddr>, Option<quinn_proto::EcnCodepoint>),
@@ -258,11 +261,14 @@ impl Endpoint {
                     conn.deliver(ev);
                 }
             }
-            Some(DatagramEvent::NewConnection(incoming)) => {
-                if let Some(conn) = self.admit(core, incoming, now, answer).await {
-                    admit(conn);
+            Some(DatagramEvent::NewConnection(incoming)) => match core {
+                Some(core) => {
+                    if let Some(conn) = self.admit(core, incoming, now, answer).await {
+                        admit(conn);
+                    }
                 }
-            }
+                None => sh.endpoint.borrow_mut().ignore(incoming),
+            },
             Some(DatagramEvent::Response(t)) => {
                 if let Some((t, owned)) = sh.try_send(&t, answer) {
                     sh.send_owned(&t, &owned).await;

@@ -72,7 +72,7 @@ impl std::fmt::Debug for H3Pool {
 }
 
 impl H3Pool {
-    fn endpoint(&self, core: &Rc<CoreCtx>, v6: bool) -> Result<quic::Endpoint, Rejection> {
+    fn endpoint(&self, v6: bool) -> Result<quic::Endpoint, Rejection> {
         let slot = usize::from(v6);
         if let Some(ep) = &self.endpoints.borrow()[slot] {
             return Ok(ep.clone());
@@ -81,7 +81,7 @@ impl H3Pool {
         let limits = quic::endpoint::Limits { handshakes_before_retry: usize::MAX, gso: true };
         let ep = quic::Endpoint::bind(bind, Arc::new(quinn_proto::EndpointConfig::default()), None, limits, Code::REQUEST_CANCELLED.0)
             .map_err(|e| Rejection::UpstreamUnreachable { addr: bind.to_string(), reason: format!("cannot bind a UDP socket: {e}") })?;
-        glommio::spawn_local(ep.clone().run(core.clone(), |_| {}, None)).detach();
+        glommio::spawn_local(ep.clone().run(None, |_| {}, None)).detach();
         self.endpoints.borrow_mut()[slot] = Some(ep.clone());
         Ok(ep)
     }
@@ -124,7 +124,7 @@ impl H3Pool {
         let config = self.client_config(t, core.edge.idle_timeout)?;
         let mut last = Rejection::UpstreamUnreachable { addr: name.to_owned(), reason: "no address".into() };
         for addr in addrs {
-            let ep = self.endpoint(core, addr.is_ipv6())?;
+            let ep = self.endpoint(addr.is_ipv6())?;
             let quic = ep
                 .connect(config.clone(), addr, &server_name)
                 .map_err(|e| Rejection::UpstreamUnreachable { addr: addr.to_string(), reason: e.to_string() })?;

@@ -1,0 +1,285 @@
+//! HTTP/3 client side of `ws-h3` and `connect-h3`: many streams over few
+//! QUIC connections (`--streams-per-conn`), each stream an extended CONNECT
+//! (`:protocol websocket`, RFC 9220) or a plain CONNECT, then bytes in DATA
+//! frames.
+//!
+//! The QUIC driver and the HTTP/3 framing are the edge's own
+//! (`dataplane::quic`, `dataplane::h3`, `dataplane::relay::h3`): glommio has
+//! no other QUIC stack, and the load generator must run on the same engine
+//! it measures. Interop with third-party HTTP/3 stacks is the integration
+//! tests' job (aioquic), not the load generator's.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use dataplane::h3::connection::{self as h3conn, Side};
+use dataplane::h3::error::Code;
+use dataplane::h3::settings::Settings;
+use dataplane::h3::stream::{RequestStream, StreamEvent};
+use dataplane::message::{Header, RequestHead};
+use dataplane::quic::{self, SendStream};
+use dataplane::relay::h3::{H3Reader, H3Reset, H3Stream, H3Writer};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+
+use crate::session::Failure;
+
+/// Receive window per stream (the connection gets 4×): large enough that a
+/// bulk stream is not window-bound on loopback.
+const STREAM_WINDOW: u32 = 4 << 20;
+
+/// One HTTP/3 connection of a group.
+pub struct Client {
+    quic: quic::Connection,
+    h3: Rc<RefCell<h3conn::Connection>>,
+    _own: Vec<SendStream>,
+}
+
+struct Group {
+    lock: Rc<glommio::sync::Semaphore>,
+    client: Option<Rc<Client>>,
+}
+
+thread_local! {
+    // Per core (glommio is thread-per-core): the client endpoints (IPv4,
+    // IPv6) and the connection groups by index.
+    static ENDPOINTS: RefCell<[Option<quic::Endpoint>; 2]> = const { RefCell::new([None, None]) };
+    static GROUPS: RefCell<HashMap<usize, Group>> = RefCell::new(HashMap::new());
+}
+
+fn endpoint(v6: bool) -> Result<quic::Endpoint, Failure> {
+    if let Some(ep) = ENDPOINTS.with(|e| e.borrow()[usize::from(v6)].clone()) {
+        return Ok(ep);
+    }
+    let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .expect("literal address");
+    // SWITCHYARD_QUIC_NO_GSO: one datagram per send (the GSO on/off bench).
+    let gso = std::env::var_os("SWITCHYARD_QUIC_NO_GSO").is_none();
+    let limits = quic::endpoint::Limits {
+        handshakes_before_retry: usize::MAX,
+        gso,
+    };
+    let ep = quic::Endpoint::bind(
+        bind,
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        limits,
+        Code::REQUEST_CANCELLED.0,
+    )
+    .map_err(|e| Failure::Connect(format!("udp bind: {e}")))?;
+    glommio::spawn_local(ep.clone().run(None, |_| {}, None)).detach();
+    ENDPOINTS.with(|e| e.borrow_mut()[usize::from(v6)] = Some(ep.clone()));
+    Ok(ep)
+}
+
+fn client_config(tls: &rustls::ClientConfig) -> Result<quinn_proto::ClientConfig, Failure> {
+    let mut tls = tls.clone();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| Failure::Tls(e.to_string()))?;
+    let mut c = quinn_proto::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn_proto::TransportConfig::default();
+    t.stream_receive_window(quinn_proto::VarInt::from_u32(STREAM_WINDOW))
+        .receive_window(quinn_proto::VarInt::from_u32(4 * STREAM_WINDOW))
+        .max_concurrent_bidi_streams(quinn_proto::VarInt::from_u32(0))
+        .max_idle_timeout(quinn_proto::IdleTimeout::try_from(Duration::from_secs(60)).ok());
+    c.transport_config(Arc::new(t));
+    Ok(c)
+}
+
+/// The HTTP/3 connection of `group` on this core, dialled the first time
+/// (one dial per group even when its streams start together).
+pub async fn connection(
+    group: usize,
+    addr: SocketAddr,
+    sni: &str,
+    tls: &rustls::ClientConfig,
+) -> Result<Rc<Client>, Failure> {
+    let lock = GROUPS.with(|g| {
+        g.borrow_mut()
+            .entry(group)
+            .or_insert_with(|| Group {
+                lock: Rc::new(glommio::sync::Semaphore::new(1)),
+                client: None,
+            })
+            .lock
+            .clone()
+    });
+    let _permit = lock
+        .acquire_permit(1)
+        .await
+        .map_err(|e| Failure::Connect(e.to_string()))?;
+    let existing = GROUPS.with(|g| g.borrow().get(&group).and_then(|x| x.client.clone()));
+    if let Some(c) = existing.filter(|c| c.quic.close_reason().is_none()) {
+        return Ok(c);
+    }
+    let conn = endpoint(addr.is_ipv6())?
+        .connect(client_config(tls)?, addr, sni)
+        .map_err(|e| Failure::Connect(e.to_string()))?;
+    conn.connected()
+        .await
+        .map_err(|e| Failure::Tls(format!("quic: {e}")))?;
+    let h3 = Rc::new(RefCell::new(h3conn::Connection::new(
+        Side::Client,
+        Settings::default(),
+    )));
+    let preface = h3.borrow().control_preface();
+    let own = dataplane::http3::own_streams(&conn, preface)
+        .await
+        .map_err(|e| Failure::Handshake(format!("h3: {e}")))?;
+    glommio::spawn_local(dataplane::http3::peer_streams(
+        conn.clone(),
+        h3.clone(),
+        usize::MAX,
+    ))
+    .detach();
+    // The server's SETTINGS first: they say whether extended CONNECT is on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h3.borrow().peer_settings().is_none() {
+        if Instant::now() > deadline || conn.close_reason().is_some() {
+            return Err(Failure::Handshake("no SETTINGS from the server".into()));
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    let client = Rc::new(Client {
+        quic: conn,
+        h3,
+        _own: own,
+    });
+    GROUPS.with(|g| {
+        if let Some(x) = g.borrow_mut().get_mut(&group) {
+            x.client = Some(client.clone());
+        }
+    });
+    Ok(client)
+}
+
+/// Opens one stream: `protocol` set = extended CONNECT to `authority` +
+/// `path`, else plain CONNECT to the authority.
+pub async fn open(
+    client: &Client,
+    authority: &str,
+    path: &str,
+    protocol: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<H3Io, Failure> {
+    let extended = client
+        .h3
+        .borrow()
+        .peer_settings()
+        .is_some_and(|s| s.extended_connect());
+    if protocol.is_some() && !extended {
+        return Err(Failure::Handshake(
+            "server did not enable extended CONNECT".into(),
+        ));
+    }
+    let (mut send, mut recv) = client
+        .quic
+        .open_bi()
+        .await
+        .map_err(|e| Failure::Handshake(format!("h3: {e}")))?;
+    let mut fields = vec![Header {
+        name: "host".into(),
+        value: authority.as_bytes().to_vec(),
+    }];
+    if protocol.is_some() {
+        fields.push(Header {
+            name: "sec-websocket-version".into(),
+            value: b"13".to_vec(),
+        });
+    }
+    fields.extend(headers.iter().map(|(k, v)| Header {
+        name: k.to_ascii_lowercase(),
+        value: v.as_bytes().to_vec(),
+    }));
+    let target = if protocol.is_some() { path } else { authority };
+    let head = RequestHead {
+        method: "CONNECT".into(),
+        target: target.into(),
+        minor_version: 1,
+        headers: fields,
+    };
+    let mut out = Vec::new();
+    dataplane::codec::h3::encode_request(&head, protocol, &mut out);
+    send.write_all(&out)
+        .await
+        .map_err(|e| Failure::Io(e.to_string()))?;
+    let mut frames = RequestStream::new(64 * 1024);
+    loop {
+        let mut raw = match recv.chunk(64 * 1024).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(Failure::Handshake("stream ended before the answer".into())),
+            Err(e) => return Err(Failure::Handshake(format!("h3: {e}"))),
+        };
+        while !raw.is_empty() {
+            let (used, event) = frames
+                .read(&raw)
+                .map_err(|e| Failure::Handshake(format!("h3: {e}")))?;
+            let fields = match event {
+                Some(StreamEvent::Head(f)) => Some(f),
+                _ => None,
+            };
+            bytes::Buf::advance(&mut raw, used);
+            if let Some(fields) = fields {
+                let answer = dataplane::codec::h3::response_head(&fields)
+                    .map_err(|e| Failure::Handshake(format!("answer: {e}")))?;
+                if !(200..300).contains(&answer.status) {
+                    return Err(Failure::Handshake(format!("status {}", answer.status)));
+                }
+                let (r, w, reset) = H3Stream {
+                    conn: client.quic.clone(),
+                    send,
+                    recv,
+                    frames,
+                    rest: raw,
+                }
+                .split();
+                return Ok(H3Io {
+                    r,
+                    w,
+                    _reset: reset,
+                });
+            }
+        }
+    }
+}
+
+/// One stream as a byte stream: DATA in, DATA out, FIN on close.
+pub struct H3Io {
+    r: H3Reader,
+    w: H3Writer,
+    _reset: H3Reset,
+}
+
+impl AsyncRead for H3Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().r).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for H3Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().w).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().w).poll_close(cx)
+    }
+}
