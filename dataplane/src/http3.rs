@@ -56,7 +56,15 @@ async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>
         let mut stop = None;
         while let Some(ev) = h3.borrow_mut().poll_event() {
             match ev {
-                Event::Settings(s) => tracing::trace!(core, settings = ?s.pairs(), "h3 peer settings"),
+                Event::Settings(s) => {
+                    tracing::trace!(core, settings = ?s.pairs(), "h3 peer settings");
+                    if s.h3_datagram() && quic.max_datagram_size().is_none() {
+                        // RFC 9297 §2.1.1: H3_DATAGRAM needs QUIC datagrams.
+                        let e = H3Error::connection(Code::SETTINGS_ERROR, "H3_DATAGRAM without the max_datagram_frame_size transport parameter");
+                        close_for(&quic, &e, core);
+                        return;
+                    }
+                }
                 Event::Goaway(g) => tracing::debug!(core, id = g, "h3 peer GOAWAY"),
                 Event::Unknown { stream_id, .. } | Event::WebTransport { stream_id, .. } if stream_id == id => {
                     stop = Some(Code::STREAM_CREATION_ERROR)

@@ -97,8 +97,44 @@ pub fn request_head(fields: &[(Vec<u8>, Vec<u8>)], extended_ok: bool) -> Result<
             return Err(HeadError::Malformed("no :authority or Host"));
         }
     }
+    content_length(&regular)?;
     let head = request_from_pseudo(Pseudo { method, authority, path, extended }, &hosts, regular)?;
     Ok(Request { head, protocol: protocol.map(str::to_owned) })
+}
+
+/// The request's `content-length`, checked (RFC 9114 §4.1.2, RFC 9110
+/// §8.6): digits only, every value the same. The body is then held to it
+/// (`downstream::h3::forward`): a body of another length is malformed.
+pub fn content_length(fields: &[Header]) -> Result<Option<u64>, HeadError> {
+    let mut length = None;
+    for h in fields.iter().filter(|h| h.name.eq_ignore_ascii_case("content-length")) {
+        let v = &h.value;
+        if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+            return Err(HeadError::Malformed("invalid content-length"));
+        }
+        let n: u64 = text(v, "invalid content-length")?.parse().map_err(|_| HeadError::Malformed("invalid content-length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(HeadError::Malformed("conflicting content-length values"));
+        }
+        length = Some(n);
+    }
+    Ok(length)
+}
+
+/// Trailer fields (RFC 9114 §4.1.2, §4.3): no pseudo-headers, the same
+/// name rules as the head; a trailer section that breaks them makes the
+/// message malformed.
+pub fn check_trailers(fields: &[(Vec<u8>, Vec<u8>)]) -> Result<(), HeadError> {
+    for (name, value) in fields {
+        if name.starts_with(b":") {
+            return Err(HeadError::Malformed("pseudo-header in trailers"));
+        }
+        if value.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+            return Err(HeadError::Malformed("NUL, CR or LF in a field value"));
+        }
+        regular_name(name, value)?;
+    }
+    Ok(())
 }
 
 /// A response head from its field lines (client side: an h3 upstream's
@@ -189,6 +225,25 @@ mod tests {
     use super::*;
     use crate::intent::{classify_extended, Intent};
     use crate::message::Headers;
+
+    #[test]
+    fn content_length_is_digits_and_one_value() {
+        let h = |v: &str| Header { name: "content-length".into(), value: v.as_bytes().to_vec() };
+        assert_eq!(content_length(&[h("5")]), Ok(Some(5)));
+        assert_eq!(content_length(&[h("5"), h("5")]), Ok(Some(5)));
+        assert_eq!(content_length(&[]), Ok(None));
+        for bad in [vec![h("3x")], vec![h("")], vec![h("-1")], vec![h("5"), h("6")], vec![h("99999999999999999999")]] {
+            assert!(content_length(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn trailers_take_no_pseudo_headers_and_lowercase_names() {
+        assert!(check_trailers(&lines(&[("x-checksum", "abc")])).is_ok());
+        assert!(check_trailers(&lines(&[(":path", "/")])).is_err());
+        assert!(check_trailers(&lines(&[("X-Checksum", "abc")])).is_err());
+        assert!(check_trailers(&lines(&[("connection", "close")])).is_err());
+    }
 
     fn lines(fields: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
         fields.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()

@@ -199,7 +199,7 @@ async fn read_head(
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Opening), NoHead> {
-    let mut frames = RequestStream::new(conn.max_field_section);
+    let mut frames = RequestStream::server(conn.max_field_section);
     let read = async {
         loop {
             let mut raw = match recv.chunk(64 * 1024).await {

@@ -72,6 +72,8 @@ pub struct Connection {
     have_encoder: bool,
     have_decoder: bool,
     peer_goaway: Option<u64>,
+    /// A client's highest MAX_PUSH_ID (server side).
+    peer_max_push_id: Option<u64>,
     events: VecDeque<Event>,
 }
 
@@ -87,6 +89,7 @@ impl Connection {
             have_encoder: false,
             have_decoder: false,
             peer_goaway: None,
+            peer_max_push_id: None,
             events: VecDeque::new(),
         }
     }
@@ -238,8 +241,24 @@ impl Connection {
                 self.peer_goaway = Some(id);
                 self.events.push_back(Event::Goaway(id));
             }
-            Frame::MaxPushId(_) if self.side == Side::Server => {} // we never push
-            Frame::CancelPush(_) | Frame::Unknown(_) => {}
+            // We never push, but the client's push ids must still make
+            // sense (RFC 9114 §7.2.7, §7.2.3).
+            Frame::MaxPushId(id) if self.side == Side::Server => {
+                if self.peer_max_push_id.is_some_and(|prev| id < prev) {
+                    return Err(H3Error::connection(Code::ID_ERROR, "MAX_PUSH_ID decreased"));
+                }
+                self.peer_max_push_id = Some(id);
+            }
+            Frame::CancelPush(id) if self.side == Side::Server => {
+                if self.peer_max_push_id.is_none_or(|max| id > max) {
+                    return Err(H3Error::connection(Code::ID_ERROR, "CANCEL_PUSH of a push id above MAX_PUSH_ID"));
+                }
+            }
+            // A server's CANCEL_PUSH names a push we never allowed.
+            Frame::CancelPush(_) => {
+                return Err(H3Error::connection(Code::ID_ERROR, "CANCEL_PUSH without MAX_PUSH_ID"));
+            }
+            Frame::Unknown(_) => {}
             Frame::Settings(_) => {
                 return Err(H3Error::connection(Code::FRAME_UNEXPECTED, "a second SETTINGS"));
             }

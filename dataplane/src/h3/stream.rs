@@ -34,13 +34,20 @@ pub struct RequestStream {
     frames: FrameReader,
     phase: Phase,
     max_field_section: u64,
+    /// The server side reads requests: a client never sends PUSH_PROMISE.
+    server: bool,
 }
 
 impl RequestStream {
     /// `max_field_section`: the SETTINGS_MAX_FIELD_SECTION_SIZE this side
     /// advertised.
     pub fn new(max_field_section: u64) -> RequestStream {
-        RequestStream { frames: FrameReader::new(max_field_section), phase: Phase::BeforeHead, max_field_section }
+        RequestStream { frames: FrameReader::new(max_field_section), phase: Phase::BeforeHead, max_field_section, server: false }
+    }
+
+    /// A request stream read by the server.
+    pub fn server(max_field_section: u64) -> RequestStream {
+        RequestStream { server: true, ..RequestStream::new(max_field_section) }
     }
 
     /// A head just returned was interim (1xx): another head follows.
@@ -79,6 +86,10 @@ impl RequestStream {
                     return Err(H3Error::connection(Code::FRAME_UNEXPECTED, "DATA after trailers"));
                 }
             },
+            Some(Frame::PushPromise(_)) if self.server => {
+                // RFC 9114 §7.2.5: a client must not send one.
+                return Err(H3Error::connection(Code::FRAME_UNEXPECTED, "PUSH_PROMISE from a client"));
+            }
             Some(Frame::PushPromise(_)) => {
                 // The edge never sends MAX_PUSH_ID: no push id is valid.
                 return Err(H3Error::connection(Code::ID_ERROR, "PUSH_PROMISE without MAX_PUSH_ID"));

@@ -165,6 +165,12 @@ impl Connection {
         }
     }
 
+    /// The largest datagram the peer accepts (`None`: it takes no QUIC
+    /// datagrams, RFC 9221).
+    pub fn max_datagram_size(&self) -> Option<usize> {
+        self.0.borrow_mut().inner.datagrams().max_size()
+    }
+
     /// Why the connection ended, if it did.
     pub fn close_reason(&self) -> Option<ConnectionError> {
         self.0.borrow().lost.clone()
@@ -235,6 +241,16 @@ impl Connection {
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
         let id = std::future::poll_fn(|cx| self.poll_open(cx, Dir::Bi)).await?;
         Ok((SendStream::new(self.clone(), id), RecvStream::new(self.clone(), id)))
+    }
+
+    /// Resets the sending half of stream `id` (RESET_STREAM with `code`)
+    /// wherever its [`SendStream`] is; a later reset or drop of it is a
+    /// no-op.
+    pub fn reset_send(&self, id: u64, code: u64) {
+        let mut st = self.0.borrow_mut();
+        let Ok(id) = VarInt::from_u64(id).map(StreamId::from) else { return };
+        let _ = st.inner.send_stream(id).reset(VarInt::from_u64(code).unwrap_or(VarInt::MAX));
+        st.wake_driver();
     }
 
     /// Closes the connection with an application error code and reason

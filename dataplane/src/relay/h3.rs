@@ -84,10 +84,23 @@ impl H3Reader {
     }
 
     fn fail(&self, e: &H3Error) -> io::Error {
+        tracing::info!(client = %self.conn.remote_address(), code = %e.code, "h3 stream refused: {}", e.reason);
         match &self.send {
             Some(s) => fail(&self.conn, Some(&mut s.borrow_mut()), &mut self.recv.borrow_mut(), e),
-            None => fail(&self.conn, None, &mut self.recv.borrow_mut(), e),
+            None => {
+                let id = self.recv.borrow().id();
+                if e.scope == Scope::Stream {
+                    self.conn.reset_send(id, e.code.0);
+                }
+                fail(&self.conn, None, &mut self.recv.borrow_mut(), e)
+            }
         }
+    }
+
+    /// The body broke the message's rules (a length other than its
+    /// `content-length`): a stream error H3_MESSAGE_ERROR on both halves.
+    pub fn malformed(&self, reason: &'static str) -> io::Error {
+        self.fail(&H3Error::stream(Code::MESSAGE_ERROR, reason))
     }
 }
 
@@ -112,7 +125,16 @@ impl AsyncRead for H3Reader {
                         buf[..n].copy_from_slice(&d[..n]);
                         Some(n)
                     }
-                    // Trailers and a second head carry nothing for a tunnel.
+                    // Trailers carry nothing for a tunnel or a forwarded
+                    // body, but a malformed trailer section makes the
+                    // message malformed (RFC 9114 §4.1.2).
+                    Some(StreamEvent::Trailers(fields)) => {
+                        if crate::codec::h3::check_trailers(&fields).is_err() {
+                            let e = H3Error::stream(Code::MESSAGE_ERROR, "malformed trailers");
+                            return Poll::Ready(Err(this.fail(&e)));
+                        }
+                        None
+                    }
                     _ => None,
                 };
                 this.raw.advance(used);

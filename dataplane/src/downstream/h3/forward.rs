@@ -22,7 +22,7 @@ use super::{refuse, response, unless_cancelled, Conn, Opening};
 use crate::config::UpstreamVersion;
 use crate::error::Rejection;
 use crate::h3::error::Code;
-use crate::message::{BodyFraming, Field, Headers, RequestHead};
+use crate::message::{BodyFraming, Field, HeadError, Headers, RequestHead};
 use crate::policy::answer_fields;
 use crate::relay::h2::send_all;
 use crate::quic::SendStream;
@@ -83,15 +83,50 @@ async fn next_chunk(body: &mut H3Reader, buf: &mut [u8], idle: Duration) -> Resu
     }
 }
 
+/// Holds a body to its `content-length`: never a byte more goes up, and
+/// a body that ends short or runs long is malformed (a stream error
+/// H3_MESSAGE_ERROR to the client; the caller resets the upstream, which
+/// must not act on it).
+struct Limit {
+    declared: Option<u64>,
+    seen: u64,
+}
+
+impl Limit {
+    fn take(&mut self, body: &H3Reader, n: usize) -> Result<(), ClientGone> {
+        self.seen += n as u64;
+        match self.declared {
+            Some(l) if self.seen > l => Err(ClientGone(body.malformed("body longer than its content-length").to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    fn end(&self, body: &H3Reader) -> Result<(), ClientGone> {
+        match self.declared {
+            Some(l) if self.seen < l => Err(ClientGone(body.malformed("body shorter than its content-length").to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Body → HTTP/1.1 upstream, raw (content-length) or chunked. An upstream
 /// that stops reading ends the pump quietly: its answer decides.
-async fn pump_h1<W: AsyncWrite + Unpin>(mut body: H3Reader, mut up: W, chunked: bool, idle: Duration) -> Result<(), ClientGone> {
+async fn pump_h1<W: AsyncWrite + Unpin>(
+    mut body: H3Reader,
+    mut up: W,
+    chunked: bool,
+    idle: Duration,
+    declared: Option<u64>,
+) -> Result<(), ClientGone> {
     let mut buf = vec![0u8; 32 * 1024];
+    let mut limit = Limit { declared, seen: 0 };
     loop {
         let n = next_chunk(&mut body, &mut buf, idle).await?;
         if n == 0 {
+            limit.end(&body)?;
             break;
         }
+        limit.take(&body, n)?;
         let written = if chunked {
             let mut framed = format!("{n:x}\r\n").into_bytes();
             framed.extend_from_slice(&buf[..n]);
@@ -111,10 +146,18 @@ async fn pump_h1<W: AsyncWrite + Unpin>(mut body: H3Reader, mut up: W, chunked: 
 }
 
 /// Body → h2c upstream stream, within the upstream's window.
-async fn pump_h2(mut body: H3Reader, mut up: h2::SendStream<Bytes>, idle: Duration) -> Result<(), ClientGone> {
+async fn pump_h2(mut body: H3Reader, mut up: h2::SendStream<Bytes>, idle: Duration, declared: Option<u64>) -> Result<(), ClientGone> {
     let mut buf = vec![0u8; 32 * 1024];
+    let mut limit = Limit { declared, seen: 0 };
     loop {
-        match next_chunk(&mut body, &mut buf, idle).await {
+        let next = next_chunk(&mut body, &mut buf, idle).await.and_then(|n| {
+            if n == 0 {
+                limit.end(&body).map(|_| 0)
+            } else {
+                limit.take(&body, n).map(|_| n)
+            }
+        });
+        match next {
             Ok(0) => {
                 let _ = up.send_data(Bytes::new(), true);
                 return Ok(());
@@ -140,9 +183,19 @@ struct Parts<'a> {
     back: BackFn<'a>,
 }
 
+/// The body's shape and its declared length; a request that ended with its
+/// head but declared a body is malformed.
+fn body_shape(head: &RequestHead, open: &Opening) -> Result<(Body, Option<u64>), Rejection> {
+    let declared = crate::codec::h3::content_length(&head.headers)?;
+    if open.ended && declared.is_some_and(|n| n > 0) {
+        return Err(HeadError::Malformed("content-length but no body").into());
+    }
+    Ok((Body::of(head, open.ended || bodiless(head)), declared))
+}
+
 async fn via_h1<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &mut Opening) -> Result<Option<Parts<'a>>, Rejection> {
     let edge = &conn.core.edge;
-    let shape = Body::of(head, open.ended || bodiless(head));
+    let (shape, declared) = body_shape(head, open)?;
     let send = send_h1(&conn.core.resolver, t, head, &shape, edge.upstream_connect_timeout);
     let Some(up) = unless_cancelled(&mut open.send, send).await else {
         return Ok(None);
@@ -152,7 +205,7 @@ async fn via_h1<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &mu
     let (mut ur, uw) = futures_util::io::AsyncReadExt::split(up);
     let mut pump = match (shape.clone(), body_reader(conn, open)) {
         (Body::None, _) | (_, None) => Pump(None),
-        (_, Some(reader)) => Pump(Some(Box::pin(pump_h1(reader, uw, shape == Body::Streamed, edge.idle_timeout)))),
+        (_, Some(reader)) => Pump(Some(Box::pin(pump_h1(reader, uw, shape == Body::Streamed, edge.idle_timeout, declared)))),
     };
     let read = crate::upstream::read_answer(&mut ur, &t.config.upstream, edge.max_head_bytes, edge.upstream_handshake_timeout);
     let answer = match pump.alongside(read).await {
@@ -195,7 +248,7 @@ async fn via_h1<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &mu
 
 async fn via_h2c<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &mut Opening) -> Result<Option<Parts<'a>>, Rejection> {
     let edge = &conn.core.edge;
-    let shape = Body::of(head, open.ended || bodiless(head));
+    let (shape, declared) = body_shape(head, open)?;
     let limits = Deadlines { connect: edge.upstream_connect_timeout, handshake: edge.upstream_handshake_timeout };
     let send = send_h2c(&conn.core.resolver, &conn.core.h2c, t, head, &shape, limits);
     let Some(sent) = unless_cancelled(&mut open.send, send).await else {
@@ -204,7 +257,7 @@ async fn via_h2c<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &m
     let (response, up_send) = sent?;
     let mut pump = match (shape.clone(), body_reader(conn, open)) {
         (Body::None, _) | (_, None) => Pump(None),
-        (_, Some(reader)) => Pump(Some(Box::pin(pump_h2(reader, up_send, edge.idle_timeout)))),
+        (_, Some(reader)) => Pump(Some(Box::pin(pump_h2(reader, up_send, edge.idle_timeout, declared)))),
     };
     let wait = with_timeout(edge.upstream_handshake_timeout, response);
     let response = match pump.alongside(wait).await {
