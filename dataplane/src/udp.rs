@@ -21,6 +21,9 @@ use glommio::net::Readiness;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Socket buffer asked for each way (capped by the kernel's maximum).
+const UDP_BUFFER: usize = 4 << 20;
+
 /// A UDP socket of one core with its offload state.
 #[derive(Debug)]
 pub struct UdpEndpoint {
@@ -45,6 +48,11 @@ impl UdpEndpoint {
             socket.set_only_v6(true)?;
         }
         socket.set_nonblocking(true)?;
+        // Room for bursts: a core that is busy for a moment must not drop
+        // datagrams (each drop is a loss that halves the sender's window).
+        // The kernel caps these at net.core.{r,w}mem_max.
+        let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+        let _ = socket.set_send_buffer_size(UDP_BUFFER);
         socket.bind(&addr.into())?;
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let readable = Readiness::read(&socket);

@@ -171,6 +171,11 @@ impl Connection {
         self.0.borrow_mut().inner.datagrams().max_size()
     }
 
+    /// quinn-proto's counters of this connection (RTT, window, losses).
+    pub fn stats(&self) -> quinn_proto::ConnectionStats {
+        self.0.borrow().inner.stats()
+    }
+
     /// Why the connection ended, if it did.
     pub fn close_reason(&self) -> Option<ConnectionError> {
         self.0.borrow().lost.clone()
