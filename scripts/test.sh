@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, on a fresh machine too: installs what the
-# interop tests need (Python `websockets` and `pproxy` in .venv/, cargo-nextest
-# if missing), then runs the whole suite. Used by README and .ci/run.
+# interop tests need (Python `websockets` and `pproxy` in .venv/, curl,
+# Debian's chromium and the npm package playwright-core, cargo-nextest if
+# missing), then runs the whole suite. Used by README and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,18 @@ fi
 export SWITCHYARD_PYTHON="$PWD/.venv/bin/python"
 
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+
+# Chromium interop (dataplane/tests/chromium.rs): Debian's chromium, driven
+# through playwright-core from dataplane/tests/js (npm ci; it downloads no
+# browser). Node.js comes with the machine.
+if [ -z "${SWITCHYARD_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+js=dataplane/tests/js
+if [ ! -f "$js/node_modules/playwright-core/package.json" ] \
+  || [ "$js/package-lock.json" -nt "$js/node_modules/.package-lock.json" ]; then
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
