@@ -53,6 +53,15 @@ pub struct TunnelArgs {
     /// httpupgrade: close silently on rejection.
     #[arg(long)]
     pub stealth: bool,
+    /// h3 upstream: PEM file of the CAs to trust (default: the system roots).
+    #[arg(long)]
+    pub upstream_ca: Option<std::path::PathBuf>,
+    /// h3 upstream: the name to verify (default: the upstream's host).
+    #[arg(long)]
+    pub upstream_server_name: Option<String>,
+    /// h3 upstream: accept any certificate (tests only).
+    #[arg(long)]
+    pub upstream_insecure: bool,
 }
 
 /// `tunnel …`
@@ -166,7 +175,23 @@ fn to_pb(a: &TunnelArgs) -> Result<pb::Tunnel, CliError> {
             )))
         }
     };
+    let upstream_tls =
+        if a.upstream_ca.is_some() || a.upstream_server_name.is_some() || a.upstream_insecure {
+            let ca_pem = match &a.upstream_ca {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|e| CliError::Usage(format!("--upstream-ca {}: {e}", p.display())))?,
+                None => String::new(),
+            };
+            Some(pb::UpstreamTls {
+                ca_pem,
+                server_name: a.upstream_server_name.clone().unwrap_or_default(),
+                insecure: a.upstream_insecure,
+            })
+        } else {
+            None
+        };
     Ok(pb::Tunnel {
+        upstream_tls,
         name: a.name.clone(),
         hostnames: a.hostnames.clone(),
         mode: mode as i32,
@@ -185,7 +210,16 @@ fn tunnel_json(t: &pb::Tunnel) -> serde_json::Value {
     json!({
         "id": t.id, "name": t.name, "hostnames": t.hostnames,
         "mode": if t.mode == pb::Mode::Httpupgrade as i32 { "httpupgrade" } else { "http" },
-        "upstream": t.upstream, "http_version": "http/1.1", "token_auth": t.token_auth,
+        "upstream": t.upstream,
+        "http_version": match pb::HttpVersion::try_from(t.http_version) {
+            Ok(pb::HttpVersion::H2c) => "h2c",
+            Ok(pb::HttpVersion::H3) => "h3",
+            _ => "http/1.1",
+        },
+        "upstream_tls": t.upstream_tls.as_ref().map(|u| json!({
+            "ca_pem": !u.ca_pem.is_empty(), "server_name": u.server_name, "insecure": u.insecure,
+        })),
+        "token_auth": t.token_auth,
         "trusted_cidrs": t.trusted_cidrs, "labels": t.labels, "path": t.path,
         "stealth": t.stealth, "created_at": t.created_at.as_ref().map(|c| c.seconds),
     })

@@ -42,6 +42,20 @@ pub struct TunnelEntry {
     pub created_at: i64,
     /// Store version of the last change (for "routed on every core").
     pub version: u64,
+    /// h3 upstreams: how the certificate is checked (absent: system roots).
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTlsEntry>,
+}
+
+/// How an h3 upstream's certificate is checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct UpstreamTlsEntry {
+    /// PEM of the CAs to trust; empty = the system roots.
+    pub ca_pem: String,
+    /// Name to verify; empty = the upstream's host.
+    pub server_name: String,
+    /// Any certificate (tests only).
+    pub insecure: bool,
 }
 
 /// A token grant as stored: never the secret, only its SHA-256.
@@ -146,15 +160,7 @@ pub fn validate_tunnel(t: &pb::Tunnel) -> Result<TunnelEntry, ApiError> {
     let http_version = match pb::HttpVersion::try_from(t.http_version) {
         Ok(pb::HttpVersion::Unspecified | pb::HttpVersion::Http1) => "http/1.1",
         Ok(pb::HttpVersion::H2c) => "h2c",
-        Ok(v @ pb::HttpVersion::H3) => {
-            return Err(invalid(
-                "tunnel.http_version",
-                format!(
-                    "{} upstreams are not available in this data plane yet",
-                    v.as_str_name()
-                ),
-            ))
-        }
+        Ok(pb::HttpVersion::H3) => "h3",
         Err(_) => {
             return Err(invalid(
                 "tunnel.http_version",
@@ -186,6 +192,40 @@ pub fn validate_tunnel(t: &pb::Tunnel) -> Result<TunnelEntry, ApiError> {
     if path.chars().any(|c| c.is_whitespace() || c == '?') {
         return Err(invalid("tunnel.path", format!("`{path}` is not a path")));
     }
+    let upstream_tls = match &t.upstream_tls {
+        None => None,
+        Some(u) => {
+            if http_version != "h3" {
+                return Err(invalid(
+                    "tunnel.upstream_tls",
+                    "only h3 upstreams use TLS (http_version H3)",
+                ));
+            }
+            if u.insecure && (!u.ca_pem.is_empty() || !u.server_name.is_empty()) {
+                return Err(invalid(
+                    "tunnel.upstream_tls",
+                    "`insecure` checks nothing: do not combine it with ca_pem or server_name",
+                ));
+            }
+            if !u.ca_pem.is_empty() && !u.ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "tunnel.upstream_tls.ca_pem",
+                    "not a PEM certificate",
+                ));
+            }
+            if u.ca_pem.len() > 32 * 1024 || u.server_name.len() > 253 {
+                return Err(invalid(
+                    "tunnel.upstream_tls",
+                    "ca_pem up to 32 KiB, server_name up to 253 bytes",
+                ));
+            }
+            Some(UpstreamTlsEntry {
+                ca_pem: u.ca_pem.clone(),
+                server_name: u.server_name.clone(),
+                insecure: u.insecure,
+            })
+        }
+    };
     Ok(TunnelEntry {
         id: String::new(),
         name: t.name.clone(),
@@ -200,6 +240,7 @@ pub fn validate_tunnel(t: &pb::Tunnel) -> Result<TunnelEntry, ApiError> {
         stealth: t.stealth,
         created_at: 0,
         version: 0,
+        upstream_tls,
     })
 }
 
@@ -223,13 +264,22 @@ impl TunnelEntry {
                 pb::Mode::Http
             } as i32,
             upstream: self.upstream.clone(),
-            http_version: pb::HttpVersion::Http1 as i32,
+            http_version: match self.http_version.as_str() {
+                "h2c" => pb::HttpVersion::H2c,
+                "h3" => pb::HttpVersion::H3,
+                _ => pb::HttpVersion::Http1,
+            } as i32,
             token_auth: self.token_auth,
             trusted_cidrs: self.trusted_cidrs.clone(),
             labels: self.labels.clone().into_iter().collect(),
             path: self.path.clone(),
             stealth: self.stealth,
             created_at: timestamp(self.created_at),
+            upstream_tls: self.upstream_tls.as_ref().map(|u| pb::UpstreamTls {
+                ca_pem: u.ca_pem.clone(),
+                server_name: u.server_name.clone(),
+                insecure: u.insecure,
+            }),
         }
     }
 
@@ -240,11 +290,26 @@ impl TunnelEntry {
             hostnames: self.hostnames.clone(),
             upstream: self.upstream.clone(),
             mode: if self.mode == "httpupgrade" { 2 } else { 1 },
-            http_version: if self.http_version == "h2c" { 2 } else { 1 },
+            http_version: match self.http_version.as_str() {
+                "h2c" => 2,
+                "h3" => 3,
+                _ => 1,
+            },
             token_auth: self.token_auth,
             stealth: self.stealth,
             path: self.path.clone(),
             trusted_cidrs: self.trusted_cidrs.clone(),
+            upstream_ca_pem: self
+                .upstream_tls
+                .as_ref()
+                .map(|u| u.ca_pem.clone())
+                .unwrap_or_default(),
+            upstream_server_name: self
+                .upstream_tls
+                .as_ref()
+                .map(|u| u.server_name.clone())
+                .unwrap_or_default(),
+            upstream_insecure: self.upstream_tls.as_ref().is_some_and(|u| u.insecure),
         }
     }
 }
@@ -340,7 +405,16 @@ mod tests {
             (|t| t.hostnames.clear(), "tunnel.hostnames"),
             (|t| t.upstream = "nope".into(), "tunnel.upstream"),
             (|t| t.mode = 9, "tunnel.mode"),
-            (|t| t.http_version = 3, "tunnel.http_version"),
+            (|t| t.http_version = 9, "tunnel.http_version"),
+            (
+                |t| {
+                    t.upstream_tls = Some(pb::UpstreamTls {
+                        server_name: "o.internal".into(),
+                        ..Default::default()
+                    })
+                },
+                "tunnel.upstream_tls",
+            ),
             (
                 |t| t.trusted_cidrs = vec!["10.0.0.0/99".into()],
                 "tunnel.trusted_cidrs",

@@ -86,6 +86,16 @@ fn python_grpc_client_drives_the_edge_live() {
         ("bad_name", "INVALID_ARGUMENT tunnel.name"),
         ("bad_cidr", "INVALID_ARGUMENT tunnel.trusted_cidrs"),
         ("bad_http_version", "INVALID_ARGUMENT tunnel.http_version"),
+        ("tls_on_h1_upstream", "INVALID_ARGUMENT tunnel.upstream_tls"),
+        (
+            "insecure_with_server_name",
+            "INVALID_ARGUMENT tunnel.upstream_tls",
+        ),
+        ("h3_tunnel_ok", "OK"),
+        (
+            "h3_tunnel_read_back",
+            "HTTP_VERSION_H3 origin.internal ca=True",
+        ),
         ("duplicate_name", "ALREADY_EXISTS"),
         ("duplicate_hostname", "ALREADY_EXISTS tunnel.hostnames"),
         ("unknown_id", "NOT_FOUND"),

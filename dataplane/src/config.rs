@@ -176,10 +176,12 @@ pub struct TunnelConfig {
 }
 
 /// How the edge checks an h3 upstream's certificate (`upstream_tls`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct UpstreamTls {
     /// PEM file of the CAs to trust instead of the system roots.
     pub ca: Option<PathBuf>,
+    /// The same, inline (from the control plane).
+    pub ca_pem: Option<String>,
     /// Name to verify (and send as SNI) instead of the upstream's host.
     pub server_name: Option<String>,
     /// Accept any certificate: tests only (warned at start).

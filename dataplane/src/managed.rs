@@ -110,8 +110,12 @@ pub fn tunnel_from(rec: shmring::TunnelRec) -> Result<Tunnel, RecordError> {
                 3 => UpstreamVersion::H3,
                 _ => UpstreamVersion::Http1,
             },
-            // The ring's tunnel record carries no upstream_tls yet: system roots.
-            upstream_tls: Default::default(),
+            upstream_tls: crate::config::UpstreamTls {
+                ca: None,
+                ca_pem: (!rec.upstream_ca_pem.is_empty()).then(|| rec.upstream_ca_pem.clone()),
+                server_name: (!rec.upstream_server_name.is_empty()).then(|| rec.upstream_server_name.clone()),
+                insecure: rec.upstream_insecure,
+            },
         },
         tokens: TokenSet::default(),
         upstream,

@@ -14,7 +14,8 @@
 //! str  = u16 LE length + UTF-8 bytes      list = u16 LE count + items
 //! TunnelRec = name str, hostnames list<str>, upstream str, mode u8 (1 http, 2 httpupgrade),
 //!             http_version u8 (1 http/1.1, 2 h2c, 3 h3), flags u8 (bit 0 token_auth,
-//!             bit 1 stealth), path str, trusted_cidrs list<str>
+//!             bit 1 stealth, bit 2 upstream TLS insecure), path str, trusted_cidrs list<str>,
+//!             upstream_ca_pem str (empty = system roots), upstream_server_name str (empty = host)
 //! TokenRec  = digest [u8; 32] (SHA-256 of the secret), expires_unix_s u64 (0 = never),
 //!             tunnels list<str> (empty = every tunnel)
 //! ```
@@ -92,6 +93,12 @@ pub struct TunnelRec {
     pub path: String,
     /// Allowed client networks (`a.b.c.d/n`); empty = all.
     pub trusted_cidrs: Vec<String>,
+    /// h3 upstream: PEM of the CAs to trust (empty: the system roots).
+    pub upstream_ca_pem: String,
+    /// h3 upstream: the name to verify (empty: the upstream's host).
+    pub upstream_server_name: String,
+    /// h3 upstream: accept any certificate (tests only).
+    pub upstream_insecure: bool,
 }
 
 /// A token grant: digest, scope, expiry.
@@ -194,10 +201,15 @@ impl Record {
                 w.str("upstream", &t.upstream)?;
                 w.out.push(t.mode);
                 w.out.push(t.http_version);
-                w.out
-                    .push(u8::from(t.token_auth) | (u8::from(t.stealth) << 1));
+                w.out.push(
+                    u8::from(t.token_auth)
+                        | (u8::from(t.stealth) << 1)
+                        | (u8::from(t.upstream_insecure) << 2),
+                );
                 w.str("path", &t.path)?;
                 w.list("trusted_cidrs", &t.trusted_cidrs)?;
+                w.str("upstream_ca_pem", &t.upstream_ca_pem)?;
+                w.str("upstream_server_name", &t.upstream_server_name)?;
             }
             Body::TunnelDelete { name } => {
                 w.head(K_TUNNEL_DELETE, self.seq);
@@ -274,7 +286,7 @@ impl Record {
                     return Err(DecodeError::BadValue("http_version"));
                 }
                 let flags = r.u8()?;
-                if flags & !3 != 0 {
+                if flags & !7 != 0 {
                     return Err(DecodeError::BadValue("flags"));
                 }
                 Body::TunnelUpsert(TunnelRec {
@@ -285,8 +297,11 @@ impl Record {
                     http_version,
                     token_auth: flags & 1 != 0,
                     stealth: flags & 2 != 0,
+                    upstream_insecure: flags & 4 != 0,
                     path: r.str()?,
                     trusted_cidrs: r.list()?,
+                    upstream_ca_pem: r.str()?,
+                    upstream_server_name: r.str()?,
                 })
             }
             K_TUNNEL_DELETE => Body::TunnelDelete { name: r.str()? },
@@ -412,6 +427,10 @@ mod tests {
                     stealth: false,
                     path: "/ray".into(),
                     trusted_cidrs: vec!["10.0.0.0/8".into()],
+                    upstream_ca_pem:
+                        "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+                    upstream_server_name: "origin.internal".into(),
+                    upstream_insecure: false,
                 }),
             },
             Record {

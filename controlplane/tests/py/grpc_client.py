@@ -76,7 +76,22 @@ def main():
         call("bad_cidr", tunnels.CreateTunnel, pb.CreateTunnelRequest(
             tunnel=pb.Tunnel(**good, trusted_cidrs=["10.0.0.0/99"])))
         call("bad_http_version", tunnels.CreateTunnel, pb.CreateTunnelRequest(
-            tunnel=pb.Tunnel(**good, http_version=pb.HTTP_VERSION_H3)))
+            tunnel=pb.Tunnel(**good, http_version=9)))
+        call("tls_on_h1_upstream", tunnels.CreateTunnel, pb.CreateTunnelRequest(
+            tunnel=pb.Tunnel(**good, upstream_tls=pb.UpstreamTls(server_name="origin.internal"))))
+        call("insecure_with_server_name", tunnels.CreateTunnel, pb.CreateTunnelRequest(
+            tunnel=pb.Tunnel(**good, http_version=pb.HTTP_VERSION_H3,
+                             upstream_tls=pb.UpstreamTls(server_name="o.internal", insecure=True))))
+        pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"
+        call("h3_tunnel_ok", tunnels.CreateTunnel, pb.CreateTunnelRequest(
+            tunnel=pb.Tunnel(name="h3t", hostnames=["h3t.test"], upstream="127.0.0.1:1",
+                             http_version=pb.HTTP_VERSION_H3,
+                             upstream_tls=pb.UpstreamTls(ca_pem=pem, server_name="origin.internal"))))
+        try:
+            t = tunnels.GetTunnel(pb.GetTunnelRequest(name="h3t"), metadata=auth, timeout=10)
+            out["h3_tunnel_read_back"] = f"{pb.HttpVersion.Name(t.http_version)} {t.upstream_tls.server_name} ca={t.upstream_tls.ca_pem == pem}"
+        except grpc.RpcError as e:
+            out["h3_tunnel_read_back"] = f"{e.code().name} {e.details()}"
         call("duplicate_name", tunnels.CreateTunnel, pb.CreateTunnelRequest(
             tunnel=pb.Tunnel(**{**good, "name": "ws", "hostnames": ["other.test"]})))
         call("duplicate_hostname", tunnels.CreateTunnel, pb.CreateTunnelRequest(

@@ -418,6 +418,7 @@ fn validate_tunnels(raw: Vec<RawTunnel>, base: &Path) -> Result<Vec<TunnelConfig
                 };
                 UpstreamTls {
                     ca,
+                    ca_pem: None,
                     server_name: u.server_name,
                     insecure: u.insecure,
                 }

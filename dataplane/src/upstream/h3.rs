@@ -46,8 +46,10 @@ struct H3Upstream {
     h3: Rc<RefCell<h3conn::Connection>>,
     /// Our control and QPACK streams, open for the connection's life.
     _own: Vec<SendStream>,
-    /// The upstream it was dialed for (a changed tunnel dials anew).
+    /// The upstream and certificate check it was dialed for (a changed
+    /// tunnel dials anew).
     upstream: String,
+    tls: UpstreamTls,
 }
 
 impl H3Upstream {
@@ -62,7 +64,9 @@ pub struct H3Pool {
     /// Client endpoints: IPv4, IPv6.
     endpoints: RefCell<[Option<quic::Endpoint>; 2]>,
     conns: RefCell<HashMap<String, Rc<H3Upstream>>>,
-    configs: RefCell<HashMap<String, ClientConfig>>,
+    /// Client configs by certificate check (a tunnel whose check changes
+    /// gets a new one).
+    configs: RefCell<HashMap<UpstreamTls, ClientConfig>>,
 }
 
 impl std::fmt::Debug for H3Pool {
@@ -87,19 +91,19 @@ impl H3Pool {
     }
 
     fn client_config(&self, t: &Tunnel, idle: Duration) -> Result<ClientConfig, Rejection> {
-        if let Some(c) = self.configs.borrow().get(&t.config.name) {
+        if let Some(c) = self.configs.borrow().get(&t.config.upstream_tls) {
             return Ok(c.clone());
         }
         let c = client_config(&t.config.upstream_tls, idle)
             .map_err(|reason| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason })?;
-        self.configs.borrow_mut().insert(t.config.name.clone(), c.clone());
+        self.configs.borrow_mut().insert(t.config.upstream_tls.clone(), c.clone());
         Ok(c)
     }
 
     /// A usable connection to `t`'s upstream: the pooled one, or a new one.
     async fn connection(&self, core: &Rc<CoreCtx>, t: &Tunnel, limits: Deadlines) -> Result<Rc<H3Upstream>, Rejection> {
         if let Some(c) = self.conns.borrow().get(&t.config.name) {
-            if c.usable() && c.upstream == t.config.upstream {
+            if c.usable() && c.upstream == t.config.upstream && c.tls == t.config.upstream_tls {
                 return Ok(c.clone());
             }
         }
@@ -153,7 +157,7 @@ async fn start(quic: quic::Connection, max_field_section: u64, t: &Tunnel) -> Re
         .await
         .map_err(|e| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason: format!("h3 set-up: {e}") })?;
     glommio::spawn_local(crate::http3::peer_streams(quic.clone(), h3.clone(), usize::MAX)).detach();
-    Ok(H3Upstream { quic, h3, _own: own, upstream: t.config.upstream.clone() })
+    Ok(H3Upstream { quic, h3, _own: own, upstream: t.config.upstream.clone(), tls: t.config.upstream_tls.clone() })
 }
 
 /// The upstream's SETTINGS, within `timeout`.
@@ -269,15 +273,22 @@ pub fn client_config(tls: &UpstreamTls, idle: Duration) -> Result<ClientConfig, 
             .with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        match &tls.ca {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| format!("upstream_tls.ca {}: {e}", path.display()))?;
+        let pem = match (&tls.ca_pem, &tls.ca) {
+            (Some(pem), _) => Some((pem.as_bytes().to_vec(), "upstream_tls.ca_pem".to_owned())),
+            (None, Some(path)) => {
+                let what = format!("upstream_tls.ca {}", path.display());
+                Some((std::fs::read(path).map_err(|e| format!("{what}: {e}"))?, what))
+            }
+            (None, None) => None,
+        };
+        match pem {
+            Some((pem, what)) => {
                 for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                    let cert = cert.map_err(|e| format!("upstream_tls.ca {}: {e}", path.display()))?;
-                    roots.add(cert).map_err(|e| format!("upstream_tls.ca {}: {e}", path.display()))?;
+                    let cert = cert.map_err(|e| format!("{what}: {e}"))?;
+                    roots.add(cert).map_err(|e| format!("{what}: {e}"))?;
                 }
                 if roots.is_empty() {
-                    return Err(format!("upstream_tls.ca {}: no certificate", path.display()));
+                    return Err(format!("{what}: no certificate"));
                 }
             }
             None => {
