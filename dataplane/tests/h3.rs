@@ -393,3 +393,54 @@ upstream = "{ws}"
     // The owner took them (the last few may still be in a queue).
     assert!(edge.total("quic_datagrams_taken_over") > 0, "{per_core:?}");
 }
+
+/// A reset upstream ends the h3 stream with RESET_STREAM(H3_CONNECT_ERROR)
+/// (RFC 9114 §4.4): the CONNECT proxy accepts, reads a little, and resets
+/// its TCP connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_connect_stream_is_reset_when_the_upstream_resets() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let proxy = scripted_origin(|mut s| async move {
+        let (_head, _) = read_head(&mut s).await;
+        s.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        // SO_LINGER 0: the close sends RST.
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    })
+    .await;
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "fwd"
+hostnames = ["localhost"]
+upstream = "{proxy}"
+"#
+    ));
+    let r = h3(
+        &edge,
+        "localhost",
+        &["connect", "--target", "10.0.0.1:80", "--bytes", "1000000"],
+    );
+    let line = json_lines(&r.1)
+        .into_iter()
+        .find(|v| v.get("stream").is_some())
+        .expect("a stream line");
+    assert_eq!(line["status"], 200, "{}", r.1);
+    assert_eq!(
+        line["reset"],
+        0x10f,
+        "RESET_STREAM(H3_CONNECT_ERROR) expected: {}\n{}",
+        r.1,
+        edge.log()
+    );
+}
