@@ -103,6 +103,9 @@ pub struct EdgeSettings {
     /// Connections one core serves at once; `None`: derived from the fd
     /// budget at start (`server::max_connections`).
     pub max_connections: Option<usize>,
+    /// QUIC handshakes in flight on one core beyond which new clients must
+    /// prove their address with a Retry first (0: always).
+    pub quic_handshakes_before_retry: usize,
 }
 
 /// One listening address.

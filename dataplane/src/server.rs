@@ -371,10 +371,6 @@ async fn run_core(
     tracing::info!(core, drained, left, "core stopped");
 }
 
-/// Handshakes in flight on one core beyond which new QUIC clients must
-/// prove their address first (Retry).
-const QUIC_HANDSHAKES_BEFORE_RETRY: usize = 256;
-
 /// The QUIC endpoint of one core on a listener's port (UDP).
 fn quic_endpoint(
     core: usize,
@@ -389,7 +385,7 @@ fn quic_endpoint(
         crate::quic::server_transport(MAX_STREAMS, STREAM_WINDOW, config.edge.idle_timeout);
     let server = keys.server_config(tls, transport)?;
     let limits = crate::quic::endpoint::Limits {
-        handshakes_before_retry: QUIC_HANDSHAKES_BEFORE_RETRY,
+        handshakes_before_retry: config.edge.quic_handshakes_before_retry,
         gso: std::env::var_os("SWITCHYARD_QUIC_NO_GSO").is_none(),
     };
     crate::quic::Endpoint::bind(

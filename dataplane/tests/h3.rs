@@ -444,3 +444,116 @@ upstream = "{proxy}"
         edge.log()
     );
 }
+
+/// Address validation: with `quic_handshakes_before_retry = 0` every new
+/// client gets a Retry first (aioquic answers it with the token), and the
+/// relay works on the validated connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_clients_prove_their_address_with_a_retry() {
+    let (ws, _) = ws_echo_origin().await;
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+admin = "@ADMIN@"
+quic_handshakes_before_retry = 0
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "ws"
+hostnames = ["echo.test"]
+upstream = "{ws}"
+"#
+    ));
+    for _ in 0..2 {
+        let r = h3(
+            &edge,
+            "localhost",
+            &[
+                "ws",
+                "--authority",
+                "echo.test",
+                "--path",
+                "/chat",
+                "--bytes",
+                "65536",
+            ],
+        );
+        assert_ok("ws after a Retry", &r, &edge);
+    }
+    assert_eq!(edge.total("quic_retries"), 2, "{:?}", edge.stats());
+    assert_eq!(edge.total("quic_connections_total"), 2);
+}
+
+/// Shutdown: the edge sends GOAWAY on its control stream and lets the
+/// stream in flight finish (32 MiB echoed after the signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_shutdown_sends_goaway_and_drains_the_stream_in_flight() {
+    let (ws, _) = ws_echo_origin().await;
+    let mut edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+shutdown_grace_ms = 20000
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "ws"
+hostnames = ["echo.test"]
+upstream = "{ws}"
+"#
+    ));
+    let client = {
+        let (addr, cert) = (edge.tls_addr.to_string(), edge.cert_pem.clone());
+        std::thread::spawn(move || {
+            Command::new(python())
+                .arg(py_script("h3_client.py"))
+                .args([
+                    "--timeout",
+                    "30",
+                    "--deadline",
+                    "120",
+                    "--connect",
+                    &addr,
+                    "--cafile",
+                ])
+                .arg(&cert)
+                .args([
+                    "--sni",
+                    "localhost",
+                    "ws",
+                    "--authority",
+                    "echo.test",
+                    "--path",
+                    "/chat",
+                    "--bytes",
+                    &(32 << 20).to_string(),
+                ])
+                .output()
+                .expect("h3 client")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(600));
+    edge.terminate();
+    let out = client.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the stream in flight finished:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = json_lines(&stdout)
+        .into_iter()
+        .find(|v| v.get("summary").is_some())
+        .expect("summary");
+    assert!(summary["goaway"].is_u64(), "GOAWAY seen: {stdout}");
+    assert!(
+        edge.wait(Duration::from_secs(30)).is_some(),
+        "the edge exits after draining"
+    );
+}

@@ -54,6 +54,12 @@ struct RawEdge {
     resolver: Option<String>,
     #[serde(default)]
     max_connections: usize,
+    #[serde(default = "default_quic_retry")]
+    quic_handshakes_before_retry: usize,
+}
+
+fn default_quic_retry() -> usize {
+    256
 }
 
 impl Default for RawEdge {
@@ -247,6 +253,7 @@ impl RawConfig {
             splice: e.splice,
             resolver,
             max_connections: (e.max_connections > 0).then_some(e.max_connections),
+            quic_handshakes_before_retry: e.quic_handshakes_before_retry,
         };
 
         let tunnels = validate_tunnels(self.tunnels, base)?;
