@@ -420,7 +420,7 @@ def run_scenario(target, name, sc, proxy):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="reduced run, under 3 minutes")
-    ap.add_argument("--targets", default="direct,switchyard,haproxy,haproxy-tcp,nginx")
+    ap.add_argument("--targets", default="direct,switchyard,switchyard-nogso,haproxy,haproxy-tcp,nginx")
     ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--edge", default="", help="dataplane binary to measure as `switchyard` "
                     "(default: this tree's release build), for A/B runs of two builds")
