@@ -173,19 +173,24 @@ def certificates(d):
     return ca, crt, key
 
 
+NO_QUIC = False  # --no-quic: A/B against a build without HTTP/3
+
+
 def switchyard_config(d):
     _, crt, key = certificates(d)
+    quic = "" if NO_QUIC else f"""
+[[listener]]
+addr = "127.0.0.1:{H3_PORTS['switchyard']}"
+tls = {{ cert = "{crt}", key = "{key}" }}
+quic = true
+"""
     cfg = f"""
 [edge]
 cores = 1
 [[listener]]
 addr = "127.0.0.1:{PROXY_PORTS['switchyard'][0]}"
 h2c = true
-[[listener]]
-addr = "127.0.0.1:{H3_PORTS['switchyard']}"
-tls = {{ cert = "{crt}", key = "{key}" }}
-quic = true
-[[tunnel]]
+{quic}[[tunnel]]
 name = "hu"
 hostnames = ["hu.bench"]
 upstream = "127.0.0.1:{PORTS['httpupgrade-echo']}"
@@ -429,8 +434,11 @@ def main():
     ap.add_argument("--syscalls", action="store_true", help="also count the proxy's system calls "
                     "per relayed 64 B message: under strace -c (a separate, slower run) and with perf stat "
                     "on the syscall tracepoints (at --rate when given)")
+    ap.add_argument("--no-quic", action="store_true", help="no QUIC listener in the edge's config "
+                    "(A/B runs against a build without HTTP/3)")
     a = ap.parse_args()
-    global EDGE
+    global EDGE, NO_QUIC
+    NO_QUIC = a.no_quic
     if a.edge:
         EDGE = os.path.abspath(a.edge)
     ensure_tools()
