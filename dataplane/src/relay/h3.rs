@@ -26,6 +26,8 @@ use crate::quic::{Connection, RecvStream, SendStream};
 
 /// Largest DATA frame written at once.
 const MAX_FRAME: usize = 64 * 1024;
+/// DATA frames up to this size are written with their head in one piece.
+const SMALL_FRAME: usize = 4 * 1024;
 
 /// An open request stream in both directions, after its head.
 pub struct H3Stream {
@@ -180,6 +182,25 @@ impl AsyncWrite for H3Writer {
             this.frame_left = buf.len().min(MAX_FRAME);
             this.head.clear();
             frame::encode_head(frame::ty::DATA, this.frame_left as u64, &mut this.head);
+            if this.frame_left <= SMALL_FRAME {
+                // A small frame goes to quinn-proto in one write (head and
+                // payload): one stream write and one wake of the driver per
+                // message instead of two.
+                let head = this.head.len();
+                this.head.extend_from_slice(&buf[..this.frame_left]);
+                let n = ready!(send.poll_write(cx, &this.head))?;
+                if n < head {
+                    this.head.truncate(head);
+                    this.head.drain(..n);
+                } else {
+                    this.head.clear();
+                    let paid = n - head;
+                    this.frame_left -= paid;
+                    if paid > 0 {
+                        return Poll::Ready(Ok(paid));
+                    }
+                }
+            }
         }
         while !this.head.is_empty() {
             let n = ready!(send.poll_write(cx, &this.head))?;
