@@ -46,7 +46,7 @@ impl H3Stream {
         let send = Rc::new(RefCell::new(self.send));
         let recv = Rc::new(RefCell::new(self.recv));
         (
-            H3Reader { conn: self.conn, recv: recv.clone(), frames: self.frames, raw: self.rest, send: Some(send.clone()) },
+            H3Reader { conn: self.conn, recv: recv.clone(), frames: self.frames, raw: self.rest, send: Some(send.clone()), end: None },
             H3Writer { send: send.clone(), head: Vec::new(), frame_left: 0 },
             H3Reset { send, recv },
         )
@@ -76,13 +76,15 @@ pub struct H3Reader {
     send: Option<Rc<RefCell<SendStream>>>,
     frames: RequestStream,
     raw: Bytes,
+    /// How the stream ended, when that came after bytes still to deliver.
+    end: Option<io::Result<usize>>,
 }
 
 impl H3Reader {
     /// A request body's reader: the stream's receiving half after its head
     /// (the sending half stays with the caller, who answers on it).
     pub fn body(conn: Connection, recv: RecvStream, frames: RequestStream, rest: Bytes) -> H3Reader {
-        H3Reader { conn, recv: Rc::new(RefCell::new(recv)), send: None, frames, raw: rest }
+        H3Reader { conn, recv: Rc::new(RefCell::new(recv)), send: None, frames, raw: rest, end: None }
     }
 
     fn fail(&self, e: &H3Error) -> io::Error {
@@ -107,58 +109,86 @@ impl H3Reader {
 }
 
 impl AsyncRead for H3Reader {
+    /// Fills `buf` with every DATA byte that is ready (quinn-proto hands
+    /// over one STREAM frame, ~1.4 KB, per chunk; gathering them makes one
+    /// write to the other leg per buffer instead of one per packet); waits
+    /// only when nothing is ready. An end or an error found after some
+    /// bytes were copied is reported on the next call.
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        if let Some(end) = this.end.take() {
+            return Poll::Ready(end);
+        }
+        let mut filled = 0;
         loop {
-            while !this.raw.is_empty() {
-                // At most `buf` bytes in: a DATA piece is never longer
+            while !this.raw.is_empty() && filled < buf.len() {
+                let room = &mut buf[filled..];
+                // At most `room` bytes in: a DATA piece is never longer
                 // than its input, so it fits.
-                let take = this.raw.len().min(buf.len());
+                let take = this.raw.len().min(room.len());
                 let (used, event) = match this.frames.read(&this.raw[..take]) {
                     Ok(x) => x,
-                    Err(e) => return Poll::Ready(Err(this.fail(&e))),
+                    Err(e) => {
+                        let e = this.fail(&e);
+                        return Poll::Ready(this.stop_at(filled, Err(e)));
+                    }
                 };
-                let copied = match event {
+                match event {
                     Some(StreamEvent::Data(d)) => {
-                        let n = d.len().min(buf.len());
-                        buf[..n].copy_from_slice(&d[..n]);
-                        Some(n)
+                        room[..d.len()].copy_from_slice(d);
+                        filled += d.len();
                     }
                     // Trailers carry nothing for a tunnel or a forwarded
                     // body, but a malformed trailer section makes the
                     // message malformed (RFC 9114 §4.1.2).
                     Some(StreamEvent::Trailers(fields)) => {
                         if crate::codec::h3::check_trailers(&fields).is_err() {
-                            let e = H3Error::stream(Code::MESSAGE_ERROR, "malformed trailers");
-                            return Poll::Ready(Err(this.fail(&e)));
+                            let e = this.fail(&H3Error::stream(Code::MESSAGE_ERROR, "malformed trailers"));
+                            return Poll::Ready(this.stop_at(filled, Err(e)));
                         }
-                        None
                     }
-                    _ => None,
-                };
-                this.raw.advance(used);
-                if let Some(n) = copied.filter(|n| *n > 0) {
-                    return Poll::Ready(Ok(n));
+                    _ => {}
                 }
+                this.raw.advance(used);
                 if used == 0 {
                     break;
                 }
             }
-            let next = ready!(this.recv.borrow_mut().poll_chunk(cx, MAX_FRAME));
+            if filled == buf.len() {
+                return Poll::Ready(Ok(filled));
+            }
+            let next = match this.recv.borrow_mut().poll_chunk(cx, MAX_FRAME) {
+                Poll::Pending if filled > 0 => return Poll::Ready(Ok(filled)),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(next) => next,
+            };
             match next {
                 Ok(Some(chunk)) => this.raw = chunk,
                 Ok(None) => {
-                    if let Err(e) = this.frames.finish() {
-                        return Poll::Ready(Err(this.fail(&e)));
-                    }
-                    return Poll::Ready(Ok(0));
+                    let end = match this.frames.finish() {
+                        Err(e) => Err(this.fail(&e)),
+                        Ok(()) => Ok(0),
+                    };
+                    return Poll::Ready(this.stop_at(filled, end));
                 }
-                Err(e) => return Poll::Ready(Err(e.into())),
+                Err(e) => return Poll::Ready(this.stop_at(filled, Err(e.into()))),
             }
         }
+    }
+}
+
+impl H3Reader {
+    /// The stream ended (`end`: EOF or an error) after `filled` bytes of
+    /// this read: those first, the end on the next call.
+    fn stop_at(&mut self, filled: usize, end: io::Result<usize>) -> io::Result<usize> {
+        if filled == 0 {
+            return end;
+        }
+        self.end = Some(end);
+        Ok(filled)
     }
 }
 
