@@ -408,7 +408,9 @@ async fn h3_connect_stream_is_reset_when_the_upstream_resets() {
         let mut buf = [0u8; 1024];
         let _ = s.read(&mut buf).await;
         // SO_LINGER 0: the close sends RST.
-        s.set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         drop(s);
     })
     .await;

@@ -218,7 +218,7 @@ async fn read_head(
                     Some(StreamEvent::Head(fields)) => Some(fields),
                     _ => None,
                 };
-                let _ = bytes::Buf::advance(&mut raw, used);
+                bytes::Buf::advance(&mut raw, used);
                 if let Some(fields) = head {
                     return Ok((fields, raw));
                 }

@@ -301,7 +301,10 @@ impl Endpoint {
         }
         if !incoming.remote_address_validated() && sh.handshaking.get() >= sh.limits.handshakes_before_retry && incoming.may_retry() {
             stats::add(&core.stats.quic_retries, 1);
-            match sh.endpoint.borrow_mut().retry(incoming, buf) {
+            // The borrow ends here: a send below may wait, and the
+            // connections' drivers use the endpoint meanwhile.
+            let retry = sh.endpoint.borrow_mut().retry(incoming, buf);
+            match retry {
                 Ok(t) => {
                     if let Some((t, owned)) = sh.try_send(&t, buf) {
                         sh.send_owned(&t, &owned).await;

@@ -144,11 +144,9 @@ impl AsyncRead for H3Reader {
                     // Trailers carry nothing for a tunnel or a forwarded
                     // body, but a malformed trailer section makes the
                     // message malformed (RFC 9114 §4.1.2).
-                    Some(StreamEvent::Trailers(fields)) => {
-                        if crate::codec::h3::check_trailers(&fields).is_err() {
-                            let e = this.fail(&H3Error::stream(Code::MESSAGE_ERROR, "malformed trailers"));
-                            return Poll::Ready(this.stop_at(filled, Err(e)));
-                        }
+                    Some(StreamEvent::Trailers(fields)) if crate::codec::h3::check_trailers(&fields).is_err() => {
+                        let e = this.fail(&H3Error::stream(Code::MESSAGE_ERROR, "malformed trailers"));
+                        return Poll::Ready(this.stop_at(filled, Err(e)));
                     }
                     _ => {}
                 }

@@ -7,6 +7,7 @@
 
 pub mod h2raw;
 mod origins;
+#[allow(unused_imports)] // not every test file starts an origin
 pub use origins::*;
 
 use std::io::Read;

@@ -55,8 +55,11 @@ type BackFn<'a> = Box<dyn FnOnce(SendStream) -> Back<'a> + 'a>;
 #[derive(Debug)]
 struct ClientGone(String);
 
+/// The body pump's future.
+type PumpFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ClientGone>> + 'a>>;
+
 /// The request body on its way up, polled alongside the exchange.
-struct Pump<'a>(Option<Pin<Box<dyn Future<Output = Result<(), ClientGone>> + 'a>>>);
+struct Pump<'a>(Option<PumpFuture<'a>>);
 
 impl<'a> Pump<'a> {
     async fn alongside<T>(&mut self, work: impl Future<Output = T>) -> Result<T, ClientGone> {
