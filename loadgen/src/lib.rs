@@ -12,6 +12,7 @@
 
 pub mod h2;
 pub mod h3;
+pub mod h3origin;
 pub mod httpupgrade;
 pub mod modes;
 pub mod net;

@@ -55,6 +55,12 @@ enum Command {
         /// Cores (0 = all allowed).
         #[arg(long, default_value_t = 0)]
         cores: usize,
+        /// h3-echo: certificate chain (PEM; default: self-signed for localhost).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// h3-echo: private key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
     },
 }
 
@@ -147,8 +153,15 @@ fn main() -> ExitCode {
             kind,
             listen,
             cores,
+            cert,
+            key,
         } => {
-            return match loadgen::origin::serve(kind, listen, &cpus(cores)) {
+            return match loadgen::origin::serve(
+                kind,
+                listen,
+                &cpus(cores),
+                (cert.as_deref(), key.as_deref()),
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -24,10 +24,21 @@ pub enum Kind {
     ConnectProxy,
     /// Read and discard.
     Sink,
+    /// HTTP/3 (QUIC on UDP): RFC 9220 WebSocket echo, CONNECT echo, 200s.
+    H3Echo,
 }
 
-/// Serves `kind` on `addr` on every core in `cpus` until the process ends.
-pub fn serve(kind: Kind, addr: SocketAddr, cpus: &[usize]) -> std::io::Result<()> {
+/// Serves `kind` on `addr` on every core in `cpus` until the process ends
+/// (`tls`: the h3 origin's certificate and key, else self-signed).
+pub fn serve(
+    kind: Kind,
+    addr: SocketAddr,
+    cpus: &[usize],
+    tls: (Option<&std::path::Path>, Option<&std::path::Path>),
+) -> std::io::Result<()> {
+    if kind == Kind::H3Echo {
+        return serve_h3(addr, cpus, tls);
+    }
     let mut handles = Vec::new();
     for &cpu in cpus {
         let h = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
@@ -54,15 +65,48 @@ pub fn serve(kind: Kind, addr: SocketAddr, cpus: &[usize]) -> std::io::Result<()
                             Kind::WsEcho => ws_echo(s).await,
                             Kind::ConnectProxy => connect_proxy(s).await,
                             Kind::Sink => sink(s).await,
+                            Kind::H3Echo => Ok(()),
                         };
                     })
                     .detach();
                 }
             })
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e.to_string()))?;
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         handles.push(h);
     }
     eprintln!("origin {kind:?} listening on {addr} ({} cores)", cpus.len());
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn serve_h3(
+    addr: SocketAddr,
+    cpus: &[usize],
+    (cert, key): (Option<&std::path::Path>, Option<&std::path::Path>),
+) -> std::io::Result<()> {
+    let tls = crate::h3origin::identity(cert, key)?;
+    let keys = dataplane::quic::Keys::random();
+    let mut handles = Vec::new();
+    for (core, &cpu) in cpus.iter().enumerate() {
+        let (tls, keys) = (tls.clone(), keys.clone());
+        let h = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(cpu))
+            .name("origin")
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                if let Err(e) = crate::h3origin::serve(addr, tls, keys, core).await {
+                    eprintln!("origin: h3 on {addr}: {e}");
+                    std::process::exit(1);
+                }
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        handles.push(h);
+    }
+    eprintln!(
+        "origin H3Echo listening on {addr} (UDP, {} cores)",
+        cpus.len()
+    );
     for h in handles {
         let _ = h.join();
     }
@@ -138,13 +182,24 @@ fn websocket_key(head: &str) -> Option<String> {
 }
 
 async fn ws_echo(mut s: TcpStream) -> std::io::Result<()> {
-    let (h, mut acc) = head(&mut s).await?;
+    let (h, acc) = head(&mut s).await?;
     let key = websocket_key(&h).ok_or(std::io::ErrorKind::InvalidData)?;
     let answer = format!(
         "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         ws::accept_key(&key)
     );
     s.write_all(answer.as_bytes()).await?;
+    let (mut r, mut w) = futures_lite::io::split(s);
+    ws_frames(&mut r, &mut w, acc).await
+}
+
+/// Echoes WebSocket frames from `r` to `w` (`acc`: bytes already read)
+/// until a Close or the end of the stream.
+pub(crate) async fn ws_frames<R, W>(r: &mut R, w: &mut W, mut acc: Vec<u8>) -> std::io::Result<()>
+where
+    R: futures_lite::io::AsyncRead + Unpin,
+    W: futures_lite::io::AsyncWrite + Unpin,
+{
     let mut chunk = vec![0u8; 64 * 1024];
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
@@ -163,14 +218,14 @@ async fn ws_echo(mut s: TcpStream) -> std::io::Result<()> {
             out.clear();
             ws::echo_frame(acc[0], &acc[hl..hl + len], mask, &mut out);
             if !out.is_empty() {
-                s.write_all(&out).await?;
+                w.write_all(&out).await?;
             }
             acc.drain(..hl + len);
             if op == 0x8 {
                 return Ok(());
             }
         }
-        let n = s.read(&mut chunk).await?;
+        let n = r.read(&mut chunk).await?;
         if n == 0 {
             return Ok(());
         }

@@ -267,7 +267,15 @@ impl Endpoint {
                         admit(conn);
                     }
                 }
-                None => sh.endpoint.borrow_mut().ignore(incoming),
+                // A server endpoint outside the edge (the load generator's
+                // origin): no core limits to apply.
+                None => {
+                    let accepted = sh.endpoint.borrow_mut().accept(incoming, now, answer, None);
+                    match accepted {
+                        Ok((handle, inner)) => admit(sh.adopt(handle, inner, true)),
+                        Err(e) => tracing::debug!(client = %remote, "quic handshake refused: {}", e.cause),
+                    }
+                }
             },
             Some(DatagramEvent::Response(t)) => {
                 if let Some((t, owned)) = sh.try_send(&t, answer) {
