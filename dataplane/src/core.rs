@@ -28,7 +28,7 @@ pub struct CoreCtx {
     pub h2c: crate::upstream::h2c::H2cPool,
     /// This core's h3 upstream connections.
     pub h3: crate::upstream::h3::H3Pool,
-    /// Receive windows handed to this core's h2 connections.
+    /// Receive windows handed to this core's h2 and h3 connections.
     pub h2_budget: crate::guard::RecvBudget,
     /// Early stream resets per client address (h2).
     pub h2_resets: crate::guard::ResetLimiter,

@@ -47,7 +47,8 @@ mod forward;
 
 /// Concurrent request streams a client may open on one connection.
 pub const MAX_STREAMS: u32 = 256;
-/// Receive window per stream; the connection's is 2×. Measured (bulk over
+/// Receive window per stream; the connection's is 2×, from the core's
+/// receive budget (`guard::RecvBudget`, shared with h2). Measured (bulk over
 /// one stream, loopback, bench/compare.py): 1 MiB held it to 0.17 GB/s,
 /// credit-bound (the client blocked on stream flow control hundreds of
 /// times a second); 4 MiB reaches the core's CPU limit (0.31 GB/s).
@@ -93,6 +94,11 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
             return;
         }
     }
+    // The connection's receive credit comes out of the core's budget, as
+    // an h2 connection's does (the transport parameters offered only the
+    // protocol minimum).
+    let window = core.h2_budget.reserve(2 * STREAM_WINDOW);
+    quic.set_receive_window(u64::from(window.window));
     let (sni, _) = quic.handshake();
     let max_field_section = core.edge.max_head_bytes as u64;
     let mut local = Settings::default();
@@ -153,6 +159,7 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
         }
         quic.close(Code::NO_ERROR.0, b"shutting down");
     }
+    drop(window);
 }
 
 struct StreamGuard<'a>(&'a Conn);

@@ -171,6 +171,13 @@ impl Connection {
         self.0.borrow_mut().inner.datagrams().max_size()
     }
 
+    /// Sets the connection's receive credit (MAX_DATA follows if it grew).
+    pub fn set_receive_window(&self, bytes: u64) {
+        let mut st = self.0.borrow_mut();
+        st.inner.set_receive_window(VarInt::from_u64(bytes).unwrap_or(VarInt::MAX));
+        st.wake_driver();
+    }
+
     /// quinn-proto's counters of this connection (RTT, window, losses).
     pub fn stats(&self) -> quinn_proto::ConnectionStats {
         self.0.borrow().inner.stats()

@@ -95,16 +95,18 @@ impl Keys {
 }
 
 /// Transport limits of a server connection: `streams` concurrent request
-/// streams, `window` bytes of receive credit per stream (2× per
-/// connection: what one client may make this core buffer), idle for `idle`
-/// closes the connection.
+/// streams, `window` bytes of receive credit per stream, idle for `idle`
+/// closes the connection. The connection's own credit starts at the
+/// protocol minimum: the caller raises it with what the core's receive
+/// budget grants (`Connection::set_receive_window`), so what clients may
+/// make one core buffer stays bounded however many connect.
 pub fn server_transport(streams: u32, window: u32, idle: Duration) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
         // control, QPACK encoder and decoder, and room for extensions
         .max_concurrent_uni_streams(VarInt::from_u32(8))
         .stream_receive_window(VarInt::from_u32(window))
-        .receive_window(VarInt::from_u64(2 * u64::from(window)).unwrap_or(VarInt::MAX))
+        .receive_window(VarInt::from_u32(crate::guard::PROTOCOL_MIN_WINDOW))
         .max_idle_timeout(IdleTimeout::try_from(idle).ok())
         .datagram_receive_buffer_size(None);
     t
