@@ -124,6 +124,11 @@ tokens = ["{TOKEN}"]
 name = "fwd"
 hostnames = ["localhost"]
 upstream = "{fwd}"
+[[tunnel]]
+name = "elsewhere"
+hostnames = ["connect.test"]
+upstream = "{ws}"
+allowed_cidrs = ["10.0.0.0/8"]
 "#
     ));
     Setup {
@@ -244,6 +249,40 @@ async fn h3_token_auth_by_header_and_query() {
     );
     assert_eq!(statuses(&r.1), vec![401], "wrong token: {}", r.1);
     assert!(!edge.log().contains(TOKEN), "the token must not be logged");
+}
+
+/// A tunnel open to other networks only answers this client 403 over h3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_trusted_cidrs_refuse_other_clients_with_403() {
+    let s = setup().await;
+    let r = h3(
+        &s.edge,
+        "localhost",
+        &[
+            "ws",
+            "--authority",
+            "connect.test",
+            "--path",
+            "/chat",
+            "--bytes",
+            "1024",
+        ],
+    );
+    assert_eq!(statuses(&r.1), vec![403], "{}\n{}\n{}", r.1, r.2, s.edge.log());
+    let r = h3(
+        &s.edge,
+        "localhost",
+        &[
+            "ws",
+            "--authority",
+            "echo.test",
+            "--path",
+            "/chat",
+            "--bytes",
+            "1024",
+        ],
+    );
+    assert_ok("another tunnel on the same edge", &r, &s.edge);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
