@@ -214,8 +214,11 @@ impl Endpoint {
                 }
                 Input::Socket(Ok(n)) => n,
                 Input::Socket(Err(e)) => {
-                    // ICMP errors surface here on some kernels: not fatal.
+                    // ICMP errors (a peer's port closed) surface here once
+                    // each: not fatal. The pause keeps an error that
+                    // repeats from spinning the core.
                     tracing::debug!("quic receive error: {e}");
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
                     continue;
                 }
             };
