@@ -23,7 +23,10 @@ Scenarios (DESIGN §7):
   ws64-h3    WebSocket echo over h3, 256 streams on 16 QUIC connections, 64 B
              (the Debian builds of HAProxy and nginx have no HTTP/3: Switchyard
              only). Target `switchyard-nogso` runs the h3 rows with GSO off on
-             both ends (SWITCHYARD_QUIC_NO_GSO), for the GSO on/off ratio.
+             both ends (SWITCHYARD_QUIC_NO_GSO), for the GSO on/off ratio;
+             `switchyard-jumbo` with path MTU discovery up to 16,000-byte
+             datagrams on both ends (edge.quic_max_udp_payload; loopback's
+             MTU is 65,536, the default 1,452 fits Ethernet).
 
 Every scenario opens its stream with a real WebSocket handshake (key and
 accept): HAProxy 2.6 in mode http answers 400 to an Xray-style HTTPUpgrade
@@ -71,8 +74,14 @@ H2_PORTS = {  # per target: h2c (prior knowledge) listener with RFC 8441
 H3_PORTS = {  # per target: TLS listener with quic = true (UDP, same port)
     "switchyard": 18443,
     "switchyard-nogso": 18443,
+    "switchyard-jumbo": 18443,
 }
 NO_GSO = {"SWITCHYARD_QUIC_NO_GSO": "1"}
+# Path MTU discovery up to 16,000-byte datagrams on both ends (loopback's MTU
+# is 65,536; the default 1,452 fits Ethernet): edge.quic_max_udp_payload.
+JUMBO = 16000
+JUMBO_ENV = {"SWITCHYARD_QUIC_MAX_UDP": str(JUMBO)}
+H3_ONLY = ("switchyard-nogso", "switchyard-jumbo")
 CLIENT_CPU = "0"
 PROXY_CPU = "1"
 
@@ -176,7 +185,7 @@ def certificates(d):
 NO_QUIC = False  # --no-quic: A/B against a build without HTTP/3
 
 
-def switchyard_config(d):
+def switchyard_config(d, extra_edge=""):
     _, crt, key = certificates(d)
     quic = "" if NO_QUIC else f"""
 [[listener]]
@@ -187,6 +196,7 @@ quic = true
     cfg = f"""
 [edge]
 cores = 1
+{extra_edge}
 [[listener]]
 addr = "127.0.0.1:{PROXY_PORTS['switchyard'][0]}"
 h2c = true
@@ -330,7 +340,7 @@ def scenarios(quick, rate=0, syscalls=False):
 def target_port(target, sc):
     if sc.get("h3"):
         return H3_PORTS.get(target)
-    if target == "switchyard-nogso":
+    if target in H3_ONLY:
         return None
     if sc.get("h2"):
         return H2_PORTS.get(target)
@@ -359,7 +369,7 @@ def run_scenario(target, name, sc, proxy):
         args += ["--rate", str(sc["rate"])]
     if sc.get("h3"):
         args += ["--tls", "--ca", os.path.join(TMP, "ca.pem"), "--sni", "localhost"]
-    env = NO_GSO if target == "switchyard-nogso" else None
+    env = {"switchyard-nogso": NO_GSO, "switchyard-jumbo": JUMBO_ENV}.get(target)
     tracer = None
     if sc.get("strace"):
         if not proxy:
@@ -425,7 +435,7 @@ def run_scenario(target, name, sc, proxy):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="reduced run, under 3 minutes")
-    ap.add_argument("--targets", default="direct,switchyard,switchyard-nogso,haproxy,haproxy-tcp,nginx")
+    ap.add_argument("--targets", default="direct,switchyard,switchyard-nogso,switchyard-jumbo,haproxy,haproxy-tcp,nginx")
     ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--edge", default="", help="dataplane binary to measure as `switchyard` "
                     "(default: this tree's release build), for A/B runs of two builds")
@@ -456,12 +466,14 @@ def main():
                 proxy = start(switchyard_config(tmp), PROXY_CPU)
             elif target == "switchyard-nogso":
                 proxy = start(switchyard_config(tmp), PROXY_CPU, env={**os.environ, **NO_GSO})
+            elif target == "switchyard-jumbo":
+                proxy = start(switchyard_config(tmp, f"quic_max_udp_payload = {JUMBO}"), PROXY_CPU)
             elif target in ("haproxy", "haproxy-tcp"):
                 proxy = start(haproxy_config(tmp), PROXY_CPU)
             elif target == "nginx":
                 proxy = start(nginx_config(tmp), PROXY_CPU)
             if proxy:
-                ports = PROXY_PORTS["switchyard" if target == "switchyard-nogso" else "haproxy" if target == "haproxy-tcp" else target]
+                ports = PROXY_PORTS["switchyard" if target in H3_ONLY else "haproxy" if target == "haproxy-tcp" else target]
                 for port in filter(None, ports):
                     wait_port(port)
             results[target] = {}
@@ -471,7 +483,7 @@ def main():
                         continue
                     if target == "haproxy-tcp" and name != "bulk":
                         continue
-                    if target == "switchyard-nogso" and not sc.get("h3"):
+                    if target in H3_ONLY and not sc.get("h3"):
                         continue
                     print(f"{target:12} {name:6} ...", file=sys.stderr, flush=True)
                     try:
@@ -533,7 +545,7 @@ def render(r, quick, secs, rate=0):
     ]
     present = {sc for t in r.values() for sc in t}
     rows = [row for row in rows if row[1] in present]
-    targets = [t for t in ("direct", "switchyard", "switchyard-nogso", "haproxy", "haproxy-tcp", "nginx") if t in r]
+    targets = [t for t in ("direct", "switchyard", "switchyard-nogso", "switchyard-jumbo", "haproxy", "haproxy-tcp", "nginx") if t in r]
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [f"Switchyard comparison, {date}{' (--quick)' if quick else ''}, {secs:.0f} s. "
            f"Proxy pinned to CPU {PROXY_CPU}; loadgen + origins on CPU {CLIENT_CPU}.", ""]
@@ -561,6 +573,9 @@ def render(r, quick, secs, rate=0):
     nogso = r.get("switchyard-nogso", {}).get("bulk-h3", {}).get("gbytes_per_s")
     if h3 and nogso:
         out += [f"Switchyard h3 bulk with GSO vs without, same run: {h3 / nogso:.2f}x"]
+    jumbo = r.get("switchyard-jumbo", {}).get("bulk-h3", {}).get("gbytes_per_s")
+    if h1 and jumbo:
+        out += [f"Switchyard h3 bulk with path MTU discovery up to {JUMBO} B (loopback) vs its h1 bulk, same run: {jumbo / h1:.2f}x"]
     errs = [(t, s, v.get("error") or v.get("errors")) for t in targets for s, v in r.get(t, {}).items() if v.get("error") or v.get("errors")]
     if errs:
         out += ["", "Errors:"] + [f"- {t} {s}: {e}" for t, s, e in errs]

@@ -106,6 +106,9 @@ pub struct EdgeSettings {
     /// QUIC handshakes in flight on one core beyond which new clients must
     /// prove their address with a Retry first (0: always).
     pub quic_handshakes_before_retry: usize,
+    /// Largest UDP payload QUIC probes for (DPLPMTUD) and accepts: 1452
+    /// fits Ethernet; jumbo-frame networks and loopback carry more.
+    pub quic_max_udp_payload: u16,
 }
 
 /// One listening address.

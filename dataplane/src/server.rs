@@ -381,8 +381,9 @@ fn quic_endpoint(
 ) -> Result<crate::quic::Endpoint, String> {
     use crate::downstream::h3::{MAX_STREAMS, STREAM_WINDOW};
     let tls = id.quic_server_config().map_err(|e| e.to_string())?;
-    let transport =
+    let mut transport =
         crate::quic::server_transport(MAX_STREAMS, STREAM_WINDOW, config.edge.idle_timeout);
+    crate::quic::probe_mtu_up_to(&mut transport, config.edge.quic_max_udp_payload);
     let server = keys.server_config(tls, transport)?;
     let limits = crate::quic::endpoint::Limits {
         handshakes_before_retry: config.edge.quic_handshakes_before_retry,
@@ -390,7 +391,7 @@ fn quic_endpoint(
     };
     crate::quic::Endpoint::bind(
         addr,
-        keys.endpoint_config(core),
+        keys.endpoint_config(core, config.edge.quic_max_udp_payload),
         Some(server),
         limits,
         crate::h3::error::Code::REQUEST_CANCELLED.0,

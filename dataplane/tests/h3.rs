@@ -268,7 +268,14 @@ async fn h3_trusted_cidrs_refuse_other_clients_with_403() {
             "1024",
         ],
     );
-    assert_eq!(statuses(&r.1), vec![403], "{}\n{}\n{}", r.1, r.2, s.edge.log());
+    assert_eq!(
+        statuses(&r.1),
+        vec![403],
+        "{}\n{}\n{}",
+        r.1,
+        r.2,
+        s.edge.log()
+    );
     let r = h3(
         &s.edge,
         "localhost",

@@ -60,20 +60,22 @@ fn endpoint(v6: bool) -> Result<quic::Endpoint, Failure> {
     let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .expect("literal address");
-    // SWITCHYARD_QUIC_NO_GSO: one datagram per send (the GSO on/off bench).
+    // SWITCHYARD_QUIC_NO_GSO: one datagram per send (the GSO on/off bench);
+    // SWITCHYARD_QUIC_MAX_UDP: probe for larger datagrams (loopback bench).
     let gso = std::env::var_os("SWITCHYARD_QUIC_NO_GSO").is_none();
     let limits = quic::endpoint::Limits {
         handshakes_before_retry: usize::MAX,
         gso,
     };
-    let ep = quic::Endpoint::bind(
-        bind,
-        Arc::new(quinn_proto::EndpointConfig::default()),
-        None,
-        limits,
-        Code::REQUEST_CANCELLED.0,
-    )
-    .map_err(|e| Failure::Connect(format!("udp bind: {e}")))?;
+    let mut cfg = quinn_proto::EndpointConfig::default();
+    if let Some(v) = std::env::var("SWITCHYARD_QUIC_MAX_UDP")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+    {
+        let _ = cfg.max_udp_payload_size(v.max(1472));
+    }
+    let ep = quic::Endpoint::bind(bind, Arc::new(cfg), None, limits, Code::REQUEST_CANCELLED.0)
+        .map_err(|e| Failure::Connect(format!("udp bind: {e}")))?;
     glommio::spawn_local(ep.clone().run(None, |_| {}, None)).detach();
     ENDPOINTS.with(|e| e.borrow_mut()[usize::from(v6)] = Some(ep.clone()));
     Ok(ep)
@@ -90,6 +92,12 @@ fn client_config(tls: &rustls::ClientConfig) -> Result<quinn_proto::ClientConfig
         .receive_window(quinn_proto::VarInt::from_u32(4 * STREAM_WINDOW))
         .max_concurrent_bidi_streams(quinn_proto::VarInt::from_u32(0))
         .max_idle_timeout(quinn_proto::IdleTimeout::try_from(Duration::from_secs(60)).ok());
+    if let Some(v) = std::env::var("SWITCHYARD_QUIC_MAX_UDP")
+        .ok()
+        .and_then(|v| v.parse::<u16>().ok())
+    {
+        dataplane::quic::probe_mtu_up_to(&mut t, v);
+    }
     c.transport_config(Arc::new(t));
     Ok(c)
 }

@@ -72,7 +72,7 @@ pub async fn serve(
     };
     let ep = quic::Endpoint::bind(
         addr,
-        keys.endpoint_config(core),
+        keys.endpoint_config(core, 1452),
         Some(server),
         limits,
         Code::REQUEST_CANCELLED.0,

@@ -56,6 +56,12 @@ struct RawEdge {
     max_connections: usize,
     #[serde(default = "default_quic_retry")]
     quic_handshakes_before_retry: usize,
+    #[serde(default = "default_quic_udp")]
+    quic_max_udp_payload: u16,
+}
+
+fn default_quic_udp() -> u16 {
+    1452
 }
 
 fn default_quic_retry() -> usize {
@@ -254,7 +260,14 @@ impl RawConfig {
             resolver,
             max_connections: (e.max_connections > 0).then_some(e.max_connections),
             quic_handshakes_before_retry: e.quic_handshakes_before_retry,
+            quic_max_udp_payload: e.quic_max_udp_payload,
         };
+        if !(1200..=65_527).contains(&edge.quic_max_udp_payload) {
+            return Err(invalid(
+                "edge.quic_max_udp_payload",
+                format!("{}: expected 1200-65527", edge.quic_max_udp_payload),
+            ));
+        }
 
         let tunnels = validate_tunnels(self.tunnels, base)?;
         let names: HashSet<&str> = tunnels.iter().map(|t| t.name.as_str()).collect();

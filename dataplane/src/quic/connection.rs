@@ -308,7 +308,10 @@ pub(crate) async fn drive(conn: Connection, ep: Rc<Shared>) {
                 let mut st = conn.0.borrow_mut();
                 let mut buf = ep.tx_buf.borrow_mut();
                 buf.clear();
-                match st.inner.poll_transmit(now, ep.max_datagrams.get(), &mut buf) {
+                // One GSO send carries at most 64 KiB (a UDP datagram's
+                // limit): more segments of this path's size fail whole.
+                let max = ep.max_datagrams.get().min((usize::from(u16::MAX) / usize::from(st.inner.current_mtu())).max(1));
+                match st.inner.poll_transmit(now, max, &mut buf) {
                     None => break,
                     Some(t) => ep.try_send(&t, &buf),
                 }

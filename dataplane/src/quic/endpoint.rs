@@ -42,7 +42,10 @@ use crate::udp::UdpEndpoint;
 /// Receive slots per system call; each holds one GRO batch (≤ 64 KiB).
 const RECV_SLOTS: usize = 8;
 const SLOT_BYTES: usize = 64 * 1024;
-/// Datagrams in one GSO send (quinn-udp reports what the kernel allows).
+/// Datagrams in one GSO send (quinn-udp reports what the kernel allows;
+/// the driver also keeps a send under 64 KiB). Measured (h3 bulk, loopback,
+/// 1452-byte datagrams): 32 → 0.31–0.35 GB/s; 64 → 0.035 GB/s, every send
+/// over 64 KiB failing whole.
 const MAX_GSO: usize = 32;
 
 /// What woke the receive loop.

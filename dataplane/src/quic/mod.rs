@@ -71,9 +71,12 @@ impl Keys {
         }
     }
 
-    /// The endpoint config of `core`: its connection ids, the shared reset key.
-    pub fn endpoint_config(&self, core: usize) -> Arc<EndpointConfig> {
+    /// The endpoint config of `core`: its connection ids, the shared reset
+    /// key, the largest UDP payload accepted.
+    pub fn endpoint_config(&self, core: usize, max_udp_payload: u16) -> Arc<EndpointConfig> {
         let mut cfg = EndpointConfig::new(self.reset.clone());
+        // quinn accepts 1472 by default: never less than that.
+        let _ = cfg.max_udp_payload_size(max_udp_payload.max(1472));
         let key = self.cid.clone();
         let core = u8::try_from(core).unwrap_or(u8::MAX);
         cfg.cid_generator(move || Box::new(cid::CoreCids::new(key.clone(), core)));
@@ -92,6 +95,13 @@ impl Keys {
         cfg.transport_config(Arc::new(transport));
         Ok(Arc::new(cfg))
     }
+}
+
+/// Path MTU discovery up to `max_udp_payload` (quinn's default is 1452).
+pub fn probe_mtu_up_to(t: &mut TransportConfig, max_udp_payload: u16) {
+    let mut m = quinn_proto::MtuDiscoveryConfig::default();
+    m.upper_bound(max_udp_payload);
+    t.mtu_discovery_config(Some(m));
 }
 
 /// Transport limits of a server connection: `streams` concurrent request
