@@ -76,25 +76,27 @@ impl std::fmt::Debug for H3Pool {
 }
 
 impl H3Pool {
-    fn endpoint(&self, v6: bool) -> Result<quic::Endpoint, Rejection> {
+    fn endpoint(&self, v6: bool, max_udp_payload: u16) -> Result<quic::Endpoint, Rejection> {
         let slot = usize::from(v6);
         if let Some(ep) = &self.endpoints.borrow()[slot] {
             return Ok(ep.clone());
         }
         let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().expect("literal address");
         let limits = quic::endpoint::Limits { handshakes_before_retry: usize::MAX, gso: true };
-        let ep = quic::Endpoint::bind(bind, Arc::new(quinn_proto::EndpointConfig::default()), None, limits, Code::REQUEST_CANCELLED.0)
+        let mut cfg = quinn_proto::EndpointConfig::default();
+        let _ = cfg.max_udp_payload_size(max_udp_payload.max(1472));
+        let ep = quic::Endpoint::bind(bind, Arc::new(cfg), None, limits, Code::REQUEST_CANCELLED.0)
             .map_err(|e| Rejection::UpstreamUnreachable { addr: bind.to_string(), reason: format!("cannot bind a UDP socket: {e}") })?;
         glommio::spawn_local(ep.clone().run(None, |_| {}, None)).detach();
         self.endpoints.borrow_mut()[slot] = Some(ep.clone());
         Ok(ep)
     }
 
-    fn client_config(&self, t: &Tunnel, idle: Duration) -> Result<ClientConfig, Rejection> {
+    fn client_config(&self, t: &Tunnel, idle: Duration, max_udp_payload: u16) -> Result<ClientConfig, Rejection> {
         if let Some(c) = self.configs.borrow().get(&t.config.upstream_tls) {
             return Ok(c.clone());
         }
-        let c = client_config(&t.config.upstream_tls, idle)
+        let c = client_config(&t.config.upstream_tls, idle, max_udp_payload)
             .map_err(|reason| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason })?;
         self.configs.borrow_mut().insert(t.config.upstream_tls.clone(), c.clone());
         Ok(c)
@@ -125,10 +127,11 @@ impl H3Pool {
             },
         };
         let server_name = t.config.upstream_tls.server_name.clone().unwrap_or(host);
-        let config = self.client_config(t, core.edge.idle_timeout)?;
+        let max_udp = core.edge.quic_max_udp_payload;
+        let config = self.client_config(t, core.edge.idle_timeout, max_udp)?;
         let mut last = Rejection::UpstreamUnreachable { addr: name.to_owned(), reason: "no address".into() };
         for addr in addrs {
-            let ep = self.endpoint(addr.is_ipv6())?;
+            let ep = self.endpoint(addr.is_ipv6(), max_udp)?;
             let quic = ep
                 .connect(config.clone(), addr, &server_name)
                 .map_err(|e| Rejection::UpstreamUnreachable { addr: addr.to_string(), reason: e.to_string() })?;
@@ -261,7 +264,7 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
 
 /// The client config of an h3 upstream: TLS 1.3, ALPN h3, the tunnel's
 /// certificate check.
-pub fn client_config(tls: &UpstreamTls, idle: Duration) -> Result<ClientConfig, String> {
+pub fn client_config(tls: &UpstreamTls, idle: Duration, max_udp_payload: u16) -> Result<ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -314,6 +317,7 @@ pub fn client_config(tls: &UpstreamTls, idle: Duration) -> Result<ClientConfig, 
         .max_concurrent_bidi_streams(VarInt::from_u32(0))
         .max_idle_timeout(IdleTimeout::try_from(idle).ok())
         .datagram_receive_buffer_size(None);
+    quic::probe_mtu_up_to(&mut transport, max_udp_payload);
     client.transport_config(Arc::new(transport));
     Ok(client)
 }
