@@ -55,8 +55,6 @@ pub const MAX_STREAMS: u32 = 256;
 pub const STREAM_WINDOW: u32 = 4 << 20;
 /// How often the connection task checks for shutdown.
 const WATCH: Duration = Duration::from_millis(250);
-/// After our GOAWAY, how long streams in flight get before the close.
-const DRAIN: Duration = Duration::from_secs(5);
 
 /// Who the connection's first stream made it (DESIGN §1: 421 separation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,13 +146,13 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
     };
     if closing {
         // GOAWAY: streams from `next_id` on will not be served; the ones in
-        // flight get `DRAIN` to finish.
+        // flight get the edge's shutdown grace to finish, as h1 relays do.
         let mut goaway = Vec::new();
         if h3conn::goaway(next_id, &mut goaway).is_ok() {
             let _ = control[0].write_all(&goaway).await;
         }
         let t0 = Instant::now();
-        while conn.streams.get() > 0 && t0.elapsed() < DRAIN && quic.close_reason().is_none() {
+        while conn.streams.get() > 0 && t0.elapsed() < core.edge.shutdown_grace && quic.close_reason().is_none() {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
         quic.close(Code::NO_ERROR.0, b"shutting down");
