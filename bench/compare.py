@@ -77,6 +77,7 @@ H3_PORTS = {  # per target: TLS listener with quic = true (UDP, same port)
     "switchyard-jumbo": 18443,
 }
 NO_GSO = {"SWITCHYARD_QUIC_NO_GSO": "1"}
+H3_ORIGIN = 19443  # loadgen origin h3-echo (UDP), behind the tunnel h3up.bench
 # Path MTU discovery up to 16,000-byte datagrams on both ends (loopback's MTU
 # is 65,536; the default 1,452 fits Ethernet): edge.quic_max_udp_payload.
 JUMBO = 16000
@@ -208,6 +209,12 @@ upstream = "127.0.0.1:{PORTS['httpupgrade-echo']}"
 name = "ws"
 hostnames = ["ws.bench"]
 upstream = "127.0.0.1:{PORTS['ws-echo']}"
+[[tunnel]]
+name = "h3up"
+hostnames = ["h3up.bench"]
+upstream = "127.0.0.1:{H3_ORIGIN}"
+http_version = "h3"
+upstream_tls = {{ insecure = true }}
 """
     path = os.path.join(d, "switchyard.toml")
     with open(path, "w") as f:
@@ -328,6 +335,9 @@ def scenarios(quick, rate=0, syscalls=False):
         "bulk": dict(mode="bulk", via="ws", host="hu.bench", c=1, d=d, size=64),
         "setup": dict(mode="setup", via="ws", host="ws.bench", c=32, d=d, size=64),
         "ws64": dict(mode="ws", host="ws.bench", c=256, d=d, size=64),
+        # Switchyard only: the same echo with the edge's h3 upstream pool
+        # (one QUIC connection, 256 streams) to an h3 origin.
+        "ws64-h3up": dict(mode="ws", host="h3up.bench", c=256, d=d, size=64, sy_only=True),
         "ws1k": dict(mode="ws", host="ws.bench", c=256, d=d, size=1024),
         "idle": dict(mode="idle", via="ws", host="hu.bench", c=idle_n, d=(4 if quick else 8), size=64),
         "bulk-h2": dict(mode="bulk", via="ws-h2", host="hu.bench", c=1, d=d, size=64, h2=True),
@@ -338,6 +348,8 @@ def scenarios(quick, rate=0, syscalls=False):
 
 
 def target_port(target, sc):
+    if sc.get("sy_only") and target != "switchyard":
+        return None
     if sc.get("h3"):
         return H3_PORTS.get(target)
     if target in H3_ONLY:
@@ -356,7 +368,7 @@ def target_port(target, sc):
 def run_scenario(target, name, sc, proxy):
     port = target_port(target, sc)
     if port is None:
-        return {"skipped": "no HTTP/3 frontend" if sc.get("h3") else "no RFC 8441 h2 frontend"}
+        return {"skipped": "no HTTP/3 frontend" if sc.get("h3") else "Switchyard only" if sc.get("sy_only") else "no RFC 8441 h2 frontend"}
     args = [sc["mode"], "--target", f"127.0.0.1:{port}", "--host", sc["host"], "-c", str(sc["c"]), "-d", str(sc["d"]), "--size", str(sc["size"])]
     if "via" in sc:
         via = "raw" if target == "haproxy-tcp" else sc["via"]
@@ -455,6 +467,8 @@ def main():
     global TMP
     tmp = TMP = tempfile.mkdtemp(prefix="switchyard-bench-")
     origins = [start([LOADGEN, "origin", kind, "--listen", f"127.0.0.1:{port}", "--cores", "1"], CLIENT_CPU) for kind, port in PORTS.items()]
+    # The h3 origin (UDP): Switchyard's h3-upstream row.
+    origins.append(start([LOADGEN, "origin", "h3-echo", "--listen", f"127.0.0.1:{H3_ORIGIN}", "--cores", "1"], CLIENT_CPU))
     for port in PORTS.values():
         wait_port(port)
     results = {}
@@ -521,6 +535,8 @@ def render(r, quick, secs, rate=0):
         ("ws 64 B msgs/s (256 conns)", "ws64", "ops_per_s", ".0f", True),
         ("ws 64 B p50 µs", "ws64", "p50_us", ".0f", False),
         ("ws 64 B p99 µs", "ws64", "p99_us", ".0f", False),
+        ("ws 64 B msgs/s through an h3 upstream (256 conns → 1 QUIC connection)", "ws64-h3up", "ops_per_s", ".0f", True),
+        ("ws 64 B p99 µs through an h3 upstream", "ws64-h3up", "p99_us", ".0f", False),
         ("ws 1 KiB msgs/s (256 conns)", "ws1k", "ops_per_s", ".0f", True),
         ("ws 1 KiB p50 µs", "ws1k", "p50_us", ".0f", False),
         ("ws 1 KiB p99 µs", "ws1k", "p99_us", ".0f", False),
@@ -573,6 +589,9 @@ def render(r, quick, secs, rate=0):
     nogso = r.get("switchyard-nogso", {}).get("bulk-h3", {}).get("gbytes_per_s")
     if h3 and nogso:
         out += [f"Switchyard h3 bulk with GSO vs without, same run: {h3 / nogso:.2f}x"]
+    u1, u3 = sy.get("ws64", {}).get("ops_per_s"), sy.get("ws64-h3up", {}).get("ops_per_s")
+    if u1 and u3:
+        out += [f"Switchyard ws 64 B to an h3 upstream vs to an h1 upstream, same run: {u3 / u1:.2f}x"]
     jumbo = r.get("switchyard-jumbo", {}).get("bulk-h3", {}).get("gbytes_per_s")
     if h1 and jumbo:
         out += [f"Switchyard h3 bulk with path MTU discovery up to {JUMBO} B (loopback) vs its h1 bulk, same run: {jumbo / h1:.2f}x"]

@@ -257,6 +257,12 @@ upstream = "{h3}"
 http_version = "h3"
 upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
 [[tunnel]]
+name = "ws-h3-cold"
+hostnames = ["ws4.test"]
+upstream = "{h3}"
+http_version = "h3"
+upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
+[[tunnel]]
 name = "ws-h3-wrong-ca"
 hostnames = ["wrong-ca.test"]
 upstream = "{h3}"
@@ -332,6 +338,37 @@ upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
         assert_ok(&format!("CONNECT h2 → {up}"), &h2(sni, &connect), edge);
         assert_ok(&format!("CONNECT h3 → {up}"), &h3(sni, &connect), edge);
     }
+    // Streams that open together on a tunnel with no h3 connection yet
+    // share one dial, and each keeps working while the others come and go
+    // (before the fix, racing dials replaced each other in the pool and
+    // the replaced connections lost their control streams).
+    let mut clients = Vec::new();
+    for i in 0..8u64 {
+        let (addr, port) = (edge.addr, edge.addr.port());
+        clients.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let url = format!("ws://ws4.test:{port}/chat");
+            let (mut ws, _) = tokio_tungstenite::client_async(url, tcp)
+                .await
+                .expect("handshake");
+            for j in 0..4u64 {
+                let m = random_bytes(64 * 1024, 5000 + i * 10 + j);
+                ws.send(Message::binary(m.clone())).await.unwrap();
+                match ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        assert_eq!(sha256(&b), sha256(&m), "client {i} message {j}")
+                    }
+                    other => panic!("client {i} message {j}: {other:?}"),
+                }
+            }
+            let _ = ws.close(None).await;
+        }));
+    }
+    for c in clients {
+        c.await
+            .expect("a concurrent client through the h3 upstream");
+    }
+
     // The h3 upstream's certificate does not chain to the configured CA.
     let r = h3(
         "localhost",

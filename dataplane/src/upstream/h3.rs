@@ -28,7 +28,7 @@ use crate::h3::settings::{id, Settings};
 use crate::h3::stream::{RequestStream, StreamEvent};
 use crate::message::{Header, RequestHead};
 use crate::policy::{answer_fields, session_answer_fields};
-use crate::quic::{self, SendStream};
+use crate::quic;
 use crate::relay::h3::{H3Reader, H3Stream};
 use crate::relay::Leg;
 use crate::target::Upstream;
@@ -44,8 +44,6 @@ const STREAM_WINDOW: u32 = 1 << 20;
 struct H3Upstream {
     quic: quic::Connection,
     h3: Rc<RefCell<h3conn::Connection>>,
-    /// Our control and QPACK streams, open for the connection's life.
-    _own: Vec<SendStream>,
     /// The upstream and certificate check it was dialed for (a changed
     /// tunnel dials anew).
     upstream: String,
@@ -64,6 +62,8 @@ pub struct H3Pool {
     /// Client endpoints: IPv4, IPv6.
     endpoints: RefCell<[Option<quic::Endpoint>; 2]>,
     conns: RefCell<HashMap<String, Rc<H3Upstream>>>,
+    /// One dial at a time per tunnel.
+    dialing: RefCell<HashMap<String, Rc<glommio::sync::Semaphore>>>,
     /// Client configs by certificate check (a tunnel whose check changes
     /// gets a new one).
     configs: RefCell<HashMap<UpstreamTls, ClientConfig>>,
@@ -104,10 +104,18 @@ impl H3Pool {
 
     /// A usable connection to `t`'s upstream: the pooled one, or a new one.
     async fn connection(&self, core: &Rc<CoreCtx>, t: &Tunnel, limits: Deadlines) -> Result<Rc<H3Upstream>, Rejection> {
-        if let Some(c) = self.conns.borrow().get(&t.config.name) {
-            if c.usable() && c.upstream == t.config.upstream && c.tls == t.config.upstream_tls {
-                return Ok(c.clone());
-            }
+        let reuse = |pool: &Self| {
+            pool.conns.borrow().get(&t.config.name).filter(|c| c.usable() && c.upstream == t.config.upstream && c.tls == t.config.upstream_tls).cloned()
+        };
+        if let Some(c) = reuse(self) {
+            return Ok(c);
+        }
+        // One dial per tunnel at a time: the streams that arrive while it
+        // runs share its connection instead of dialing their own.
+        let lock = self.dialing.borrow_mut().entry(t.config.name.clone()).or_insert_with(|| Rc::new(glommio::sync::Semaphore::new(1))).clone();
+        let _permit = lock.acquire_permit(1).await.map_err(|e| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason: e.to_string() })?;
+        if let Some(c) = reuse(self) {
+            return Ok(c);
         }
         let c = Rc::new(self.dial(core, t, limits).await?);
         self.conns.borrow_mut().insert(t.config.name.clone(), c.clone());
@@ -159,8 +167,17 @@ async fn start(quic: quic::Connection, max_field_section: u64, t: &Tunnel) -> Re
     let own = crate::http3::own_streams(&quic, preface)
         .await
         .map_err(|e| Rejection::UpstreamUnreachable { addr: t.config.upstream.clone(), reason: format!("h3 set-up: {e}") })?;
-    glommio::spawn_local(crate::http3::peer_streams(quic.clone(), h3.clone(), usize::MAX)).detach();
-    Ok(H3Upstream { quic, h3, _own: own, upstream: t.config.upstream.clone(), tls: t.config.upstream_tls.clone() })
+    // Our control and QPACK streams live as long as the connection (the
+    // task reading the peer's streams ends with it), not as long as the
+    // pool holds it: closing them is H3_CLOSED_CRITICAL_STREAM for the
+    // streams still relaying on it.
+    let (q, state) = (quic.clone(), h3.clone());
+    glommio::spawn_local(async move {
+        crate::http3::peer_streams(q, state, usize::MAX).await;
+        drop(own);
+    })
+    .detach();
+    Ok(H3Upstream { quic, h3, upstream: t.config.upstream.clone(), tls: t.config.upstream_tls.clone() })
 }
 
 /// The upstream's SETTINGS, within `timeout`.
