@@ -182,13 +182,6 @@ async fn h3_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
     )
 }
 
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// The script's report of check `name`.
 fn check<'a>(all: &'a [serde_json::Value], name: &str, ctx: &str) -> &'a serde_json::Value {
     all.iter()

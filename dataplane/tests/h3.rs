@@ -11,39 +11,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
 const TOKEN: &str = "h3-secret-token";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pproxy() -> (Proc, SocketAddr) {
-    let port = free_port();
-    let child = Command::new(python())
-        .args(["-m", "pproxy", "--auth", "0", "-l"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python with `pproxy`");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "pproxy did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Proc(child), addr)
-}
 
 /// Runs `h3_client.py` against the edge's QUIC port with `sni`; returns
 /// (exit code, stdout, stderr).
@@ -61,13 +34,6 @@ fn h3(edge: &Edge, sni: &str, rest: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn statuses(stdout: &str) -> Vec<i64> {

@@ -34,13 +34,6 @@ fn run_py(script: &str, args: &[String]) -> (i32, String, String) {
     )
 }
 
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 /// `h3_client.py` arguments for the edge's QUIC port, then `rest`.
 fn h3_client_args(quic: &str, cert: &str, rest: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [

@@ -13,45 +13,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const MIB16: usize = 16 << 20;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_tcp(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn pproxy() -> (Proc, SocketAddr) {
-    let port = free_port();
-    let child = Command::new(python())
-        .args(["-m", "pproxy", "--auth", "0", "-l"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python with `pproxy`");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_tcp(addr);
-    (Proc(child), addr)
-}
 
 fn h2_origin() -> (Proc, SocketAddr) {
     let port = free_port();

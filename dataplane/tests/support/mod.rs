@@ -431,3 +431,45 @@ impl GoodRelay {
         n
     }
 }
+
+/// A child process (a Python peer), killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits (20 s at most) until `addr` accepts TCP connections.
+pub fn wait_tcp(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Python `pproxy` as an HTTP CONNECT forward proxy, without auth.
+pub fn pproxy() -> (Proc, SocketAddr) {
+    let port = free_port();
+    let child = Command::new(python())
+        .args(["-m", "pproxy", "--auth", "0", "-l"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python with `pproxy`");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp(addr);
+    (Proc(child), addr)
+}
+
+/// The JSON objects of a client's stdout, one per line.
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
