@@ -4,6 +4,7 @@
 //! it into one [`Intent`]. Everything after this point (route, auth, upstream,
 //! relay) is chosen by the intent, never by the downstream version.
 
+pub use crate::h3::capsule::Protocol as SessionProtocol;
 use crate::logsafe::ClientText;
 use crate::message::{Headers, RequestHead};
 
@@ -21,6 +22,13 @@ pub enum Intent {
     Connect {
         /// The CONNECT target; forwarded, never routed on or resolved.
         authority: String,
+    },
+    /// An extended CONNECT session relayed over HTTP/3 with its datagrams
+    /// and streams (`:protocol` webtransport, connect-udp, connect-ip;
+    /// routed by `:authority`).
+    Session {
+        /// Which one.
+        protocol: SessionProtocol,
     },
     /// An ordinary request.
     Request,
@@ -97,9 +105,12 @@ pub fn classify_extended(
     }
     match protocol {
         Some(p) if p.eq_ignore_ascii_case("websocket") => Ok(Intent::WebSocket),
-        Some(p) => Err(IntentError::UnsupportedProtocol(ClientText(
-            p.to_ascii_lowercase(),
-        ))),
+        Some(p) => match SessionProtocol::from_token(p) {
+            Some(protocol) => Ok(Intent::Session { protocol }),
+            None => Err(IntentError::UnsupportedProtocol(ClientText(
+                p.to_ascii_lowercase(),
+            ))),
+        },
         None => connect_target(&head.target),
     }
 }

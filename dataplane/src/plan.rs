@@ -122,6 +122,11 @@ pub fn plan(
                     token.clone(),
                 ))))
             }
+            Intent::Session { protocol } if !upgrade_allowed(&tunnel, protocol.token()) => {
+                return Err(refuse(Rejection::UpgradeNotAllowed(ClientText(
+                    protocol.token().into(),
+                ))))
+            }
             Intent::WebSocket if !upgrade_allowed(&tunnel, "websocket") => {
                 return Err(refuse(Rejection::UpgradeNotAllowed(ClientText(
                     "websocket".into(),

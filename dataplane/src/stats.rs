@@ -67,6 +67,21 @@ counters! {
     quic_datagrams_handed_over,
     /// QUIC datagrams of this core's connections that another core read.
     quic_datagrams_taken_over,
+    /// Extended CONNECT sessions relayed (WebTransport, CONNECT-UDP, CONNECT-IP).
+    sessions_total,
+    /// HTTP datagrams relayed to the other hop.
+    h3_datagrams_relayed,
+    /// HTTP datagrams dropped: no session for their quarter stream id (not
+    /// open yet, or closed).
+    h3_datagrams_dropped_no_session,
+    /// HTTP datagrams dropped: larger than the other hop accepts.
+    h3_datagrams_dropped_too_large,
+    /// HTTP datagrams dropped: the other hop takes no QUIC datagrams.
+    h3_datagrams_dropped_unsupported,
+    /// WebTransport streams relayed (either side opened them).
+    webtransport_streams_total,
+    /// WebTransport streams refused: their session never came or ended.
+    webtransport_streams_rejected,
 }
 
 /// Adds to a counter; only the owning core calls this.

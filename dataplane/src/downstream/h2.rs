@@ -313,6 +313,13 @@ async fn stream(conn: Rc<Conn>, req: http::Request<RecvStream>, respond: SendRes
             Some(&head),
             Some(&t),
         ),
+        Intent::Session { protocol } => refuse(
+            &conn,
+            respond,
+            Rejection::NotSupported(format!("{} is relayed from HTTP/3 only", protocol.token())),
+            Some(&head),
+            Some(&t),
+        ),
     }
 }
 

@@ -5,8 +5,13 @@
 //! ```text
 //! CONNECT :protocol websocket  → WebSocket intent (RFC 9220, routed by :authority)
 //! CONNECT host:port            → CONNECT intent   (routed by SNI / default tunnel)
+//! CONNECT :protocol webtransport | connect-udp | connect-ip
+//!                              → a session (routed by :authority; relay::session)
 //! anything else                → ordinary request (forwarded, see `forward`)
 //! ```
+//!
+//! A bidirectional stream that starts with WebTransport's 0x41 signal is
+//! not a request: it goes to its session (`http3::sessions`).
 //!
 //! The connection-level HTTP/3 (control and QPACK streams, SETTINGS,
 //! GOAWAY) is [`crate::h3::connection`]; request frames are
@@ -32,6 +37,9 @@ use crate::error::Rejection;
 use crate::h3::connection::{self as h3conn, Side};
 use crate::h3::error::{Code, H3Error};
 use crate::h3::settings::{id, Settings};
+use crate::h3::webtransport as wt;
+use crate::http3::sessions::{self, Sessions, WtStream};
+use crate::intent::SessionProtocol;
 use crate::h3::stream::{RequestStream, StreamEvent};
 use crate::intent::Intent;
 use crate::message::{Field, Header, RequestHead, ResponseHead};
@@ -68,6 +76,7 @@ struct Conn {
     core: Rc<CoreCtx>,
     lis: Rc<ListenerCtx>,
     quic: quic::Connection,
+    sessions: Rc<Sessions>,
     client: SocketAddr,
     sni: Option<String>,
     role: Cell<Option<Role>>,
@@ -102,6 +111,11 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
     let mut local = Settings::default();
     local.set(id::MAX_FIELD_SECTION_SIZE, max_field_section);
     local.set(id::ENABLE_CONNECT_PROTOCOL, 1);
+    // HTTP datagrams (RFC 9297) and WebTransport draft-02, with the
+    // datagram setting's draft value that Chromium also sends.
+    local.set(id::H3_DATAGRAM, 1);
+    local.set(wt::setting::H3_DATAGRAM_DRAFT04, 1);
+    local.set(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02, 1);
     let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Server, local)));
     // Our critical streams: held open for the connection's life.
     let preface = h3.borrow().control_preface();
@@ -112,17 +126,20 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
             return;
         }
     };
+    let sessions = Sessions::new(core.stats.clone());
     let conn = Rc::new(Conn {
         core: core.clone(),
         lis,
         quic: quic.clone(),
+        sessions: sessions.clone(),
         client,
         sni,
         role: Cell::new(None),
         streams: Cell::new(0),
         max_field_section,
     });
-    glommio::spawn_local(crate::http3::peer_streams(quic.clone(), h3.clone(), core.core)).detach();
+    glommio::spawn_local(crate::http3::peer_streams(quic.clone(), h3.clone(), sessions.clone(), core.core)).detach();
+    glommio::spawn_local(sessions::datagrams(quic.clone(), sessions)).detach();
     let mut next_id = 0u64;
     let closing = loop {
         let stop = async {
@@ -182,7 +199,7 @@ struct Opening {
 impl Opening {
     fn into_leg(self, conn: &Conn) -> Option<H3Stream> {
         let recv = self.recv?;
-        Some(H3Stream { conn: conn.quic.clone(), send: self.send, recv, frames: self.frames, rest: self.rest })
+        Some(H3Stream { conn: conn.quic.clone(), sessions: conn.sessions.clone(), send: self.send, recv, frames: self.frames, rest: self.rest, capsules: None })
     }
 
     fn stop(&mut self, code: Code) {
@@ -206,10 +223,27 @@ async fn read_head(
     conn: &Conn,
     mut send: SendStream,
     mut recv: RecvStream,
+    first: Bytes,
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Opening), NoHead> {
     let mut frames = RequestStream::server(conn.max_field_section);
     let read = async {
+        let mut first = Some(first).filter(|b| !b.is_empty());
         loop {
+            if let Some(raw) = first.take() {
+                let mut raw = raw;
+                while !raw.is_empty() {
+                    let (used, event) = frames.read(&raw).map_err(NoHead::Broken)?;
+                    let head = match event {
+                        Some(StreamEvent::Head(fields)) => Some(fields),
+                        _ => None,
+                    };
+                    bytes::Buf::advance(&mut raw, used);
+                    if let Some(fields) = head {
+                        return Ok((fields, raw));
+                    }
+                }
+                continue;
+            }
             let mut raw = match recv.chunk(64 * 1024).await {
                 Ok(Some(b)) => b,
                 Ok(None) => {
@@ -248,6 +282,26 @@ async fn read_head(
     Ok((fields, Opening { send, recv: Some(recv), frames, rest, ended }))
 }
 
+/// A stream's first bytes, at least its first varint whole (`None`: it
+/// ended or failed first; `read_head` then finds nothing to answer).
+async fn first_bytes(recv: &mut RecvStream) -> Option<Bytes> {
+    let mut buf = Vec::new();
+    loop {
+        match recv.chunk(64 * 1024).await {
+            Ok(Some(b)) if buf.is_empty() && crate::h3::varint::decode(&b).is_some() => return Some(b),
+            Ok(Some(b)) => {
+                buf.extend_from_slice(&b);
+                if crate::h3::varint::decode(&buf).is_some() {
+                    return Some(Bytes::from(buf));
+                }
+            }
+            Ok(None) if buf.is_empty() => return Some(Bytes::new()),
+            Ok(None) => return Some(Bytes::from(buf)),
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Whether the stream's FIN is already here (nothing more to read).
 fn ended_now(recv: &mut RecvStream) -> bool {
     let waker = futures_util::task::noop_waker();
@@ -256,10 +310,24 @@ fn ended_now(recv: &mut RecvStream) -> bool {
 }
 
 /// Handles one request stream: a request in, an answer and maybe a relay out.
-async fn stream(conn: Rc<Conn>, send: SendStream, recv: RecvStream) {
+async fn stream(conn: Rc<Conn>, mut send: SendStream, mut recv: RecvStream) {
+    // The first frame type tells a request from a WebTransport stream.
+    let first = match with_timeout(conn.core.edge.handshake_timeout, first_bytes(&mut recv)).await {
+        Some(Some(b)) => b,
+        Some(None) => return,
+        None => {
+            send.reset(Code::REQUEST_REJECTED.0);
+            recv.stop(Code::REQUEST_REJECTED.0);
+            return;
+        }
+    };
+    if let Some((wt::BIDI_SIGNAL, n)) = crate::h3::varint::decode(&first) {
+        let rest = first.slice(n..);
+        return sessions::accept_stream(conn.quic.clone(), conn.sessions.clone(), WtStream::Bidi(send, recv), rest).await;
+    }
     conn.streams.set(conn.streams.get() + 1);
     let _count = StreamGuard(&conn);
-    let (fields, mut open) = match read_head(&conn, send, recv).await {
+    let (fields, mut open) = match read_head(&conn, send, recv, first).await {
         Ok(x) => x,
         Err(NoHead::Broken(e)) => {
             tracing::info!(core = conn.core.core, client = %conn.client, code = %e.code, "h3 request refused: {}", e.reason);
@@ -281,8 +349,10 @@ async fn stream(conn: Rc<Conn>, send: SendStream, recv: RecvStream) {
         Ok(i) => i,
         Err(e) => return refuse(&conn, &mut open, e.into(), Some(&head), None),
     };
+    // CONNECT-UDP and CONNECT-IP are proxy egress, like plain CONNECT.
     let role = match intent {
         Intent::Connect { .. } => Role::Proxy,
+        Intent::Session { protocol: SessionProtocol::ConnectUdp | SessionProtocol::ConnectIp } => Role::Proxy,
         _ => Role::Reverse,
     };
     match conn.role.get() {
@@ -315,6 +385,7 @@ async fn stream(conn: Rc<Conn>, send: SendStream, recv: RecvStream) {
     match plan.intent {
         Intent::Request => forward::request(&conn, &t, head, open).await,
         Intent::WebSocket | Intent::Connect { .. } => tunnel(&conn, &t, plan.intent, head, open).await,
+        Intent::Session { protocol } => session(&conn, &t, protocol, head, open).await,
         Intent::Upgrade { token } => refuse(
             &conn,
             &mut open,
@@ -388,6 +459,55 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
                 data_blocked_rx = q.frame_rx.data_blocked, tx_ios = q.udp_tx.ios, tx_datagrams = q.udp_tx.datagrams, rx_ios = q.udp_rx.ios, "h3 relay ended");
         }
         Opened::Refused { status, fields, body } => {
+            tracing::info!(client = %conn.client, tunnel = %t.config.name, status, kind = what, "upstream refused the {what}; answer relayed");
+            respond_with(&mut open.send, status, &fields, &body).await;
+        }
+    }
+}
+
+/// A session (WebTransport, CONNECT-UDP, CONNECT-IP): open its twin on the
+/// tunnel's h3 upstream, pass the answer back, relay (`relay::session`).
+async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionProtocol, head: RequestHead, mut open: Opening) {
+    let core = &conn.core;
+    let edge = &core.edge;
+    if t.config.http_version != crate::config::UpstreamVersion::H3 {
+        let why = format!("{} is relayed to an h3 upstream only (http_version = \"h3\")", protocol.token());
+        return refuse(conn, &mut open, Rejection::NotSupported(why), Some(&head), Some(t));
+    }
+    let limits = Deadlines { connect: edge.upstream_connect_timeout, handshake: edge.upstream_handshake_timeout };
+    let opening = crate::upstream::h3::open_session(core, t, protocol, &head, limits);
+    let (opened, dedicated) = match unless_cancelled(&mut open.send, opening).await {
+        None => return,
+        Some(Ok(o)) => o,
+        Some(Err(rej)) => return refuse(conn, &mut open, rej, Some(&head), Some(t)),
+    };
+    let what = protocol.token();
+    match opened {
+        crate::upstream::h3::Answer::Open { stream: up, fields } => {
+            let mut answer = Vec::new();
+            crate::codec::h3::encode_response(&response(200, &fields), &mut answer);
+            if let Err(e) = open.send.write_all(&answer).await {
+                tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
+                return;
+            }
+            drop((head, fields));
+            stats::add(&core.stats.relays_total, 1);
+            stats::add(&core.stats.sessions_total, 1);
+            tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 session relay started");
+            // A session may be quiet on its request stream while datagrams
+            // and streams flow: the QUIC connections' idle timeouts end it.
+            let opts = RelayOptions { idle: Duration::from_secs(365 * 24 * 3600), splice: false, end_on_upstream_eof: false };
+            let Some(down) = open.into_leg(conn) else { return };
+            let r = crate::relay::session::relay(protocol, down, up, opts, &core.stats).await;
+            if let Some(q) = dedicated {
+                q.close(Code::NO_ERROR.0, b"session ended");
+            }
+            tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "h3 session relay ended");
+        }
+        crate::upstream::h3::Answer::Refused { status, fields, body } => {
+            if let Some(q) = dedicated {
+                q.close(Code::NO_ERROR.0, b"session refused");
+            }
             tracing::info!(client = %conn.client, tunnel = %t.config.name, status, kind = what, "upstream refused the {what}; answer relayed");
             respond_with(&mut open.send, status, &fields, &body).await;
         }

@@ -18,6 +18,7 @@
 //! | [`stream`] | one request stream: head, body, trailers, in the allowed order |
 //! | [`connection`] | unidirectional streams: control (SETTINGS, GOAWAY), QPACK, pushes, unknown |
 //! | [`error`] | every HTTP/3, QPACK and datagram error code |
+//! | [`webtransport`] | WebTransport stream headers, HTTP datagram quarter ids, draft settings |
 
 pub mod capsule;
 pub mod connection;
@@ -27,3 +28,4 @@ pub mod qpack;
 pub mod settings;
 pub mod stream;
 pub mod varint;
+pub mod webtransport;

@@ -37,6 +37,8 @@ pub(crate) struct State {
     pub(crate) writers: HashMap<StreamId, Waker>,
     accepting: [Option<Waker>; 2],
     opening: [Option<Waker>; 2],
+    /// The task reading the peer's QUIC datagrams (RFC 9221).
+    datagrams: Option<Waker>,
     connected: bool,
     on_connected: Option<Waker>,
     pub(crate) lost: Option<ConnectionError>,
@@ -90,7 +92,12 @@ impl State {
                     w.wake();
                 }
             }
-            E::DatagramReceived | E::DatagramsUnblocked => {}
+            E::DatagramReceived => {
+                if let Some(w) = self.datagrams.take() {
+                    w.wake();
+                }
+            }
+            E::DatagramsUnblocked => {}
         }
     }
 
@@ -102,7 +109,8 @@ impl State {
             .chain(self.writers.drain().map(|(_, w)| w))
             .chain(self.accepting.iter_mut().filter_map(Option::take))
             .chain(self.opening.iter_mut().filter_map(Option::take))
-            .chain(self.on_connected.take());
+            .chain(self.on_connected.take())
+            .chain(self.datagrams.take());
         for w in wakers.collect::<Vec<_>>() {
             w.wake();
         }
@@ -131,6 +139,7 @@ impl Connection {
             writers: HashMap::new(),
             accepting: [None, None],
             opening: [None, None],
+            datagrams: None,
             connected: false,
             on_connected: None,
             lost: None,
@@ -169,6 +178,34 @@ impl Connection {
     /// datagrams, RFC 9221).
     pub fn max_datagram_size(&self) -> Option<usize> {
         self.0.borrow_mut().inner.datagrams().max_size()
+    }
+
+    /// Queues a QUIC datagram (RFC 9221). Datagrams are unreliable: when
+    /// the send buffer is full the oldest queued one is dropped, never the
+    /// caller blocked; `TooLarge` and `UnsupportedByPeer` are the caller's
+    /// to count.
+    pub fn send_datagram(&self, data: Bytes) -> Result<(), quinn_proto::SendDatagramError> {
+        let mut st = self.0.borrow_mut();
+        st.inner.datagrams().send(data, true)?;
+        st.wake_driver();
+        Ok(())
+    }
+
+    /// Every QUIC datagram received and not read yet, in order (empty:
+    /// waits for the next one).
+    pub fn poll_datagrams(&self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<Result<(), ConnectionError>> {
+        let mut st = self.0.borrow_mut();
+        while let Some(d) = st.inner.datagrams().recv() {
+            out.push(d);
+        }
+        if !out.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &st.lost {
+            return Poll::Ready(Err(e.clone()));
+        }
+        st.datagrams = Some(cx.waker().clone());
+        Poll::Pending
     }
 
     /// Sets the connection's receive credit (MAX_DATA follows if it grew).

@@ -97,6 +97,14 @@ impl Keys {
     }
 }
 
+/// Unidirectional streams a peer may have open at once: HTTP/3's control
+/// and QPACK streams, and WebTransport's.
+pub const MAX_UNI_STREAMS: u32 = 100;
+/// Bytes of QUIC datagrams (RFC 9221) held for the connection's datagram
+/// task before the oldest are dropped; it also turns on the
+/// max_datagram_frame_size transport parameter (HTTP datagrams need it).
+pub const DATAGRAM_RECEIVE_BUFFER: usize = 256 * 1024;
+
 /// Path MTU discovery up to `max_udp_payload` (quinn's default is 1452).
 pub fn probe_mtu_up_to(t: &mut TransportConfig, max_udp_payload: u16) {
     let mut m = quinn_proto::MtuDiscoveryConfig::default();
@@ -113,11 +121,10 @@ pub fn probe_mtu_up_to(t: &mut TransportConfig, max_udp_payload: u16) {
 pub fn server_transport(streams: u32, window: u32, idle: Duration) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(streams))
-        // control, QPACK encoder and decoder, and room for extensions
-        .max_concurrent_uni_streams(VarInt::from_u32(8))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_UNI_STREAMS))
         .stream_receive_window(VarInt::from_u32(window))
         .receive_window(VarInt::from_u32(crate::guard::PROTOCOL_MIN_WINDOW))
         .max_idle_timeout(IdleTimeout::try_from(idle).ok())
-        .datagram_receive_buffer_size(None);
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     t
 }

@@ -145,6 +145,11 @@ impl SendStream {
         SendStream { conn, id, ended: false }
     }
 
+    /// The stream's id.
+    pub fn id(&self) -> u64 {
+        self.id.into()
+    }
+
     /// Writes some of `buf` (at least one byte unless `buf` is empty).
     pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, StreamError>> {
         if self.ended {

@@ -19,6 +19,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
+use crate::h3::capsule::{CapsuleScanner, Protocol};
 use crate::h3::error::{Code, H3Error, Scope};
 use crate::h3::frame;
 use crate::h3::stream::{RequestStream, StreamEvent};
@@ -32,21 +33,32 @@ const SMALL_FRAME: usize = 4 * 1024;
 /// An open request stream in both directions, after its head.
 pub struct H3Stream {
     pub conn: Connection,
+    /// The sessions of the stream's connection (datagrams, WebTransport).
+    pub sessions: std::rc::Rc<crate::http3::sessions::Sessions>,
     pub send: SendStream,
     pub recv: RecvStream,
     /// The parser, past the request's HEADERS.
     pub frames: RequestStream,
     /// Stream bytes read with the head but not parsed yet.
     pub rest: Bytes,
+    /// A session's capsule rules, checked on what is read.
+    pub capsules: Option<CapsuleScanner>,
 }
 
 impl H3Stream {
+    /// The stream of a session: its DATA is a capsule stream whose rules
+    /// (`protocol`'s) are checked as it passes.
+    pub fn with_capsules(mut self, protocol: Protocol) -> H3Stream {
+        self.capsules = Some(CapsuleScanner::new(protocol));
+        self
+    }
+
     /// Reader, writer, and a handle that resets the stream.
     pub fn split(self) -> (H3Reader, H3Writer, H3Reset) {
         let send = Rc::new(RefCell::new(self.send));
         let recv = Rc::new(RefCell::new(self.recv));
         (
-            H3Reader { conn: self.conn, recv: recv.clone(), frames: self.frames, raw: self.rest, send: Some(send.clone()), end: None },
+            H3Reader { conn: self.conn, recv: recv.clone(), frames: self.frames, raw: self.rest, send: Some(send.clone()), end: None, capsules: self.capsules },
             H3Writer { send: send.clone(), head: Vec::new(), frame_left: 0 },
             H3Reset { send, recv },
         )
@@ -78,13 +90,14 @@ pub struct H3Reader {
     raw: Bytes,
     /// How the stream ended, when that came after bytes still to deliver.
     end: Option<io::Result<usize>>,
+    capsules: Option<CapsuleScanner>,
 }
 
 impl H3Reader {
     /// A request body's reader: the stream's receiving half after its head
     /// (the sending half stays with the caller, who answers on it).
     pub fn body(conn: Connection, recv: RecvStream, frames: RequestStream, rest: Bytes) -> H3Reader {
-        H3Reader { conn, recv: Rc::new(RefCell::new(recv)), send: None, frames, raw: rest, end: None }
+        H3Reader { conn, recv: Rc::new(RefCell::new(recv)), send: None, frames, raw: rest, end: None, capsules: None }
     }
 
     fn fail(&self, e: &H3Error) -> io::Error {
@@ -109,13 +122,30 @@ impl H3Reader {
 }
 
 impl AsyncRead for H3Reader {
+    /// The DATA bytes ready ([`H3Reader::poll_data`]); a session's capsule
+    /// rules are checked on them before they go on, and a broken rule
+    /// aborts the stream instead.
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let read = ready!(this.poll_data(cx, buf));
+        let Some(scanner) = this.capsules.as_mut() else { return Poll::Ready(read) };
+        let checked = match read {
+            Ok(0) if !buf.is_empty() => scanner.finish().map(|()| 0),
+            Ok(n) => scanner.scan(&buf[..n], &mut Vec::new()).map(|()| n),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        Poll::Ready(checked.map_err(|e| this.fail(&e)))
+    }
+}
+
+impl H3Reader {
     /// Fills `buf` with every DATA byte that is ready (quinn-proto hands
     /// over one STREAM frame, ~1.4 KB, per chunk; gathering them makes one
     /// write to the other leg per buffer instead of one per packet); waits
     /// only when nothing is ready. An end or an error found after some
     /// bytes were copied is reported on the next call.
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
+    fn poll_data(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self;
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }

@@ -19,6 +19,7 @@ pub mod buffers;
 pub mod copy;
 pub mod h2;
 pub mod h3;
+pub mod session;
 pub mod splice;
 
 use std::cell::Cell;

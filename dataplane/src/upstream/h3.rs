@@ -8,6 +8,12 @@
 //! (else the upstream's host); `insecure = true` checks nothing (tests).
 //! A WebSocket is opened only after the upstream's SETTINGS enabled
 //! extended CONNECT (RFC 9220 §3), else 502.
+//!
+//! Sessions ([`open_session`]: CONNECT-UDP, CONNECT-IP, WebTransport) also
+//! need the upstream's H3_DATAGRAM (and for WebTransport its draft-02
+//! setting). A WebTransport session gets a connection of its own: draft-02
+//! has no per-session flow control, so one session could starve another
+//! sharing its connection (RELAY-FACTS conformance 20).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,6 +31,9 @@ use crate::error::Rejection;
 use crate::h3::connection::{self as h3conn, Side};
 use crate::h3::error::Code;
 use crate::h3::settings::{id, Settings};
+use crate::h3::webtransport::{self as wt};
+use crate::http3::sessions::{self, Sessions, WtStream};
+use crate::intent::SessionProtocol;
 use crate::h3::stream::{RequestStream, StreamEvent};
 use crate::message::{Header, RequestHead};
 use crate::policy::{answer_fields, session_answer_fields};
@@ -44,6 +53,7 @@ const STREAM_WINDOW: u32 = 1 << 20;
 struct H3Upstream {
     quic: quic::Connection,
     h3: Rc<RefCell<h3conn::Connection>>,
+    sessions: Rc<Sessions>,
     /// The upstream and certificate check it was dialed for (a changed
     /// tunnel dials anew).
     upstream: String,
@@ -144,7 +154,7 @@ impl H3Pool {
                 .connect(config.clone(), addr, &server_name)
                 .map_err(|e| Rejection::UpstreamUnreachable { addr: addr.to_string(), reason: e.to_string() })?;
             match with_timeout(limits.connect, quic.connected()).await {
-                Some(Ok(())) => return start(quic, core.edge.max_head_bytes as u64, t).await,
+                Some(Ok(())) => return start(core, quic, t).await,
                 Some(Err(e)) => {
                     last = Rejection::UpstreamUnreachable { addr: addr.to_string(), reason: format!("QUIC handshake: {e}") }
                 }
@@ -159,9 +169,11 @@ impl H3Pool {
 }
 
 /// HTTP/3 on a fresh connection: our streams out, the peer's read.
-async fn start(quic: quic::Connection, max_field_section: u64, t: &Tunnel) -> Result<H3Upstream, Rejection> {
+async fn start(core: &Rc<CoreCtx>, quic: quic::Connection, t: &Tunnel) -> Result<H3Upstream, Rejection> {
     let mut local = Settings::default();
-    local.set(id::MAX_FIELD_SECTION_SIZE, max_field_section);
+    local.set(id::MAX_FIELD_SECTION_SIZE, core.edge.max_head_bytes as u64);
+    local.set(id::H3_DATAGRAM, 1);
+    local.set(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02, 1);
     let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Client, local)));
     let preface = h3.borrow().control_preface();
     let own = crate::http3::own_streams(&quic, preface)
@@ -171,13 +183,38 @@ async fn start(quic: quic::Connection, max_field_section: u64, t: &Tunnel) -> Re
     // task reading the peer's streams ends with it), not as long as the
     // pool holds it: closing them is H3_CLOSED_CRITICAL_STREAM for the
     // streams still relaying on it.
-    let (q, state) = (quic.clone(), h3.clone());
+    let sessions = Sessions::new(core.stats.clone());
+    let (q, state, s) = (quic.clone(), h3.clone(), sessions.clone());
     glommio::spawn_local(async move {
-        crate::http3::peer_streams(q, state, usize::MAX).await;
+        crate::http3::peer_streams(q, state, s, usize::MAX).await;
         drop(own);
     })
     .detach();
-    Ok(H3Upstream { quic, h3, upstream: t.config.upstream.clone(), tls: t.config.upstream_tls.clone() })
+    glommio::spawn_local(sessions::datagrams(quic.clone(), sessions.clone())).detach();
+    glommio::spawn_local(server_streams(quic.clone(), sessions.clone())).detach();
+    Ok(H3Upstream { quic, h3, sessions, upstream: t.config.upstream.clone(), tls: t.config.upstream_tls.clone() })
+}
+
+/// Bidirectional streams the upstream opens: WebTransport streams go to
+/// their session; HTTP/3 itself has none (RFC 9114 §6.1:
+/// H3_STREAM_CREATION_ERROR).
+async fn server_streams(quic: quic::Connection, sessions: Rc<Sessions>) {
+    while let Ok((mut send, mut recv)) = quic.accept_bi().await {
+        let (q, s) = (quic.clone(), sessions.clone());
+        glommio::spawn_local(async move {
+            match crate::http3::first_varint(&mut recv).await {
+                Some((wt::BIDI_SIGNAL, rest)) => sessions::accept_stream(q, s, WtStream::Bidi(send, recv), rest).await,
+                Some(_) => {
+                    tracing::info!(upstream = %q.remote_address(), "h3 upstream opened a bidirectional stream that is not WebTransport; closing");
+                    q.close(Code::STREAM_CREATION_ERROR.0, b"server-initiated bidirectional stream");
+                }
+                None => {
+                    send.reset(Code::REQUEST_CANCELLED.0);
+                }
+            }
+        })
+        .detach();
+    }
 }
 
 /// The upstream's SETTINGS, within `timeout`.
@@ -205,7 +242,6 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
             None => return Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
         }
     }
-    let (mut send, mut recv) = up.quic.open_bi().await.map_err(|e| bad(format!("h3: {e}")))?;
     let (target, protocol) = match &ask.kind {
         AskKind::WebSocket => (ask.path.clone(), Some("websocket")),
         AskKind::Connect { authority } => (authority.clone(), None),
@@ -220,8 +256,82 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
     }
     headers.extend(ask.fields.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }));
     let head = RequestHead { method: "CONNECT".into(), target, minor_version: 1, headers };
+    let websocket = ask.kind == AskKind::WebSocket;
+    Ok(match exchange(core, t, &up, &head, protocol, limits).await? {
+        Answer::Open { stream, fields } => Opened::Open { leg: Leg::H3(stream), early: Vec::new(), fields: session_answer_fields(fields, websocket) },
+        Answer::Refused { status, fields, body } => Opened::Refused { status, fields, body },
+    })
+}
+
+/// An upstream's answer to an extended CONNECT.
+pub enum Answer {
+    /// 2xx: the upstream end of the relay, and the answer's end-to-end fields.
+    Open { stream: H3Stream, fields: Vec<crate::message::Field> },
+    /// Anything else, passed back as it is (body bounded).
+    Refused { status: u16, fields: Vec<crate::message::Field>, body: Vec<u8> },
+}
+
+/// Opens a session (`protocol`) for `head` (its `:authority`, path and
+/// end-to-end fields) on `t`'s h3 upstream: the upstream end of a session
+/// relay, and the dedicated connection to close after it (WebTransport).
+pub async fn open_session(
+    core: &Rc<CoreCtx>,
+    t: &Tunnel,
+    protocol: SessionProtocol,
+    head: &RequestHead,
+    limits: Deadlines,
+) -> Result<(Answer, Option<quic::Connection>), Rejection> {
+    let up = match protocol {
+        SessionProtocol::WebTransport => Rc::new(core.h3.dial(core, t, limits).await?),
+        _ => core.h3.connection(core, t, limits).await?,
+    };
+    let dedicated = (protocol == SessionProtocol::WebTransport).then(|| up.quic.clone());
+    let bad = |reason: String| Rejection::UpstreamBadAnswer(reason);
+    let refused = |what: &str| {
+        if let Some(q) = &dedicated {
+            q.close(Code::NO_ERROR.0, b"");
+        }
+        bad(format!("h3 upstream did not enable {what}"))
+    };
+    match peer_settings(&up, limits.handshake).await {
+        Some(s) if !s.extended_connect() => return Err(refused("extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)")),
+        Some(s) if !s.h3_datagram() || up.quic.max_datagram_size().is_none() => {
+            return Err(refused("HTTP datagrams (SETTINGS_H3_DATAGRAM and max_datagram_frame_size)"))
+        }
+        Some(s) if protocol == SessionProtocol::WebTransport && s.get(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02) != Some(1) => {
+            return Err(refused("WebTransport draft-02 (SETTINGS_ENABLE_WEBTRANSPORT)"))
+        }
+        Some(_) => {}
+        None => return Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
+    }
+    let mut headers = vec![Header { name: "host".into(), value: head.host().unwrap_or_default().as_bytes().to_vec() }];
+    headers.extend(crate::policy::request_fields(head).into_iter().map(|(name, value)| Header { name, value }));
+    let request = RequestHead { method: "CONNECT".into(), target: head.target.clone(), minor_version: 1, headers };
+    match exchange(core, t, &up, &request, Some(protocol.token()), limits).await {
+        Ok(opened) => Ok((opened, dedicated)),
+        Err(e) => {
+            if let Some(q) = &dedicated {
+                q.close(Code::NO_ERROR.0, b"");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sends `head` on a new stream of `up` and reads the answer: 2xx opens
+/// the relay's upstream leg, anything else comes back as a refusal.
+async fn exchange(
+    core: &Rc<CoreCtx>,
+    t: &Tunnel,
+    up: &H3Upstream,
+    head: &RequestHead,
+    protocol: Option<&str>,
+    limits: Deadlines,
+) -> Result<Answer, Rejection> {
+    let bad = |reason: String| Rejection::UpstreamBadAnswer(reason);
+    let (mut send, mut recv) = up.quic.open_bi().await.map_err(|e| bad(format!("h3: {e}")))?;
     let mut out = Vec::new();
-    crate::codec::h3::encode_request(&head, protocol, &mut out);
+    crate::codec::h3::encode_request(head, protocol, &mut out);
     send.write_all(&out).await.map_err(|e| bad(format!("h3: {e}")))?;
     // The answer's head (interim 1xx heads skipped).
     let mut frames = RequestStream::new(core.edge.max_head_bytes as u64);
@@ -257,12 +367,8 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
     let status = answer.status;
     let fields = answer_fields(answer.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())), false);
     if (200..300).contains(&status) {
-        let stream = H3Stream { conn: up.quic.clone(), send, recv, frames, rest };
-        return Ok(Opened::Open {
-            leg: Leg::H3(stream),
-            early: Vec::new(),
-            fields: session_answer_fields(fields, ask.kind == AskKind::WebSocket),
-        });
+        let stream = H3Stream { conn: up.quic.clone(), sessions: up.sessions.clone(), send, recv, frames, rest, capsules: None };
+        return Ok(Answer::Open { stream, fields });
     }
     // Refused: its body (bounded) goes back; the stream is done.
     send.reset(Code::REQUEST_CANCELLED.0);
@@ -276,7 +382,7 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
         }
     }
     body.truncate(MAX_REFUSAL_BODY);
-    Ok(Opened::Refused { status, fields, body })
+    Ok(Answer::Refused { status, fields, body })
 }
 
 /// The client config of an h3 upstream: TLS 1.3, ALPN h3, the tunnel's
@@ -330,10 +436,12 @@ pub fn client_config(tls: &UpstreamTls, idle: Duration, max_udp_payload: u16) ->
     transport
         .stream_receive_window(VarInt::from_u32(STREAM_WINDOW))
         .receive_window(VarInt::from_u32(4 * STREAM_WINDOW))
-        .max_concurrent_uni_streams(VarInt::from_u32(8))
-        .max_concurrent_bidi_streams(VarInt::from_u32(0))
+        // control, QPACK and WebTransport streams; server-initiated bidi
+        // streams are WebTransport's only
+        .max_concurrent_uni_streams(VarInt::from_u32(quic::MAX_UNI_STREAMS))
+        .max_concurrent_bidi_streams(VarInt::from_u32(quic::MAX_UNI_STREAMS))
         .max_idle_timeout(IdleTimeout::try_from(idle).ok())
-        .datagram_receive_buffer_size(None);
+        .datagram_receive_buffer_size(Some(quic::DATAGRAM_RECEIVE_BUFFER));
     quic::probe_mtu_up_to(&mut transport, max_udp_payload);
     client.transport_config(Arc::new(transport));
     Ok(client)

@@ -136,7 +136,7 @@ pub(crate) async fn proceed(
     let hop_kind = match plan.intent {
         Intent::Request => Hop::SingleRequest,
         Intent::Connect { .. } => Hop::Connect,
-        Intent::WebSocket | Intent::Upgrade { .. } => Hop::Upgrade,
+        Intent::WebSocket | Intent::Upgrade { .. } | Intent::Session { .. } => Hop::Upgrade,
     };
     prepare_h1_forward(&mut head, hop_kind, hop.ip(), down.scheme());
     let mut out = Vec::with_capacity(1024 + body.len());
@@ -165,6 +165,7 @@ pub(crate) async fn proceed(
         Intent::WebSocket => "websocket",
         Intent::Upgrade { .. } => "upgrade",
         Intent::Connect { .. } => "connect",
+        Intent::Session { protocol } => protocol.token(),
     };
     let answer = match upstream::read_answer(
         &mut up,

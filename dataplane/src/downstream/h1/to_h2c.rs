@@ -61,7 +61,7 @@ pub(crate) async fn to_h2c(
             },
             None,
         ),
-        Intent::Upgrade { .. } | Intent::Request => {
+        Intent::Upgrade { .. } | Intent::Session { .. } | Intent::Request => {
             let rej = Rejection::NotSupported(
                 "only WebSocket and CONNECT are relayed from HTTP/1.1 to an h2c or h3 upstream".into(),
             );

@@ -3,6 +3,10 @@
 //! reading every unidirectional stream the peer opens into the sans-IO
 //! [`crate::h3::connection::Connection`]. The downstream server
 //! (`downstream::h3`) and the upstream client (`upstream::h3`) both use it.
+//! [`sessions`] carries what extended CONNECT sessions add: datagrams and
+//! WebTransport streams.
+
+pub mod sessions;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -12,6 +16,7 @@ use bytes::Bytes;
 use crate::h3::connection::{self as h3conn, Event};
 use crate::h3::error::{Code, H3Error};
 use crate::quic::{self, RecvStream, SendStream, StreamError};
+use sessions::{Sessions, WtStream};
 
 /// Opens this side's control stream (with SETTINGS) and QPACK encoder and
 /// decoder streams (dynamic table capacity 0: they stay empty).
@@ -28,13 +33,13 @@ pub async fn own_streams(quic: &quic::Connection, preface: Vec<u8>) -> Result<Ve
 
 /// Reads every unidirectional stream the peer opens into the connection
 /// state; a connection error closes the connection with its code.
-pub async fn peer_streams(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>, core: usize) {
+pub async fn peer_streams(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>, sessions: Rc<Sessions>, core: usize) {
     while let Ok(recv) = quic.accept_uni().await {
-        glommio::spawn_local(peer_stream(quic.clone(), h3.clone(), recv, core)).detach();
+        glommio::spawn_local(peer_stream(quic.clone(), h3.clone(), sessions.clone(), recv, core)).detach();
     }
 }
 
-async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>, mut recv: RecvStream, core: usize) {
+async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>, sessions: Rc<Sessions>, mut recv: RecvStream, core: usize) {
     let id = recv.id();
     loop {
         let (data, fin) = match recv.chunk(16 * 1024).await {
@@ -54,6 +59,7 @@ async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>
             return;
         }
         let mut stop = None;
+        let mut webtransport = None;
         while let Some(ev) = h3.borrow_mut().poll_event() {
             match ev {
                 Event::Settings(s) => {
@@ -66,9 +72,9 @@ async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>
                     }
                 }
                 Event::Goaway(g) => tracing::debug!(core, id = g, "h3 peer GOAWAY"),
-                Event::Unknown { stream_id, .. } | Event::WebTransport { stream_id, .. } if stream_id == id => {
-                    stop = Some(Code::STREAM_CREATION_ERROR)
-                }
+                Event::Unknown { stream_id, .. } if stream_id == id => stop = Some(Code::STREAM_CREATION_ERROR),
+                Event::WebTransport { stream_id, rest } if stream_id == id => webtransport = Some(rest),
+
                 _ => {}
             }
         }
@@ -76,8 +82,34 @@ async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>
             recv.stop(code.0);
             return;
         }
+        if let Some(first) = webtransport {
+            // The stream is the session's from here on (its type is read).
+            sessions::accept_stream(quic, sessions, WtStream::Uni(recv), Bytes::from(first)).await;
+            return;
+        }
         if fin {
             return;
+        }
+    }
+}
+
+/// Reads a stream's first varint (its frame or stream type): the value
+/// and the bytes after it (`None`: the stream ended or failed first).
+pub async fn first_varint(recv: &mut RecvStream) -> Option<(u64, Bytes)> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some((v, n)) = crate::h3::varint::decode(&buf) {
+            return Some((v, Bytes::copy_from_slice(&buf[n..])));
+        }
+        match recv.chunk(64 * 1024).await {
+            Ok(Some(b)) if buf.is_empty() => {
+                if let Some((v, n)) = crate::h3::varint::decode(&b) {
+                    return Some((v, b.slice(n..)));
+                }
+                buf.extend_from_slice(&b);
+            }
+            Ok(Some(b)) => buf.extend_from_slice(&b),
+            _ => return None,
         }
     }
 }
