@@ -39,52 +39,8 @@ fn h2_origin() -> (Proc, SocketAddr) {
 /// The h3 origin (aioquic) with a certificate for `origin.internal` signed
 /// by a fresh test CA; returns it, its address and the CA's PEM path.
 fn h3_origin(dir: &Path) -> (Proc, SocketAddr, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "switchyard test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["origin.internal".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let (ca_pem, cert, key_pem) = (
-        dir.join("ca.pem"),
-        dir.join("origin.pem"),
-        dir.join("origin.key"),
-    );
-    std::fs::write(&ca_pem, ca.pem()).unwrap();
-    std::fs::write(&cert, leaf.pem()).unwrap();
-    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
-    let mut child = Command::new(python())
-        .arg(py_script("h3_origin.py"))
-        .args(["--listen", "127.0.0.1:0", "--cert"])
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key_pem)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python with `aioquic`");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let port: u16 = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .expect("listening <port>");
-    (
-        Proc(child),
-        format!("127.0.0.1:{port}").parse().unwrap(),
-        ca_pem,
-    )
+    let peer = QuicPeer::start("h3_origin.py", dir, &[]);
+    (peer.proc, peer.addr, peer.ca)
 }
 
 /// Another CA, for the 502 case.

@@ -473,3 +473,77 @@ pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
 }
+
+/// A Python QUIC peer (`tests/py/<script>`, aioquic) serving with a
+/// certificate for `origin.internal` signed by a fresh test CA.
+pub struct QuicPeer {
+    pub proc: Proc,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+    /// The test CA's PEM (for `upstream_tls.ca`).
+    pub ca: PathBuf,
+    /// Its stderr (one line per stream or session).
+    pub log: PathBuf,
+}
+
+impl QuicPeer {
+    /// Starts `script --listen 127.0.0.1:0 --cert .. --key .. args..` and
+    /// waits for its `listening <port>`.
+    pub fn start(script: &str, dir: &std::path::Path, args: &[&str]) -> QuicPeer {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "switchyard test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["origin.internal".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let stem = script.trim_end_matches(".py");
+        let (ca_pem, cert, key_pem, log) = (
+            dir.join(format!("{stem}-ca.pem")),
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+            dir.join(format!("{stem}.log")),
+        );
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+        let mut child = Command::new(python())
+            .arg(py_script(script))
+            .args(["--listen", "127.0.0.1:0", "--cert"])
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key_pem)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python with `aioquic` (scripts/test.sh installs it)");
+        let port = listening_port(child.stdout.take().unwrap());
+        QuicPeer {
+            proc: Proc(child),
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            ca: ca_pem,
+            log,
+        }
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The port of a peer's `listening <port>` line.
+pub fn listening_port(stdout: std::process::ChildStdout) -> u16 {
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    line.trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("expected `listening <port>`, got {line:?}"))
+}
