@@ -211,7 +211,7 @@ hostnames = ["ws.bench"]
 upstream = "127.0.0.1:{PORTS['ws-echo']}"
 [[tunnel]]
 name = "h3up"
-hostnames = ["h3up.bench"]
+hostnames = ["h3up.bench", "masque.bench", "wt.bench"]
 upstream = "127.0.0.1:{H3_ORIGIN}"
 http_version = "h3"
 upstream_tls = {{ insecure = true }}
@@ -344,11 +344,22 @@ def scenarios(quick, rate=0, syscalls=False):
         "ws64-h2": dict(mode="ws-h2", host="ws.bench", c=256, spc=16, d=d, size=64, h2=True),
         "bulk-h3": dict(mode="bulk", via="ws-h3", host="hu.bench", c=1, d=d, size=64, h3=True),
         "ws64-h3": dict(mode="ws-h3", host="ws.bench", c=256, spc=16, d=d, size=64, h3=True),
+        # Sessions (Switchyard vs `direct` to the same h3 origin, which echoes
+        # every HTTP datagram and WebTransport stream): CONNECT-UDP with 32
+        # datagrams of 1,200 B in flight per session; WebTransport 64 B echo
+        # on one bidirectional stream per session.
+        "udp-h3": dict(mode="connect-udp", host="masque.bench", path="/.well-known/masque/udp/127.0.0.1/9/",
+                       c=8, window=32, d=d, size=1200, h3=True, h3_origin=True),
+        "wt64": dict(mode="wt", host="wt.bench", path="/echo", c=256, spc=16, d=d, size=64, h3=True, h3_origin=True),
     }
 
 
 def target_port(target, sc):
     if sc.get("sy_only") and target != "switchyard":
+        return None
+    if sc.get("h3_origin") and target == "direct":
+        return H3_ORIGIN
+    if sc.get("h3_origin") and target in H3_ONLY:
         return None
     if sc.get("h3"):
         return H3_PORTS.get(target)
@@ -379,6 +390,10 @@ def run_scenario(target, name, sc, proxy):
         args += ["--streams-per-conn", str(sc["spc"])]
     if "rate" in sc:
         args += ["--rate", str(sc["rate"])]
+    if "path" in sc:
+        args += ["--path", sc["path"]]
+    if "window" in sc:
+        args += ["--window", str(sc["window"])]
     if sc.get("h3"):
         args += ["--tls", "--ca", os.path.join(TMP, "ca.pem"), "--sni", "localhost"]
     env = {"switchyard-nogso": NO_GSO, "switchyard-jumbo": JUMBO_ENV}.get(target)
@@ -433,8 +448,13 @@ def run_scenario(target, name, sc, proxy):
         # "100.00  seconds  usecs/call  calls  [errors]  total"
         total = next((int(l.split()[3]) for l in table.splitlines() if l.strip().endswith("total")), 0)
         return {"syscalls_per_msg": total / relayed_msgs if relayed_msgs else None, "strace": table[-2000:]}
+    errors = dict(rep["errors"])
+    lost = errors.pop("datagram lost", 0)  # reported, not an error: datagrams are unreliable
     res = {"ops_per_s": rep["ops_per_s"], "gbytes_per_s": rep["gbytes_per_s"], "p50_us": rep["latency_us"]["p50"],
-           "p99_us": rep["latency_us"]["p99"], "errors": sum(rep["errors"].values()), "established": rep["established"]}
+           "p99_us": rep["latency_us"]["p99"], "errors": sum(errors.values()), "established": rep["established"]}
+    if sc["mode"] == "connect-udp":
+        res["lost"] = lost
+        res["lost_pct"] = 100 * lost / max(lost + rep["ops"], 1)
     if proxy:
         cpu = cpu_seconds(proxy) - before_cpu
         res["proxy_cpu_s"] = cpu
@@ -468,7 +488,10 @@ def main():
     tmp = TMP = tempfile.mkdtemp(prefix="switchyard-bench-")
     origins = [start([LOADGEN, "origin", kind, "--listen", f"127.0.0.1:{port}", "--cores", "1"], CLIENT_CPU) for kind, port in PORTS.items()]
     # The h3 origin (UDP): Switchyard's h3-upstream row.
-    origins.append(start([LOADGEN, "origin", "h3-echo", "--listen", f"127.0.0.1:{H3_ORIGIN}", "--cores", "1"], CLIENT_CPU))
+    # Its certificate is the bench CA's (loadgen's `direct` rows check it).
+    _, crt, key = certificates(tmp)
+    origins.append(start([LOADGEN, "origin", "h3-echo", "--listen", f"127.0.0.1:{H3_ORIGIN}", "--cores", "1",
+                          "--cert", crt, "--key", key], CLIENT_CPU))
     for port in PORTS.values():
         wait_port(port)
     results = {}
@@ -549,6 +572,13 @@ def render(r, quick, secs, rate=0):
         ("h3 bulk proxy CPU s per GB relayed", "bulk-h3", "proxy_cpu_s_per_gb", ".3f", False),
         ("h3 ws 64 B msgs/s (256 streams / 16 conns)", "ws64-h3", "ops_per_s", ".0f", True),
         ("h3 ws 64 B p99 µs", "ws64-h3", "p99_us", ".0f", False),
+        ("CONNECT-UDP 1200 B datagrams/s (8 sessions × 32 in flight, echoed)", "udp-h3", "ops_per_s", ".0f", True),
+        ("CONNECT-UDP datagrams lost (%)", "udp-h3", "lost_pct", ".3f", False),
+        ("CONNECT-UDP p99 µs", "udp-h3", "p99_us", ".0f", False),
+        ("CONNECT-UDP proxy CPU µs per relayed datagram", "udp-h3", "proxy_cpu_us_per_msg", ".2f", False),
+        ("WebTransport 64 B stream echo msgs/s (256 sessions / 16 conns)", "wt64", "ops_per_s", ".0f", True),
+        ("WebTransport 64 B p99 µs", "wt64", "p99_us", ".0f", False),
+        ("WebTransport proxy CPU µs per relayed message", "wt64", "proxy_cpu_us_per_msg", ".2f", False),
         (f"ws 64 B at {rate}/s: proxy CPU µs per relayed message", "ws64-rate", "proxy_cpu_us_per_msg", ".2f", False),
         (f"ws 64 B at {rate}/s: p99 µs", "ws64-rate", "p99_us", ".0f", False),
         (f"ws 1 KiB at {rate}/s: proxy CPU µs per relayed message", "ws1k-rate", "proxy_cpu_us_per_msg", ".2f", False),
@@ -592,6 +622,12 @@ def render(r, quick, secs, rate=0):
     u1, u3 = sy.get("ws64", {}).get("ops_per_s"), sy.get("ws64-h3up", {}).get("ops_per_s")
     if u1 and u3:
         out += [f"Switchyard ws 64 B to an h3 upstream vs to an h1 upstream, same run: {u3 / u1:.2f}x"]
+    udp_sy, udp_direct = sy.get("udp-h3", {}).get("ops_per_s"), r.get("direct", {}).get("udp-h3", {}).get("ops_per_s")
+    if udp_sy and udp_direct:
+        out += [f"CONNECT-UDP datagrams/s through Switchyard vs direct to the same h3 upstream, same run: {udp_sy / udp_direct:.2f}x"]
+    wt = sy.get("wt64", {}).get("ops_per_s")
+    if wt and w3:
+        out += [f"Switchyard WebTransport 64 B stream echo vs WebSocket over h3, same run: {wt / w3:.2f}x ({wt:.0f} vs {w3:.0f} msgs/s)"]
     jumbo = r.get("switchyard-jumbo", {}).get("bulk-h3", {}).get("gbytes_per_s")
     if h1 and jumbo:
         out += [f"Switchyard h3 bulk with path MTU discovery up to {JUMBO} B (loopback) vs its h1 bulk, same run: {jumbo / h1:.2f}x"]

@@ -1,7 +1,9 @@
-//! HTTP/3 client side of `ws-h3` and `connect-h3`: many streams over few
-//! QUIC connections (`--streams-per-conn`), each stream an extended CONNECT
-//! (`:protocol websocket`, RFC 9220) or a plain CONNECT, then bytes in DATA
-//! frames.
+//! HTTP/3 client side of `ws-h3`, `connect-h3`, `wt` and `connect-udp`:
+//! many streams over few QUIC connections (`--streams-per-conn`), each
+//! stream an extended CONNECT (`:protocol websocket`, RFC 9220;
+//! `webtransport` draft-02; `connect-udp`, RFC 9298) or a plain CONNECT,
+//! then bytes in DATA frames, on a WebTransport stream, or in HTTP
+//! datagrams.
 //!
 //! The QUIC driver and the HTTP/3 framing are the edge's own
 //! (`dataplane::quic`, `dataplane::h3`, `dataplane::relay::h3`): glommio has
@@ -21,10 +23,12 @@ use std::time::{Duration, Instant};
 
 use dataplane::h3::connection::{self as h3conn, Side};
 use dataplane::h3::error::Code;
-use dataplane::h3::settings::Settings;
+use dataplane::h3::settings::{id, Settings};
+use dataplane::h3::webtransport as wt;
+use dataplane::http3::sessions::Sessions;
 use dataplane::h3::stream::{RequestStream, StreamEvent};
 use dataplane::message::{Header, RequestHead};
-use dataplane::quic::{self, SendStream};
+use dataplane::quic::{self, RecvStream, SendStream};
 use dataplane::relay::h3::{H3Reader, H3Reset, H3Stream, H3Writer};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 
@@ -36,7 +40,9 @@ const STREAM_WINDOW: u32 = 4 << 20;
 
 /// One HTTP/3 connection of a group.
 pub struct Client {
-    quic: quic::Connection,
+    /// The QUIC connection (its datagrams are read by `connect-udp`).
+    pub quic: quic::Connection,
+    sessions: Rc<Sessions>,
     h3: Rc<RefCell<h3conn::Connection>>,
     _own: Vec<SendStream>,
 }
@@ -134,10 +140,11 @@ pub async fn connection(
     conn.connected()
         .await
         .map_err(|e| Failure::Tls(format!("quic: {e}")))?;
-    let h3 = Rc::new(RefCell::new(h3conn::Connection::new(
-        Side::Client,
-        Settings::default(),
-    )));
+    let mut local = Settings::default();
+    local.set(id::H3_DATAGRAM, 1);
+    local.set(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02, 1);
+    let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Client, local)));
+    let sessions = Sessions::new(Arc::new(dataplane::stats::CoreStats::default()));
     let preface = h3.borrow().control_preface();
     let own = dataplane::http3::own_streams(&conn, preface)
         .await
@@ -145,6 +152,7 @@ pub async fn connection(
     glommio::spawn_local(dataplane::http3::peer_streams(
         conn.clone(),
         h3.clone(),
+        sessions.clone(),
         usize::MAX,
     ))
     .detach();
@@ -158,6 +166,7 @@ pub async fn connection(
     }
     let client = Rc::new(Client {
         quic: conn,
+        sessions,
         h3,
         _own: own,
     });
@@ -178,6 +187,71 @@ pub async fn open(
     protocol: Option<&str>,
     headers: &[(String, String)],
 ) -> Result<H3Io, Failure> {
+    open_stream(client, authority, path, protocol, headers)
+        .await
+        .map(|(io, _)| io)
+}
+
+/// A WebTransport (draft-02) session to `authority` + `path`, and one
+/// bidirectional stream of it: raw bytes both ways.
+pub async fn open_webtransport(
+    client: &Client,
+    authority: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<WtIo, Failure> {
+    let mut headers = headers.to_vec();
+    headers.push(("sec-webtransport-http3-draft02".into(), "1".into()));
+    headers.push(("origin".into(), format!("https://{authority}")));
+    let (session, id) = open_stream(client, authority, path, Some("webtransport"), &headers).await?;
+    let (mut send, recv) = client
+        .quic
+        .open_bi()
+        .await
+        .map_err(|e| Failure::Handshake(format!("h3: {e}")))?;
+    let mut head = Vec::new();
+    wt::stream_header(true, id, &mut head);
+    send.write_all(&head)
+        .await
+        .map_err(|e| Failure::Io(e.to_string()))?;
+    Ok(WtIo {
+        _session: session,
+        send,
+        recv,
+        pending: bytes::Bytes::new(),
+    })
+}
+
+/// A CONNECT-UDP session (RFC 9298) to `authority` + `path` (the URI
+/// template's path): its request stream (held open) and the quarter
+/// stream id its HTTP datagrams carry.
+pub async fn open_connect_udp(
+    client: &Client,
+    authority: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(H3Io, u64), Failure> {
+    if !client
+        .h3
+        .borrow()
+        .peer_settings()
+        .is_some_and(|s| s.h3_datagram())
+    {
+        return Err(Failure::Handshake("server did not enable H3_DATAGRAM".into()));
+    }
+    let mut headers = headers.to_vec();
+    headers.push(("capsule-protocol".into(), "?1".into()));
+    let (io, id) = open_stream(client, authority, path, Some("connect-udp"), &headers).await?;
+    Ok((io, wt::quarter_id(id)))
+}
+
+async fn open_stream(
+    client: &Client,
+    authority: &str,
+    path: &str,
+    protocol: Option<&str>,
+    headers: &[(String, String)],
+) -> Result<(H3Io, u64), Failure> {
     let extended = client
         .h3
         .borrow()
@@ -197,7 +271,7 @@ pub async fn open(
         name: "host".into(),
         value: authority.as_bytes().to_vec(),
     }];
-    if protocol.is_some() {
+    if protocol == Some("websocket") {
         fields.push(Header {
             name: "sec-websocket-version".into(),
             value: b"13".to_vec(),
@@ -220,6 +294,7 @@ pub async fn open(
         .await
         .map_err(|e| Failure::Io(e.to_string()))?;
     let mut frames = RequestStream::new(64 * 1024);
+    let id = send.id();
     loop {
         let mut raw = match recv.chunk(64 * 1024).await {
             Ok(Some(b)) => b,
@@ -243,17 +318,22 @@ pub async fn open(
                 }
                 let (r, w, reset) = H3Stream {
                     conn: client.quic.clone(),
+                    sessions: client.sessions.clone(),
                     send,
                     recv,
                     frames,
                     rest: raw,
+                    capsules: None,
                 }
                 .split();
-                return Ok(H3Io {
-                    r,
-                    w,
-                    _reset: reset,
-                });
+                return Ok((
+                    H3Io {
+                        r,
+                        w,
+                        _reset: reset,
+                    },
+                    id,
+                ));
             }
         }
     }
@@ -289,5 +369,52 @@ impl AsyncWrite for H3Io {
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().w).poll_close(cx)
+    }
+}
+
+/// One bidirectional WebTransport stream as a byte stream (no HTTP/3
+/// framing after its header); the session's CONNECT stream is held open
+/// as long as it.
+pub struct WtIo {
+    _session: H3Io,
+    send: SendStream,
+    recv: RecvStream,
+    pending: bytes::Bytes,
+}
+
+impl AsyncRead for WtIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.pending.is_empty() {
+            match std::task::ready!(this.recv.poll_chunk(cx, 64 * 1024)) {
+                Ok(Some(b)) => this.pending = b,
+                Ok(None) => return Poll::Ready(Ok(0)),
+                Err(e) => return Poll::Ready(Err(e.into())),
+            }
+        }
+        let n = this.pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&this.pending[..n]);
+        bytes::Buf::advance(&mut this.pending, n);
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for WtIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().send.poll_write(cx, buf).map_err(io::Error::from)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().send.finish().map_err(io::Error::from))
     }
 }

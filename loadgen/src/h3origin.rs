@@ -1,7 +1,11 @@
 //! `loadgen origin h3-echo`: an HTTP/3 origin on UDP, for the edge's h3
 //! upstreams (`http_version = "h3"`): an RFC 9220 WebSocket gets 200 and
 //! every frame echoed, a plain CONNECT gets 200 and its bytes echoed, any
-//! other request a 200 with a short body. One QUIC endpoint per core
+//! other request a 200 with a short body. Sessions: a WebTransport
+//! (draft-02), CONNECT-UDP or CONNECT-IP request gets 200 and its request
+//! stream's capsules echoed; every HTTP datagram is echoed as it came (so
+//! for CONNECT-UDP it stands in for a MASQUE proxy and a UDP echo behind
+//! it), and a WebTransport bidirectional stream's bytes are echoed on it. One QUIC endpoint per core
 //! (SO_REUSEPORT), on the edge's own QUIC driver and HTTP/3 layer (glommio
 //! has no other QUIC stack). Its certificate is self-signed for
 //! `localhost` unless `--cert`/`--key` are given: point the edge's
@@ -16,6 +20,8 @@ use std::time::Duration;
 use dataplane::h3::connection::{self as h3conn, Side};
 use dataplane::h3::error::Code;
 use dataplane::h3::settings::{id, Settings};
+use dataplane::h3::webtransport as wt;
+use dataplane::http3::sessions::Sessions;
 use dataplane::h3::stream::{RequestStream, StreamEvent};
 use dataplane::message::ResponseHead;
 use dataplane::quic::{self, RecvStream, SendStream};
@@ -90,23 +96,98 @@ async fn connection(conn: quic::Connection) {
     }
     let mut local = Settings::default();
     local.set(id::ENABLE_CONNECT_PROTOCOL, 1);
+    local.set(id::H3_DATAGRAM, 1);
+    local.set(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02, 1);
     let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Server, local)));
     let preface = h3.borrow().control_preface();
     let Ok(_own) = dataplane::http3::own_streams(&conn, preface).await else {
         return;
     };
-    glommio::spawn_local(dataplane::http3::peer_streams(conn.clone(), h3.clone(), 0)).detach();
+    let sessions = Sessions::new(Arc::new(dataplane::stats::CoreStats::default()));
+    glommio::spawn_local(dataplane::http3::peer_streams(
+        conn.clone(),
+        h3.clone(),
+        sessions.clone(),
+        0,
+    ))
+    .detach();
+    glommio::spawn_local(echo_datagrams(conn.clone())).detach();
     while let Ok((send, recv)) = conn.accept_bi().await {
-        glommio::spawn_local(request(conn.clone(), send, recv)).detach();
+        glommio::spawn_local(request(conn.clone(), sessions.clone(), send, recv)).detach();
     }
 }
 
-async fn request(conn: quic::Connection, mut send: SendStream, mut recv: RecvStream) {
+/// Every HTTP datagram goes back as it came (same quarter stream id).
+async fn echo_datagrams(conn: quic::Connection) {
+    let mut batch = Vec::new();
+    while std::future::poll_fn(|cx| conn.poll_datagrams(cx, &mut batch))
+        .await
+        .is_ok()
+    {
+        for d in batch.drain(..) {
+            let _ = conn.send_datagram(d);
+        }
+    }
+}
+
+/// A WebTransport bidirectional stream (after its 0x41 signal): the
+/// session id, then every byte echoed.
+async fn echo_webtransport(mut send: SendStream, mut recv: RecvStream, first: bytes::Bytes) {
+    let mut buf = first.to_vec();
+    let rest = loop {
+        match wt::session_id(&buf) {
+            Ok(Some(h)) => break buf.split_off(h.len),
+            Ok(None) => {}
+            Err(_) => return,
+        }
+        match recv.chunk(64 * 1024).await {
+            Ok(Some(b)) => buf.extend_from_slice(&b),
+            _ => return,
+        }
+    };
+    if send.write_all(&rest).await.is_err() {
+        return;
+    }
+    loop {
+        match recv.chunk(64 * 1024).await {
+            Ok(Some(b)) => {
+                if send.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = send.finish();
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+async fn request(
+    conn: quic::Connection,
+    sessions: Rc<Sessions>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    // The first frame type tells a request from a WebTransport stream (a
+    // load generator's first chunk holds it whole).
+    let first = match recv.chunk(64 * 1024).await {
+        Ok(Some(b)) => b,
+        _ => return,
+    };
+    if let Some((wt::BIDI_SIGNAL, n)) = dataplane::h3::varint::decode(&first) {
+        return echo_webtransport(send, recv, first.slice(n..)).await;
+    }
+    let mut pending = Some(first);
     let mut frames = RequestStream::server(64 * 1024);
     let (fields, rest) = 'head: loop {
-        let mut raw = match recv.chunk(64 * 1024).await {
-            Ok(Some(b)) => b,
-            _ => return,
+        let mut raw = match pending.take() {
+            Some(b) => b,
+            None => match recv.chunk(64 * 1024).await {
+                Ok(Some(b)) => b,
+                _ => return,
+            },
         };
         while !raw.is_empty() {
             let Ok((used, event)) = frames.read(&raw) else {
@@ -127,11 +208,22 @@ async fn request(conn: quic::Connection, mut send: SendStream, mut recv: RecvStr
         return;
     };
     let mut out = Vec::new();
+    let headers = match req.protocol.as_deref() {
+        Some("webtransport") => vec![dataplane::message::Header {
+            name: "sec-webtransport-http3-draft".into(),
+            value: b"draft02".to_vec(),
+        }],
+        Some("connect-udp" | "connect-ip") => vec![dataplane::message::Header {
+            name: "capsule-protocol".into(),
+            value: b"?1".to_vec(),
+        }],
+        _ => Vec::new(),
+    };
     let answer = ResponseHead {
         status: 200,
         reason: String::new(),
         minor_version: 1,
-        headers: Vec::new(),
+        headers,
     };
     dataplane::codec::h3::encode_response(&answer, &mut out);
     if send.write_all(&out).await.is_err() {
@@ -146,12 +238,15 @@ async fn request(conn: quic::Connection, mut send: SendStream, mut recv: RecvStr
     }
     let (mut r, mut w, _reset) = H3Stream {
         conn,
+        sessions,
         send,
         recv,
         frames,
         rest,
+        capsules: None,
     }
     .split();
+    // A session's request stream carries capsules: echoed like CONNECT bytes.
     if websocket {
         let _ = crate::origin::ws_frames(&mut r, &mut w, Vec::new()).await;
     } else {

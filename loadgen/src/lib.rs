@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod datagrams;
 pub mod h2;
 pub mod h3;
 pub mod h3origin;

@@ -38,6 +38,13 @@ enum Command {
     WsH3(Common),
     /// Plain CONNECT over HTTP/3, raw echo round trips (needs --tls).
     ConnectH3(Common),
+    /// WebTransport (draft-02): a session and one bidirectional stream per
+    /// connection, raw echo round trips (needs --tls).
+    Wt(Common),
+    /// CONNECT-UDP (RFC 9298): --window HTTP datagrams of --size bytes in
+    /// flight per session, echoed by the upstream; --path is the URI
+    /// template's path (needs --tls).
+    ConnectUdp(Common),
     /// Upgraded streams pushing and pulling bytes as fast as possible.
     Bulk(Common),
     /// Connection + handshake + one echo + close, repeatedly.
@@ -117,6 +124,9 @@ struct Common {
     /// HTTP/2 vias: streams sharing one connection (--connections counts streams).
     #[arg(long, default_value_t = 1)]
     streams_per_conn: usize,
+    /// connect-udp: HTTP datagrams in flight per session.
+    #[arg(long, default_value_t = 32)]
+    window: usize,
     /// Spread connections over 127.0.0.1..N source addresses.
     #[arg(long, default_value_t = 1)]
     sources: usize,
@@ -176,6 +186,8 @@ fn main() -> ExitCode {
         Command::ConnectH2(c) => ("connect-h2", Mode::Echo, Some(Via::ConnectH2), c),
         Command::WsH3(c) => ("ws-h3", Mode::Echo, Some(Via::WsH3), c),
         Command::ConnectH3(c) => ("connect-h3", Mode::Echo, Some(Via::ConnectH3), c),
+        Command::Wt(c) => ("wt", Mode::Echo, Some(Via::Wt), c),
+        Command::ConnectUdp(c) => ("connect-udp", Mode::Datagrams, Some(Via::ConnectUdp), c),
         Command::Bulk(c) => ("bulk", Mode::Bulk, None, c),
         Command::Setup(c) => ("setup", Mode::Setup, None, c),
         Command::Idle(c) => ("idle", Mode::Idle, None, c),
@@ -221,6 +233,7 @@ fn main() -> ExitCode {
         conns: 0,
         first_conn: 0,
         sources: c.sources.clamp(1, 250),
+        window: c.window,
     };
     let head = ReportHead {
         mode: name.into(),

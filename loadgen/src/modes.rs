@@ -23,6 +23,8 @@ pub enum Mode {
     Setup,
     /// Open and hold connections.
     Idle,
+    /// CONNECT-UDP sessions keeping `window` HTTP datagrams in flight.
+    Datagrams,
 }
 
 /// What one core runs.
@@ -48,6 +50,8 @@ pub struct Plan {
     pub first_conn: usize,
     /// Distinct 127.0.0.x source addresses to spread connections over.
     pub sources: usize,
+    /// connect-udp: datagrams in flight per session.
+    pub window: usize,
 }
 
 /// Live counters the main thread reads for the progress line.
@@ -89,21 +93,21 @@ impl CoreResult {
     }
 }
 
-struct Ctx {
-    plan: Plan,
+pub(crate) struct Ctx {
+    pub(crate) plan: Plan,
     live: std::sync::Arc<Live>,
-    result: RefCell<CoreResult>,
+    pub(crate) result: RefCell<CoreResult>,
     deadline: Instant,
     budget: Cell<Option<u64>>,
     payload: Vec<u8>,
 }
 
 impl Ctx {
-    fn fail(&self, f: Failure) {
+    pub(crate) fn fail(&self, f: Failure) {
         self.live.errors.fetch_add(1, Ordering::Relaxed);
         *self.result.borrow_mut().errors.entry(f.kind()).or_default() += 1;
     }
-    fn done(&self, start: Instant, bytes: usize) {
+    pub(crate) fn done(&self, start: Instant, bytes: usize) {
         let us = start.elapsed().as_micros().max(1) as u64;
         let mut r = self.result.borrow_mut();
         let _ = r.hist.record(us.min(120_000_000));
@@ -114,7 +118,7 @@ impl Ctx {
         self.live.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
     /// Takes one operation from the budget; false when the run is over.
-    fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         if Instant::now() >= self.deadline {
             return false;
         }
@@ -154,6 +158,7 @@ pub async fn run_core(plan: Plan, live: std::sync::Arc<Live>) -> CoreResult {
                     Mode::Bulk => bulk(&ctx, conn).await,
                     Mode::Setup => setup(&ctx, conn).await,
                     Mode::Idle => idle(&ctx, conn).await,
+                    Mode::Datagrams => crate::datagrams::session(&ctx, conn).await,
                 }
             })
         })

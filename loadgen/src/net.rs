@@ -30,6 +30,8 @@ pub enum Stream {
     H2(Box<crate::h2::H2Io>),
     /// One HTTP/3 stream (ws-h3, connect-h3).
     H3(Box<crate::h3::H3Io>),
+    /// One WebTransport bidirectional stream (wt).
+    Wt(Box<crate::h3::WtIo>),
 }
 
 impl AsyncRead for Stream {
@@ -43,6 +45,7 @@ impl AsyncRead for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::H3(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Wt(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -58,6 +61,7 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::H3(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Wt(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -66,6 +70,7 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::H3(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Wt(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -74,6 +79,7 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::H2(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::H3(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::Wt(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }

@@ -38,6 +38,12 @@ pub enum Via {
     /// Plain CONNECT over HTTP/3 to `--connect-target`.
     #[value(name = "connect-h3")]
     ConnectH3,
+    /// A WebTransport (draft-02) session and one bidirectional stream of
+    /// it; raw bytes.
+    Wt,
+    /// CONNECT-UDP (RFC 9298): HTTP datagrams (connect-udp mode only).
+    #[value(name = "connect-udp")]
+    ConnectUdp,
 }
 
 impl Via {
@@ -47,7 +53,7 @@ impl Via {
     }
     /// Whether the stream runs over a shared HTTP/3 (QUIC) connection.
     pub fn is_h3(self) -> bool {
-        matches!(self, Via::WsH3 | Via::ConnectH3)
+        matches!(self, Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp)
     }
     /// Whether messages are WebSocket-framed.
     pub fn framed(self) -> bool {
@@ -216,7 +222,7 @@ pub async fn establish(
             .collect();
         match via {
             // h2 vias were handled above; Raw/Http have no handshake.
-            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 | Via::WsH3 | Via::ConnectH3 => {
+            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 | Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp => {
                 Ok(Session::new(stream, Vec::new(), None))
             }
             Via::Ws => {
@@ -355,11 +361,18 @@ async fn establish_h3(t: &Target, via: Via, conn: usize) -> Result<Session, Fail
         .iter()
         .map(|tok| ("authorization".to_owned(), format!("Bearer {tok}")))
         .collect();
-    let io = match via {
-        Via::WsH3 => crate::h3::open(&client, &t.host, &t.path, Some("websocket"), &auth).await?,
-        _ => crate::h3::open(&client, &t.connect_target, "", None, &auth).await?,
+    let stream = match via {
+        Via::WsH3 => Stream::H3(Box::new(
+            crate::h3::open(&client, &t.host, &t.path, Some("websocket"), &auth).await?,
+        )),
+        Via::Wt => Stream::Wt(Box::new(
+            crate::h3::open_webtransport(&client, &t.host, &t.path, &auth).await?,
+        )),
+        _ => Stream::H3(Box::new(
+            crate::h3::open(&client, &t.connect_target, "", None, &auth).await?,
+        )),
     };
-    Ok(Session::new(Stream::H3(Box::new(io)), Vec::new(), None))
+    Ok(Session::new(stream, Vec::new(), None))
 }
 
 type Head = (u16, Vec<(String, String)>, Vec<u8>);
