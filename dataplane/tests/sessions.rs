@@ -221,6 +221,20 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
         assert_eq!(h["reset_stream"], 0x170d_7b68u64, "{r}");
     }
 
+    // The upstream's GOAWAY reaches the client as WT_DRAIN_SESSION on its
+    // session's request stream (10); the session still echoes.
+    let r = ok("drain", &session("wt.test", "/goaway", &["--bidi", "1"]));
+    let types: Vec<&Value> = r["capsules_in"].as_array().unwrap().iter().map(|c| &c["type"]).collect();
+    assert!(types.iter().any(|t| **t == 0x78ae || **t == "0x78ae"), "{r}\nupstream:\n{}", wt.log());
+
+    // Two sessions never share an upstream connection (WebTransport draft-02
+    // has no flow control per session) (20): every session the upstream
+    // saw came on a connection of its own.
+    let log = wt.log();
+    let conns: Vec<&str> = log.lines().filter(|l| l.starts_with("session c") && l.contains(" accepted ")).filter_map(|l| l.split('#').next()).collect();
+    let distinct: std::collections::HashSet<&&str> = conns.iter().collect();
+    assert!(conns.len() >= 8 && distinct.len() == conns.len(), "sessions per upstream connection: {conns:?}");
+
     // Refusals: the upstream's 404 passes back; token auth 401 / 200 by
     // header / 200 by query; a non-h3 upstream 501; an unknown :protocol
     // 501 (18).

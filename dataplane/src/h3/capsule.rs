@@ -254,6 +254,11 @@ impl CapsuleScanner {
         }
     }
 
+    /// Between two capsules (where the edge may put one of its own).
+    pub fn at_boundary(&self) -> bool {
+        self.head.is_empty() && self.held.is_none() && self.skip == 0
+    }
+
     /// The stream ended: inside a capsule, the message is malformed
     /// (RFC 9297 §3.3).
     pub fn finish(&self) -> Result<(), H3Error> {

@@ -71,7 +71,10 @@ async fn peer_stream(quic: quic::Connection, h3: Rc<RefCell<h3conn::Connection>>
                         return;
                     }
                 }
-                Event::Goaway(g) => tracing::debug!(core, id = g, "h3 peer GOAWAY"),
+                Event::Goaway(g) => {
+                    tracing::debug!(core, id = g, "h3 peer GOAWAY");
+                    sessions.peer_goaway();
+                }
                 Event::Unknown { stream_id, .. } if stream_id == id => stop = Some(Code::STREAM_CREATION_ERROR),
                 Event::WebTransport { stream_id, rest } if stream_id == id => webtransport = Some(rest),
 

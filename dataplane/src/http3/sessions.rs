@@ -61,6 +61,9 @@ pub struct Inbox {
 /// One connection's sessions.
 pub struct Sessions {
     stats: Arc<CoreStats>,
+    /// The peer sent GOAWAY; who waits for that.
+    goaway: std::cell::Cell<bool>,
+    goaway_waiters: RefCell<Vec<Waker>>,
     datagrams: RefCell<HashMap<u64, DatagramRoute>>,
     inboxes: RefCell<HashMap<u64, Rc<RefCell<Inbox>>>>,
     /// Streams for a session id not registered yet, oldest first.
@@ -69,7 +72,37 @@ pub struct Sessions {
 
 impl Sessions {
     pub fn new(stats: Arc<CoreStats>) -> Rc<Sessions> {
-        Rc::new(Sessions { stats, datagrams: Default::default(), inboxes: Default::default(), early: Default::default() })
+        Rc::new(Sessions {
+            stats,
+            goaway: Default::default(),
+            goaway_waiters: Default::default(),
+            datagrams: Default::default(),
+            inboxes: Default::default(),
+            early: Default::default(),
+        })
+    }
+
+    /// The peer said GOAWAY (its sessions should end soon).
+    pub fn peer_goaway(&self) {
+        self.goaway.set(true);
+        for w in self.goaway_waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Waits until the peer says GOAWAY.
+    pub async fn goaway(&self) {
+        std::future::poll_fn(|cx| {
+            if self.goaway.get() {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.goaway_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Sends the datagrams of quarter id `quarter_id` to `route` until the

@@ -41,16 +41,47 @@ pub struct H3Stream {
     pub frames: RequestStream,
     /// Stream bytes read with the head but not parsed yet.
     pub rest: Bytes,
-    /// A session's capsule rules, checked on what is read.
-    pub capsules: Option<CapsuleScanner>,
+    /// A session's capsules: their rules, checked on what is read, and the
+    /// edge's own put in.
+    pub capsules: Option<SessionCapsules>,
+}
+
+/// What a session's request stream does with the capsules it reads.
+pub struct SessionCapsules {
+    scanner: CapsuleScanner,
+    inject: Rc<Injection>,
+}
+
+/// Capsules the edge adds to what a session's stream reads (toward the
+/// other hop): each goes whole between two of the peer's capsules.
+#[derive(Default)]
+pub struct Injection {
+    bytes: RefCell<Vec<u8>>,
+    reader: RefCell<Option<std::task::Waker>>,
+}
+
+impl Injection {
+    /// Queues one whole capsule and wakes the reader.
+    pub fn push(&self, capsule: &[u8]) {
+        self.bytes.borrow_mut().extend_from_slice(capsule);
+        if let Some(w) = self.reader.borrow_mut().take() {
+            w.wake();
+        }
+    }
 }
 
 impl H3Stream {
     /// The stream of a session: its DATA is a capsule stream whose rules
     /// (`protocol`'s) are checked as it passes.
     pub fn with_capsules(mut self, protocol: Protocol) -> H3Stream {
-        self.capsules = Some(CapsuleScanner::new(protocol));
+        self.capsules = Some(SessionCapsules { scanner: CapsuleScanner::new(protocol), inject: Rc::default() });
         self
+    }
+
+    /// Where capsules of the edge's own go into what this stream reads
+    /// (after [`H3Stream::with_capsules`]).
+    pub fn injection(&self) -> Option<Rc<Injection>> {
+        self.capsules.as_ref().map(|c| c.inject.clone())
     }
 
     /// Reader, writer, and a handle that resets the stream.
@@ -90,7 +121,7 @@ pub struct H3Reader {
     raw: Bytes,
     /// How the stream ended, when that came after bytes still to deliver.
     end: Option<io::Result<usize>>,
-    capsules: Option<CapsuleScanner>,
+    capsules: Option<SessionCapsules>,
 }
 
 impl H3Reader {
@@ -127,8 +158,20 @@ impl AsyncRead for H3Reader {
     /// aborts the stream instead.
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(SessionCapsules { scanner, inject }) = this.capsules.as_mut() {
+            let mut queued = inject.bytes.borrow_mut();
+            if !queued.is_empty() && scanner.at_boundary() && this.end.is_none() && queued.len() <= buf.len() {
+                let n = queued.len();
+                buf[..n].copy_from_slice(&queued);
+                queued.clear();
+                let checked = scanner.scan(&buf[..n], &mut Vec::new()).map(|()| n);
+                drop(queued);
+                return Poll::Ready(checked.map_err(|e| this.fail(&e)));
+            }
+            *inject.reader.borrow_mut() = Some(cx.waker().clone());
+        }
         let read = ready!(this.poll_data(cx, buf));
-        let Some(scanner) = this.capsules.as_mut() else { return Poll::Ready(read) };
+        let Some(SessionCapsules { scanner, .. }) = this.capsules.as_mut() else { return Poll::Ready(read) };
         let checked = match read {
             Ok(0) if !buf.is_empty() => scanner.finish().map(|()| 0),
             Ok(n) => scanner.scan(&buf[..n], &mut Vec::new()).map(|()| n),

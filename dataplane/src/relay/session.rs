@@ -23,6 +23,7 @@ use futures_lite::FutureExt;
 
 use super::h3::H3Stream;
 use super::{relay_legs, Leg, Prelude, RelayOptions, Report};
+use crate::h3::capsule::{self, Capsule};
 use crate::h3::webtransport as wt;
 use crate::http3::sessions::{DatagramRoute, Incoming, WtStream};
 use crate::intent::SessionProtocol;
@@ -41,10 +42,23 @@ pub async fn relay(protocol: SessionProtocol, down: H3Stream, up: H3Stream, opts
     let (down_id, up_id) = (down.send.id(), up.send.id());
     let _to_up = down_sessions.route_datagrams(wt::quarter_id(down_id), DatagramRoute { to: up_conn.clone(), quarter_id: wt::quarter_id(up_id) });
     let _to_down = up_sessions.route_datagrams(wt::quarter_id(up_id), DatagramRoute { to: down_conn.clone(), quarter_id: wt::quarter_id(down_id) });
-    let legs = relay_legs(Leg::H3(down.with_capsules(protocol)), Leg::H3(up.with_capsules(protocol)), Prelude::default(), opts, stats);
+    let up = up.with_capsules(protocol);
+    let to_down = up.injection();
+    let legs = relay_legs(Leg::H3(down.with_capsules(protocol)), Leg::H3(up), Prelude::default(), opts, stats);
     if protocol != SessionProtocol::WebTransport {
         return legs.await;
     }
+    // The upstream's GOAWAY: the session should end soon; the client hears
+    // it as WT_DRAIN_SESSION on its request stream.
+    let drain = async {
+        up_sessions.goaway().await;
+        if let Some(inject) = &to_down {
+            let mut capsule = Vec::new();
+            let _ = (Capsule { capsule_type: capsule::ty::WT_DRAIN_SESSION, value: Vec::new() }).encode(&mut capsule);
+            inject.push(&capsule);
+        }
+        std::future::pending::<()>().await
+    };
     let gone = Gone::default();
     let (down_inbox, up_inbox) = (down_sessions.open_inbox(down_id), up_sessions.open_inbox(up_id));
     let streams = async {
@@ -58,7 +72,7 @@ pub async fn relay(protocol: SessionProtocol, down: H3Stream, up: H3Stream, opts
             glommio::spawn_local(stream(incoming, to, session_id, gone.clone())).detach();
         }
     };
-    let report = legs.or(streams).await;
+    let report = legs.or(async { futures_util::future::join(streams, drain).await.0 }).await;
     gone.fire();
     report
 }

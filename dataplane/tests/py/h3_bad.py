@@ -13,6 +13,8 @@ For each case the expected answer is what the RFCs require:
   status      an HTTP response with that status (e.g. 4xx where RFC 9114 §4.1.2 lets a server answer
               a malformed request before resetting or closing the stream)
   ok          the input is ignored: a good GET (--authority, --path) on the same connection gets a 2xx
+  stream+ok   RESET_STREAM (else STOP_SENDING) with the code on the watched stream, and then a good GET on
+              the same connection gets a 2xx (the stream is refused, the connection goes on)
 Some cases accept more than one answer where the RFC leaves a choice; the case's note says so.
 A stream error is not accepted as a connection error with the same code (RFC 9114 §8 would allow the
 escalation; the catalogue holds a server to the narrower answer the RFC describes for the case).
@@ -23,6 +25,11 @@ RESET_STREAM; else its response status (kind "ok" when it was the good request a
 STOP_SENDING; else "fin" (ended without a response) or "none" (nothing within --timeout). Cases whose
 bad input is on a unidirectional stream wait --settle seconds for a close, then send the good GET as a
 probe: the answer to the probe is the case's answer (a server that ignores the input shows "ok").
+Cases on HTTP datagrams (RFC 9297) and WebTransport streams (draft-ietf-webtrans-http3-02) run on a
+connection whose client sends the max_datagram_frame_size transport parameter and SETTINGS_H3_DATAGRAM = 1
+(+ SETTINGS_ENABLE_WEBTRANSPORT = 1); they need the server to advertise the same (else the case is an
+"error") and send their input once the server has acknowledged the client's SETTINGS (draft-02 §3.1: a
+server processes WebTransport input only after the client's SETTINGS).
 A "status" alternative cannot tell the server's own 4xx from an origin's: point --authority at an
 origin that answers 2xx to any method (the integration test's lenient origin does).
 
@@ -70,6 +77,8 @@ QPACK_DECOMPRESSION_FAILED = 0x200
 QPACK_ENCODER_STREAM_ERROR = 0x201
 QPACK_DECODER_STREAM_ERROR = 0x202
 DATAGRAM_ERROR = 0x33
+# WebTransport over HTTP/3, draft-ietf-webtrans-http3-02 §4.5, §8.5 (there named H3_WEBTRANSPORT_BUFFERED_STREAM_REJECTED)
+WT_BUFFERED_STREAM_REJECTED = 0x3994BD84
 
 NAMES = {
     NO_ERROR: "H3_NO_ERROR", GENERAL_PROTOCOL_ERROR: "H3_GENERAL_PROTOCOL_ERROR",
@@ -83,6 +92,7 @@ NAMES = {
     QPACK_DECOMPRESSION_FAILED: "QPACK_DECOMPRESSION_FAILED",
     QPACK_ENCODER_STREAM_ERROR: "QPACK_ENCODER_STREAM_ERROR",
     QPACK_DECODER_STREAM_ERROR: "QPACK_DECODER_STREAM_ERROR", DATAGRAM_ERROR: "H3_DATAGRAM_ERROR",
+    WT_BUFFERED_STREAM_REJECTED: "WT_BUFFERED_STREAM_REJECTED"
 }
 
 
@@ -98,6 +108,10 @@ def code_name(code, transport=False):
 T_DATA, T_HEADERS, T_CANCEL_PUSH, T_SETTINGS, T_PUSH_PROMISE, T_GOAWAY, T_MAX_PUSH_ID = 0, 1, 3, 4, 5, 7, 0xD
 S_CONTROL, S_PUSH, S_QPACK_ENCODER, S_QPACK_DECODER = 0x00, 0x01, 0x02, 0x03
 GREASE = 0x1F * 3 + 0x21          # a reserved frame type, stream type and setting id (RFC 9114 §7.2.8, §6.2.3, §7.2.4.1)
+WT_BIDI_SIGNAL, S_WEBTRANSPORT = 0x41, 0x54   # WEBTRANSPORT_STREAM, WebTransport uni stream type (draft-02 §4.2, §4.1)
+SETTINGS_H3_DATAGRAM = 0x33                   # RFC 9297 §2.1.1
+SETTINGS_ENABLE_WEBTRANSPORT = 0x2B603742     # draft-02 §3.1
+MAX_DATAGRAM_FRAME_SIZE = 65536               # our max_datagram_frame_size transport parameter (RFC 9221 §3)
 
 
 def varint(v):
@@ -131,6 +145,9 @@ def settings_frame(pairs):
 
 # Our own SETTINGS: dynamic table capacity 0, no blocked streams (the values are the defaults anyway).
 OUR_SETTINGS = [(0x1, 0), (0x7, 0)]
+# ... plus HTTP datagrams (the datagram cases), plus WebTransport draft-02 (the WebTransport cases).
+DATAGRAM_SETTINGS = OUR_SETTINGS + [(SETTINGS_H3_DATAGRAM, 1)]
+WT_SETTINGS = DATAGRAM_SETTINGS + [(SETTINGS_ENABLE_WEBTRANSPORT, 1)]
 
 
 def control_preface(pairs=None):
@@ -275,7 +292,7 @@ class Resp:
 class Peer:
     """One client connection: raw HTTP/3 bytes out, frames, resets and closes in."""
 
-    def __init__(self, a):
+    def __init__(self, a, datagrams=False):
         self.a = a
         host, _, port = a.connect.rpartition(":")
         host = host.strip("[]")
@@ -285,6 +302,8 @@ class Peer:
             raise Fail(f"resolve {a.connect}: {e}")
         cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=a.sni or host,
                                 idle_timeout=max(30.0, 4 * a.timeout))
+        if datagrams:   # the max_datagram_frame_size transport parameter (RFC 9221 §3, RFC 9297 §2.1.1)
+            cfg.max_datagram_frame_size = MAX_DATAGRAM_FRAME_SIZE
         if a.insecure:
             cfg.verify_mode = ssl.CERT_NONE
         if a.cafile:
@@ -441,6 +460,34 @@ class Peer:
         """Opens our control stream: type, SETTINGS (ours unless `pairs`), then `extra`."""
         return self.open_uni(control_preface(pairs) + extra, fin)
 
+    def control_acked(self, pairs):
+        """Opens our control stream with SETTINGS `pairs` and waits (bounded) until the server acknowledged
+        them, so that input sent next arrives after our SETTINGS."""
+        sid = self.control(pairs=pairs)
+        if not self.run_until(lambda: self.acked(sid, len(control_preface(pairs))) or self.close, self.a.timeout):
+            raise Fail(f"our SETTINGS not acknowledged within {self.a.timeout}s")
+        return sid
+
+    def need(self, webtransport=False):
+        """The server must offer HTTP datagrams (and WebTransport) before a case may use them: the transport
+        parameter max_datagram_frame_size and SETTINGS_H3_DATAGRAM = 1 (RFC 9297 §2.1.1), and
+        SETTINGS_ENABLE_WEBTRANSPORT = 1 (draft-02 §3.1)."""
+        st = self.settings or {}
+        missing = []
+        if not self.quic._remote_max_datagram_frame_size:
+            missing.append("transport parameter max_datagram_frame_size")
+        if st.get(SETTINGS_H3_DATAGRAM) != 1:
+            missing.append("SETTINGS_H3_DATAGRAM = 1")
+        if webtransport and st.get(SETTINGS_ENABLE_WEBTRANSPORT) != 1:
+            missing.append("SETTINGS_ENABLE_WEBTRANSPORT (0x2b603742) = 1")
+        if missing:
+            raise Fail("the server does not offer " + ", ".join(missing))
+
+    def datagram(self, payload):
+        """One QUIC DATAGRAM frame carrying `payload` as given (an HTTP datagram's quarter stream id included)."""
+        self.quic.send_datagram_frame(payload)
+        self.flush()
+
     def get(self):
         """The good request: GET --authority --path, FIN after HEADERS."""
         return self.open_bidi(headers_frame(req_fields(self.a)))
@@ -481,7 +528,7 @@ class Exp:
     def matches(self, got):
         if got["kind"] != self.kind:
             return False
-        if self.kind in ("connection", "stream"):
+        if self.kind in ("connection", "stream", "stream+ok"):
             return got["code"] == self.code and not got.get("transport")
         if self.kind == "status":
             lo, hi = self.status
@@ -506,6 +553,10 @@ def stream(code):
     return Exp("stream", code)
 
 
+def stream_then_ok(code):
+    return Exp("stream+ok", code)
+
+
 def status(lo, hi=None):
     return Exp("status", status=(lo, lo if hi is None else hi))
 
@@ -518,8 +569,9 @@ MALFORMED_NOTE = ("malformed request: RFC 9114 §4.1.2 requires a stream error H
 
 
 class Case:
-    def __init__(self, name, expect, rfc, note, fn):
+    def __init__(self, name, expect, rfc, note, fn, datagrams=False):
         self.name, self.expect, self.rfc, self.note, self.fn = name, expect, rfc, note, fn
+        self.datagrams = datagrams     # the connection offers QUIC datagrams (max_datagram_frame_size)
 
     def expect_json(self):
         first, rest = self.expect[0], self.expect[1:]
@@ -535,21 +587,23 @@ class Case:
 CASES = []
 
 
-def case(name, expect, rfc, note=""):
+def case(name, expect, rfc, note="", datagrams=False):
     expect = expect if isinstance(expect, list) else [expect]
 
     def deco(fn):
-        CASES.append(Case(name, expect, rfc, note, fn))
+        CASES.append(Case(name, expect, rfc, note, fn, datagrams))
         return fn
     return deco
 
 
 class Target:
     """What a case watches: a request stream (`good`: it is a good request that must get a 2xx), or
-    nothing (the input was on unidirectional streams: settle, then probe with a good request)."""
+    nothing (the input was on unidirectional streams: settle, then probe with a good request).
+    `probe_after`: once the watched stream is answered, probe with a good request too (kind "stream+ok");
+    `also`: more of our streams whose RESET_STREAM / STOP_SENDING codes the detail reports."""
 
-    def __init__(self, sid=None, good=False):
-        self.sid, self.good = sid, good
+    def __init__(self, sid=None, good=False, probe_after=False, also=()):
+        self.sid, self.good, self.probe_after, self.also = sid, good, probe_after, list(also)
 
 
 # --- the catalogue ---------------------------------------------------------------------------------
@@ -1108,6 +1162,87 @@ def _(p, a):
     return Target()
 
 
+# HTTP datagrams (RFC 9297 §2.1) and WebTransport streams (draft-ietf-webtrans-http3-02 §4): the client
+# offers both (transport parameter max_datagram_frame_size, SETTINGS_H3_DATAGRAM = 1, and for WebTransport
+# SETTINGS_ENABLE_WEBTRANSPORT = 1) and sends its input after the server acknowledged those SETTINGS.
+@case("datagram-quarter-id-too-large", conn(DATAGRAM_ERROR), "RFC 9297 §2.1",
+      "a QUIC DATAGRAM whose quarter stream id is 2^62-1 (8-byte varint 0xff..ff), above the largest possible "
+      "2^60-1: the receiver MUST treat it as a connection error H3_DATAGRAM_ERROR", datagrams=True)
+def _(p, a):
+    p.need()
+    p.control_acked(DATAGRAM_SETTINGS)
+    p.datagram(b"\xff" * 8 + b"payload")
+    return Target()
+
+
+@case("datagram-empty", conn(DATAGRAM_ERROR), "RFC 9297 §2.1",
+      "a QUIC DATAGRAM with an empty payload: a payload too short to parse the quarter stream id MUST be a "
+      "connection error H3_DATAGRAM_ERROR", datagrams=True)
+def _(p, a):
+    p.need()
+    p.control_acked(DATAGRAM_SETTINGS)
+    p.datagram(b"")
+    return Target()
+
+
+@case("datagram-truncated-quarter-id", conn(DATAGRAM_ERROR), "RFC 9297 §2.1",
+      "a QUIC DATAGRAM of one byte 0x40: a 2-byte varint quarter stream id cut after its first byte "
+      "(too short to parse the quarter stream id: H3_DATAGRAM_ERROR)", datagrams=True)
+def _(p, a):
+    p.need()
+    p.control_acked(DATAGRAM_SETTINGS)
+    p.datagram(b"\x40")
+    return Target()
+
+
+@case("datagram-unknown-session", OK, "RFC 9297 §2.1",
+      "a well-formed HTTP datagram for quarter stream id 7 (stream 28, not opened): a datagram for a stream not "
+      "yet created SHALL be dropped silently or buffered briefly; the connection keeps working", datagrams=True)
+def _(p, a):
+    p.need()
+    p.control_acked(DATAGRAM_SETTINGS)
+    p.datagram(varint(7) + b"orphan datagram")
+    return Target()
+
+
+@case("wt-bidi-bad-session-id", conn(ID_ERROR), "draft-ietf-webtrans-http3-02 §4, §4.2",
+      "a client bidi stream WEBTRANSPORT_STREAM (0x41, as 0x40 0x41) naming session id 1: a session id that "
+      "cannot be a client-initiated bidirectional stream id MUST close the connection with H3_ID_ERROR",
+      datagrams=True)
+def _(p, a):
+    p.need(webtransport=True)
+    p.control_acked(WT_SETTINGS)
+    return Target(p.open_bidi(varint(WT_BIDI_SIGNAL) + varint(1) + b"wt payload", fin=False))
+
+
+@case("wt-uni-bad-session-id", conn(ID_ERROR), "draft-ietf-webtrans-http3-02 §4, §4.1",
+      "a client uni stream of type 0x54 (as 0x40 0x54) naming session id 2, not a client-initiated "
+      "bidirectional stream id: H3_ID_ERROR on the connection", datagrams=True)
+def _(p, a):
+    p.need(webtransport=True)
+    p.control_acked(WT_SETTINGS)
+    p.open_uni(varint(S_WEBTRANSPORT) + varint(2) + b"wt payload")
+    return Target()
+
+
+WT_EARLY_STREAMS = 33
+
+
+@case("wt-streams-no-session", stream_then_ok(WT_BUFFERED_STREAM_REJECTED), "draft-ietf-webtrans-http3-02 §4.5",
+      f"{WT_EARLY_STREAMS} client bidi streams 0x41 for session id 400 (no such CONNECT stream): streams without "
+      "a session SHOULD be buffered, the number MUST be limited, and past the limit a stream SHALL get "
+      "RESET_STREAM and/or STOP_SENDING H3_WEBTRANSPORT_BUFFERED_STREAM_REJECTED (0x3994bd84); which one is the "
+      "implementation's choice: the edge holds 32 per connection and refuses the oldest, so the case watches the "
+      "first stream (RESET_STREAM else STOP_SENDING 0x3994bd84), then a good GET on the connection must get a 2xx",
+      datagrams=True)
+def _(p, a):
+    p.need(webtransport=True)
+    p.control_acked(WT_SETTINGS)
+    sids = [p.open_bidi(varint(WT_BIDI_SIGNAL) + varint(400) + f"early {i}".encode(), fin=False)
+            for i in range(WT_EARLY_STREAMS)]
+    return Target(sids[0], probe_after=True, also=sids[1:])
+
+
 # --- running a case -------------------------------------------------------------------------------
 LINGER = 0.3     # after a stream answer: a CONNECTION_CLOSE may follow
 
@@ -1127,6 +1262,12 @@ def observe(p, t, a):
             # A probe's answer may overtake a slow close: after a probe, wait as long as before it.
             linger = LINGER if probe is None else max(LINGER, min(a.settle, a.timeout))
             p.run_until(lambda: p.close or s.reset_stream is not None, linger)
+    if t.probe_after and p.close is None and not p.dead:
+        probe = p.get()
+        ps = p.streams[probe]
+        p.run_until(lambda: p.close or ps.resolved(), a.timeout)
+        if p.close is None:
+            p.run_until(lambda: p.close, max(LINGER, min(a.settle, a.timeout)))
     return classify(p, t, probe, a)
 
 
@@ -1140,6 +1281,11 @@ def classify(p, t, probe, a):
             d["response_error"] = s.error
     if probe is not None:
         d["probe_stream"] = probe
+    if t.also:
+        # The other streams: [RESET_STREAM, STOP_SENDING] codes of those the server answered, count of the rest.
+        answered = {str(sid): [p.streams[sid].reset_stream, p.streams[sid].stop_sending] for sid in t.also
+                    if p.streams[sid].reset_stream is not None or p.streams[sid].stop_sending is not None}
+        d["other_streams"] = {"answered": answered, "unanswered": len(t.also) - len(answered)}
     if p.uni_stop:
         d["uni_stop_sending"] = {str(k): v for k, v in p.uni_stop.items()}
     if p.uni_reset:
@@ -1169,13 +1315,26 @@ def classify(p, t, probe, a):
     else:
         what = "the good request" if t.good else "the request stream"
         got.update(kind="none", reason=f"no answer on {what} within {a.timeout}s")
+    if t.probe_after and got["kind"] == "stream":
+        # The watched stream was refused: the answer is "stream+ok" if the probe then got a 2xx.
+        ps = p.streams.get(probe) if probe is not None else None
+        if ps is not None:
+            d["probe"] = {"reset_stream": ps.reset_stream, "stop_sending": ps.stop_sending, "status": ps.status,
+                          "fin": ps.fin}
+        if ps is not None and ps.reset_stream is None and ps.status is not None and 200 <= ps.status < 300:
+            got["kind"] = "stream+ok"
+            got["reason"] += f"; then the good request: {ps.status}"
+        else:
+            why = ("no probe" if ps is None else f"status {ps.status}" if ps.status is not None
+                   else "reset" if ps.reset_stream is not None else "no answer")
+            got["reason"] += f"; then the good request: {why}"
     return got
 
 
 def run_case(c, a):
     p = None
     try:
-        p = Peer(a)
+        p = Peer(a, datagrams=c.datagrams)
         p.run_until(lambda: p.handshake or p.close or p.dead, a.timeout)
         if not p.handshake:
             why = p.dead or (p.close and f"closed during the handshake: 0x{p.close['code']:x} {p.close['reason']}")

@@ -19,6 +19,8 @@ H3_DATAGRAM(0x33)=1, ENABLE_WEBTRANSPORT(0x2b603742)=1; transport parameter max_
       /server-streams?n=K: echo as above, and right after the 200 the server opens K bidi and K uni
           streams, writes `server-bidi-i` / `server-uni-i` and FIN; what the client sends back on
           the bidi ones is logged (`server-bidi i ... echoed=... match=`).
+      /goaway: echo as above, and right after the 200 an HTTP/3 GOAWAY (id = this stream + 4) on
+          the control stream (logged `goaway sent`).
       /close?code=C&reason=R: echo as above; once the first client bidi echo is complete and
           acknowledged, the server sends WT_CLOSE_SESSION (capsule 0x2843, u32 C + UTF-8 R, in one
           DATA frame) on the CONNECT stream with FIN.
@@ -254,6 +256,13 @@ class WtServer(QuicConnectionProtocol):
         s.status, s.open = 200, True
         self.h3.send_headers(sid, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
         log(f"session c{self.cid}#{sid} accepted path={s.path} authority={s.h.get(':authority', '-')}")
+        if s.route == "/goaway":
+            # HTTP/3 GOAWAY on our control stream: no new requests past this one.
+            from aioquic.buffer import encode_uint_var
+            from aioquic.h3.connection import FrameType, encode_frame
+            self._quic.send_stream_data(self.h3._local_control_stream_id,
+                                        encode_frame(FrameType.GOAWAY, encode_uint_var(sid + 4)))
+            log(f"session c{self.cid}#{sid} goaway sent id={sid + 4}")
         if s.route == "/server-streams":
             k = int(s.q.get("n", "1") or 0)
             for i in range(k):
