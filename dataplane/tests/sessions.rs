@@ -221,6 +221,24 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
         assert_eq!(h["reset_stream"], 0x170d_7b68u64, "{r}");
     }
 
+    // Unknown and GREASE capsules cross unchanged (11); a WT_CLOSE_SESSION
+    // whose reason is over 1,024 bytes is malformed: the edge resets the
+    // request stream with H3_MESSAGE_ERROR (8).
+    let grease = "2a0b3c4d5e";
+    let r = ok("grease", &session("wt.test", "/echo", &["--send-capsule", &format!("{:#x}:{grease}", 0x29u64 * 77 + 0x17), "--bidi", "1"]));
+    assert_eq!(r["status"], 200);
+    let want = format!("capsule in type={:#x} len=5", 0x29u64 * 77 + 0x17);
+    assert!(wt.log().contains(&want), "{want} not in the upstream log:\n{}", wt.log());
+    let long = format!("0x2843:00000001{}", "61".repeat(1100));
+    let (_, r, out) = session("wt.test", "/echo", &["--send-capsule", &long, "--bidi", "1"]);
+    assert_eq!(r["connect_stream_reset"], 0x10e, "{out}\nedge:\n{}", edge.log());
+
+    // The edge speaks draft-02 only: it does not advertise SETTINGS_WT_ENABLED
+    // (0x2c7cf000), so the draft-15 token is an unknown protocol (3).
+    assert!(r["settings"].get("0x2c7cf000").is_none());
+    let r = ok("webtransport-h3", &session("wt.test", "/echo", &["--protocol", "webtransport-h3", "--expect-status", "501", "--no-settings-check"]));
+    assert_eq!(r["status"], 501);
+
     // The upstream's GOAWAY reaches the client as WT_DRAIN_SESSION on its
     // session's request stream (10); the session still echoes.
     let r = ok("drain", &session("wt.test", "/goaway", &["--bidi", "1"]));
