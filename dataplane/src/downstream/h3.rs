@@ -498,7 +498,7 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
             // and streams flow: the QUIC connections' idle timeouts end it.
             let opts = RelayOptions { idle: Duration::from_secs(365 * 24 * 3600), splice: false, end_on_upstream_eof: false };
             let Some(down) = open.into_leg(conn) else { return };
-            let r = crate::relay::session::relay(protocol, down, up, opts, &core.stats).await;
+            let r = crate::relay::session::relay(protocol, down, *up, opts, &core.stats).await;
             if let Some(q) = dedicated {
                 q.close(Code::NO_ERROR.0, b"session ended");
             }

@@ -171,7 +171,7 @@ mod tests {
         assert!(check_close_session(b"\x00\x00").is_err());
         assert!(check_close_session(b"\x00\x00\x00\x01\xff").is_err());
         let mut long = vec![0u8; 4];
-        long.extend(std::iter::repeat(b'a').take(1025));
+        long.extend(std::iter::repeat_n(b'a', 1025));
         assert!(check_close_session(&long).is_err());
         long.pop();
         assert!(check_close_session(&long).is_ok());

@@ -258,7 +258,7 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
     let head = RequestHead { method: "CONNECT".into(), target, minor_version: 1, headers };
     let websocket = ask.kind == AskKind::WebSocket;
     Ok(match exchange(core, t, &up, &head, protocol, limits).await? {
-        Answer::Open { stream, fields } => Opened::Open { leg: Leg::H3(stream), early: Vec::new(), fields: session_answer_fields(fields, websocket) },
+        Answer::Open { stream, fields } => Opened::Open { leg: Leg::H3(*stream), early: Vec::new(), fields: session_answer_fields(fields, websocket) },
         Answer::Refused { status, fields, body } => Opened::Refused { status, fields, body },
     })
 }
@@ -266,7 +266,7 @@ pub async fn open(core: &Rc<CoreCtx>, t: &Tunnel, ask: Ask, limits: Deadlines) -
 /// An upstream's answer to an extended CONNECT.
 pub enum Answer {
     /// 2xx: the upstream end of the relay, and the answer's end-to-end fields.
-    Open { stream: H3Stream, fields: Vec<crate::message::Field> },
+    Open { stream: Box<H3Stream>, fields: Vec<crate::message::Field> },
     /// Anything else, passed back as it is (body bounded).
     Refused { status: u16, fields: Vec<crate::message::Field>, body: Vec<u8> },
 }
@@ -368,7 +368,7 @@ async fn exchange(
     let fields = answer_fields(answer.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())), false);
     if (200..300).contains(&status) {
         let stream = H3Stream { conn: up.quic.clone(), sessions: up.sessions.clone(), send, recv, frames, rest, capsules: None };
-        return Ok(Answer::Open { stream, fields });
+        return Ok(Answer::Open { stream: Box::new(stream), fields });
     }
     // Refused: its body (bounded) goes back; the stream is done.
     send.reset(Code::REQUEST_CANCELLED.0);
