@@ -18,10 +18,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::browser::{chromium, js_dir, require_browser};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -32,41 +33,6 @@ const TITLE: &str = "switchyard h3";
 
 /// Bytes of the binary WebSocket message.
 const WS_BYTES: usize = 1 << 20;
-
-/// Chromium's binary: `SWITCHYARD_CHROMIUM`, else Debian's.
-fn chromium() -> PathBuf {
-    std::env::var_os("SWITCHYARD_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
-/// Fails, saying what to install, unless Chromium, node and playwright-core
-/// are there.
-fn require_tools() {
-    let chromium = chromium();
-    assert!(
-        chromium.exists(),
-        "Chromium not found at {}: `apt-get install -y chromium` \
-         (scripts/test.sh installs it), or set SWITCHYARD_CHROMIUM",
-        chromium.display()
-    );
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        matches!(&node, Ok(o) if o.status.success()),
-        "`node` not found or not working ({node:?}): install Node.js"
-    );
-    let playwright = js_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        playwright.exists(),
-        "{} missing: run `npm ci` in {} (scripts/test.sh does)",
-        playwright.display(),
-        js_dir().display()
-    );
-}
 
 /// What the origin served: the request line, and whether it asked for a
 /// WebSocket upgrade.
@@ -218,7 +184,7 @@ fn log_field(line: &str, name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_page_and_websocket_over_h3_and_alt_svc_from_h2() {
-    require_tools();
+    require_browser();
     // The edge logs its h3 relays at debug level (this binary's only test).
     std::env::set_var("EDGE_LOG", "info,dataplane::downstream::h3=debug");
     let (web, mut served) = web_app_origin().await;

@@ -18,50 +18,22 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::browser::{chromium, js_dir, require_browser};
 use support::*;
 
 /// Bytes of the bidi and uni streams' payloads.
 const BIDI_BYTES: usize = 64 << 10;
 const UNI_BYTES: usize = 16 << 10;
 
-/// Chromium's binary: `SWITCHYARD_CHROMIUM`, else Debian's.
-fn chromium() -> PathBuf {
-    std::env::var_os("SWITCHYARD_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-fn js_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
-}
-
 /// Fails, saying what to install, unless Chromium, node, playwright-core
 /// and Python's aioquic are there.
 fn require_tools() {
-    let chromium = chromium();
-    assert!(
-        chromium.exists(),
-        "Chromium not found at {}: `apt-get install -y chromium` \
-         (scripts/test.sh installs it), or set SWITCHYARD_CHROMIUM",
-        chromium.display()
-    );
-    let node = std::process::Command::new("node").arg("--version").output();
-    assert!(
-        matches!(&node, Ok(o) if o.status.success()),
-        "`node` not found or not working ({node:?}): install Node.js"
-    );
-    let playwright = js_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        playwright.exists(),
-        "{} missing: run `npm ci` in {} (scripts/test.sh does)",
-        playwright.display(),
-        js_dir().display()
-    );
+    require_browser();
     let aioquic = std::process::Command::new(python())
         .args(["-c", "import aioquic"])
         .output();

@@ -227,29 +227,17 @@ async fn read_head(
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Opening), NoHead> {
     let mut frames = RequestStream::server(conn.max_field_section);
     let read = async {
-        let mut first = Some(first).filter(|b| !b.is_empty());
+        let mut pending = Some(first).filter(|b| !b.is_empty());
         loop {
-            if let Some(raw) = first.take() {
-                let mut raw = raw;
-                while !raw.is_empty() {
-                    let (used, event) = frames.read(&raw).map_err(NoHead::Broken)?;
-                    let head = match event {
-                        Some(StreamEvent::Head(fields)) => Some(fields),
-                        _ => None,
-                    };
-                    bytes::Buf::advance(&mut raw, used);
-                    if let Some(fields) = head {
-                        return Ok((fields, raw));
+            let mut raw = match pending.take() {
+                Some(b) => b,
+                None => match recv.chunk(64 * 1024).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        return Err(frames.finish().err().map_or(NoHead::Gone, NoHead::Broken));
                     }
-                }
-                continue;
-            }
-            let mut raw = match recv.chunk(64 * 1024).await {
-                Ok(Some(b)) => b,
-                Ok(None) => {
-                    return Err(frames.finish().err().map_or(NoHead::Gone, NoHead::Broken));
-                }
-                Err(_) => return Err(NoHead::Gone),
+                    Err(_) => return Err(NoHead::Gone),
+                },
             };
             while !raw.is_empty() {
                 let (used, event) = frames.read(&raw).map_err(NoHead::Broken)?;

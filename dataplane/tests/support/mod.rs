@@ -5,6 +5,7 @@
 //! listener accepts. Origins are small tokio servers in the test process.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod h2raw;
 mod origins;
 #[allow(unused_imports)] // not every test file starts an origin

@@ -1,0 +1,41 @@
+//! Chromium driven from the tests (Debian's binary, playwright-core over
+//! CDP): where things are, and a clear failure when one is missing (there
+//! is no silent skip).
+
+use std::path::{Path, PathBuf};
+
+/// Chromium's binary: `SWITCHYARD_CHROMIUM`, else Debian's.
+pub fn chromium() -> PathBuf {
+    std::env::var_os("SWITCHYARD_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// `tests/js`: the scripts and their node_modules.
+pub fn js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js")
+}
+
+/// Fails, saying what to install, unless Chromium, node and
+/// playwright-core are there.
+pub fn require_browser() {
+    let chromium = chromium();
+    assert!(
+        chromium.exists(),
+        "Chromium not found at {}: `apt-get install -y chromium` \
+         (scripts/test.sh installs it), or set SWITCHYARD_CHROMIUM",
+        chromium.display()
+    );
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        matches!(&node, Ok(o) if o.status.success()),
+        "`node` not found or not working ({node:?}): install Node.js"
+    );
+    let playwright = js_dir().join("node_modules/playwright-core/package.json");
+    assert!(
+        playwright.exists(),
+        "{} missing: run `npm ci` in {} (scripts/test.sh does)",
+        playwright.display(),
+        js_dir().display()
+    );
+}
