@@ -222,11 +222,13 @@ pub async fn open_webtransport(
     })
 }
 
-/// A CONNECT-UDP session (RFC 9298) to `authority` + `path` (the URI
-/// template's path): its request stream (held open) and the quarter
-/// stream id its HTTP datagrams carry.
-pub async fn open_connect_udp(
+/// A session that carries HTTP datagrams: CONNECT-UDP (RFC 9298),
+/// CONNECT-IP (RFC 9484) or WebTransport (draft-02), to `authority` +
+/// `path`: its request stream (held open) and the quarter stream id its
+/// datagrams carry.
+pub async fn open_datagram_session(
     client: &Client,
+    protocol: &str,
     authority: &str,
     path: &str,
     headers: &[(String, String)],
@@ -240,8 +242,13 @@ pub async fn open_connect_udp(
         return Err(Failure::Handshake("server did not enable H3_DATAGRAM".into()));
     }
     let mut headers = headers.to_vec();
-    headers.push(("capsule-protocol".into(), "?1".into()));
-    let (io, id) = open_stream(client, authority, path, Some("connect-udp"), &headers).await?;
+    if protocol == "webtransport" {
+        headers.push(("sec-webtransport-http3-draft02".into(), "1".into()));
+        headers.push(("origin".into(), format!("https://{authority}")));
+    } else {
+        headers.push(("capsule-protocol".into(), "?1".into()));
+    }
+    let (io, id) = open_stream(client, authority, path, Some(protocol), &headers).await?;
     Ok((io, wt::quarter_id(id)))
 }
 

@@ -45,6 +45,12 @@ enum Command {
     /// flight per session, echoed by the upstream; --path is the URI
     /// template's path (needs --tls).
     ConnectUdp(Common),
+    /// CONNECT-IP (RFC 9484): IPv4 packets of --size bytes in HTTP
+    /// datagrams, --window in flight per session (needs --tls).
+    ConnectIp(Common),
+    /// WebTransport (draft-02) datagrams of --size bytes, --window in
+    /// flight per session (needs --tls).
+    WtDatagrams(Common),
     /// Upgraded streams pushing and pulling bytes as fast as possible.
     Bulk(Common),
     /// Connection + handshake + one echo + close, repeatedly.
@@ -188,6 +194,8 @@ fn main() -> ExitCode {
         Command::ConnectH3(c) => ("connect-h3", Mode::Echo, Some(Via::ConnectH3), c),
         Command::Wt(c) => ("wt", Mode::Echo, Some(Via::Wt), c),
         Command::ConnectUdp(c) => ("connect-udp", Mode::Datagrams, Some(Via::ConnectUdp), c),
+        Command::ConnectIp(c) => ("connect-ip", Mode::Datagrams, Some(Via::ConnectIp), c),
+        Command::WtDatagrams(c) => ("wt-datagrams", Mode::Datagrams, Some(Via::Wt), c),
         Command::Bulk(c) => ("bulk", Mode::Bulk, None, c),
         Command::Setup(c) => ("setup", Mode::Setup, None, c),
         Command::Idle(c) => ("idle", Mode::Idle, None, c),

@@ -41,9 +41,12 @@ pub enum Via {
     /// A WebTransport (draft-02) session and one bidirectional stream of
     /// it; raw bytes.
     Wt,
-    /// CONNECT-UDP (RFC 9298): HTTP datagrams (connect-udp mode only).
+    /// CONNECT-UDP (RFC 9298): HTTP datagrams (datagram modes only).
     #[value(name = "connect-udp")]
     ConnectUdp,
+    /// CONNECT-IP (RFC 9484): IP packets in HTTP datagrams (datagram modes only).
+    #[value(name = "connect-ip")]
+    ConnectIp,
 }
 
 impl Via {
@@ -53,7 +56,7 @@ impl Via {
     }
     /// Whether the stream runs over a shared HTTP/3 (QUIC) connection.
     pub fn is_h3(self) -> bool {
-        matches!(self, Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp)
+        matches!(self, Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp | Via::ConnectIp)
     }
     /// Whether messages are WebSocket-framed.
     pub fn framed(self) -> bool {
@@ -222,7 +225,7 @@ pub async fn establish(
             .collect();
         match via {
             // h2 vias were handled above; Raw/Http have no handshake.
-            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 | Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp => {
+            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 | Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp | Via::ConnectIp => {
                 Ok(Session::new(stream, Vec::new(), None))
             }
             Via::Ws => {
