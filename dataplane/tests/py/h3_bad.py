@@ -3,9 +3,9 @@
 RFC 9297), each on its own fresh QUIC connection, and what the server answered to each.
 
 aioquic's sans-IO QuicConnection is driven directly (no H3Connection): every HTTP/3 byte is written here
-(varints, frames, stream types, a minimal QPACK encoder with static-table references and literals
-without Huffman), so malformed input goes out exactly as built. Responses are decoded with pylsqpack
-(dynamic table capacity 0).
+(varints with quicpeer.py's encoder, frames, stream types, a minimal QPACK encoder with static-table
+references and literals without Huffman), so malformed input goes out exactly as built. Responses are
+decoded with pylsqpack (dynamic table capacity 0).
 
 For each case the expected answer is what the RFCs require:
   connection  CONNECTION_CLOSE (application close) with the code
@@ -44,16 +44,15 @@ when the server answers at once.
 import argparse
 import json
 import logging
-import select
-import socket
-import ssl
 import sys
 import time
 
 import pylsqpack
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 import aioquic.quic.events as qe
+
+from quicpeer import (Fail, client_config, connected_udp, control_frames, poll_quic, pop_tlvs, read_varint, resolve,
+                      varint)
 
 # --- error codes (RFC 9114 §8.1, RFC 9204 §6, RFC 9297 §5.2) ---------------------------------------
 NO_ERROR = 0x100
@@ -112,27 +111,6 @@ WT_BIDI_SIGNAL, S_WEBTRANSPORT = 0x41, 0x54   # WEBTRANSPORT_STREAM, WebTranspor
 SETTINGS_H3_DATAGRAM = 0x33                   # RFC 9297 §2.1.1
 SETTINGS_ENABLE_WEBTRANSPORT = 0x2B603742     # draft-02 §3.1
 MAX_DATAGRAM_FRAME_SIZE = 65536               # our max_datagram_frame_size transport parameter (RFC 9221 §3)
-
-
-def varint(v):
-    """QUIC variable-length integer, shortest form (RFC 9000 §16)."""
-    if v < 1 << 6:
-        return bytes([v])
-    if v < 1 << 14:
-        return (v | 0x4000).to_bytes(2, "big")
-    if v < 1 << 30:
-        return (v | 0x80000000).to_bytes(4, "big")
-    return (v | 0xC000000000000000).to_bytes(8, "big")
-
-
-def read_varint(buf, i):
-    """(value, next index) or None if buf ends inside the integer."""
-    if i >= len(buf):
-        return None
-    n = 1 << (buf[i] >> 6)
-    if i + n > len(buf):
-        return None
-    return int.from_bytes(bytes([buf[i] & 0x3F]) + bytes(buf[i + 1:i + n]), "big"), i + n
 
 
 def frame(ftype, payload=b""):
@@ -245,10 +223,6 @@ def headers_frame(fields, tail=b""):
 
 
 # --- one QUIC connection ------------------------------------------------------------------------
-class Fail(Exception):
-    pass
-
-
 class Resp:
     """What came back on one of our request streams."""
 
@@ -262,14 +236,8 @@ class Resp:
 
     def feed(self, data, fin, decoder, sid):
         self.buf += data
-        while True:
-            t = read_varint(self.buf, 0)
-            n = t and read_varint(self.buf, t[1])
-            if not n or len(self.buf) < n[1] + n[0]:
-                break
-            payload = bytes(self.buf[n[1]:n[1] + n[0]])
-            del self.buf[:n[1] + n[0]]
-            if t[0] == T_HEADERS:
+        for ftype, _raw, payload in pop_tlvs(self.buf):
+            if ftype == T_HEADERS:
                 try:
                     _, fields = decoder.feed_header(sid, payload)
                 except Exception as e:   # pylsqpack: DecompressionFailed, StreamBlocked
@@ -279,7 +247,7 @@ class Resp:
                 st = h.get(":status", "")
                 if self.status is None and st.isdigit() and not 100 <= int(st) < 200:
                     self.status, self.headers = int(st), h
-            elif t[0] == T_DATA and len(self.body) < 4096:
+            elif ftype == T_DATA and len(self.body) < 4096:
                 self.body += payload[:4096 - len(self.body)]
         if fin:
             self.fin = True
@@ -294,28 +262,12 @@ class Peer:
 
     def __init__(self, a, datagrams=False):
         self.a = a
-        host, _, port = a.connect.rpartition(":")
-        host = host.strip("[]")
-        try:
-            fam, _, _, _, self.addr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-        except (OSError, ValueError) as e:
-            raise Fail(f"resolve {a.connect}: {e}")
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=a.sni or host,
-                                idle_timeout=max(30.0, 4 * a.timeout))
+        host, fam, self.addr = resolve(a.connect)
+        cfg = client_config(a, host, idle_timeout=max(30.0, 4 * a.timeout))
         if datagrams:   # the max_datagram_frame_size transport parameter (RFC 9221 §3, RFC 9297 §2.1.1)
             cfg.max_datagram_frame_size = MAX_DATAGRAM_FRAME_SIZE
-        if a.insecure:
-            cfg.verify_mode = ssl.CERT_NONE
-        if a.cafile:
-            cfg.load_verify_locations(cafile=a.cafile)
         self.quic = QuicConnection(configuration=cfg)
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        try:
-            self.sock.connect(self.addr)
-        except OSError as e:
-            self.sock.close()
-            raise Fail(f"UDP socket to {a.connect}: {e}")
-        self.sock.setblocking(False)
+        self.sock = connected_udp(fam, self.addr, a.connect, buffers=False)
         self.decoder = pylsqpack.Decoder(0, 0)
         self.streams = {}                  # our bidirectional streams: sid -> Resp
         self.uni_in = {}                   # the server's unidirectional streams: sid -> [type, buffer]
@@ -377,28 +329,14 @@ class Peer:
 
     def _uni(self, sid, data):
         """The server's control stream: its SETTINGS and GOAWAY."""
-        st = self.uni_in.setdefault(sid, [None, bytearray()])
-        b = st[1]
-        b += data
-        if st[0] is None:
-            t = read_varint(b, 0)
-            if t is None:
-                return
-            st[0] = t[0]
-            del b[:t[1]]
-        if st[0] != S_CONTROL:
-            b.clear()
-            return
-        while (t := read_varint(b, 0)) and (n := read_varint(b, t[1])) and len(b) >= n[1] + n[0]:
-            payload = bytes(b[n[1]:n[1] + n[0]])
-            del b[:n[1] + n[0]]
-            if t[0] == T_SETTINGS and self.settings is None:
+        for ftype, _raw, payload in control_frames(self.uni_in, sid, data):
+            if ftype == T_SETTINGS and self.settings is None:
                 pairs, i = {}, 0
                 while (k := read_varint(payload, i)) and (v := read_varint(payload, k[1])):
                     pairs[k[0]] = v[0]
                     i = v[1]
                 self.settings = pairs
-            elif t[0] == T_GOAWAY:
+            elif ftype == T_GOAWAY:
                 g = read_varint(payload, 0)
                 self.goaway = g[0] if g else None
 
@@ -417,16 +355,7 @@ class Peer:
             now = time.monotonic()
             if now >= end or self.dead:
                 return cond()
-            wait = min(end - now, 0.05)
-            timer = self.quic.get_timer()
-            if timer is not None:
-                wait = max(0.0, min(wait, timer - now))
-            if select.select([self.sock], [], [], wait)[0]:
-                self._read()
-            timer = self.quic.get_timer()
-            if timer is not None and time.monotonic() >= timer:
-                self.quic.handle_timer(now=time.monotonic())
-                self._events()
+            poll_quic(self.quic, self.sock, min(end - now, 0.05), self._read, self._events)
             self.flush()
         return True
 

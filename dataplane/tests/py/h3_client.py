@@ -26,62 +26,32 @@ HTTP/3 specifics:
 Payloads as in h2_client.py: stream i (0-based) of `ws`/`connect` sends random.Random(seed + i)
 .randbytes(n) in 64 KiB chunks; `h3_origin.py` uses random.Random(seed).randbytes(N) for /source/N.
 """
-import argparse
 import hashlib
 import json
 import logging
 import random
-import select
-import socket
-import ssl
 import sys
 import time
 
-from aioquic.h3.connection import H3Connection, Setting
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
 import aioquic.quic.events as qe
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
 
+from quicpeer import (AlpnFail, DatagramH3, Fail, QuicClient, abort_stream, add_connect, add_quic, add_timeouts,
+                      auth_headers, control_frames, encode_headers, parser, read_varint, send_fin, take_response)
+
 CHUNK = 65536              # websocket frame payload / generator chunk / DATA frame
 OUTQ_LOW = 256 * 1024      # refill a stream's send queue below this
-SEND_HIGH = 1 << 20        # per stream: unacknowledged bytes queued in QUIC before we stop writing
 H3_REQUEST_CANCELLED = 0x10C
-ALPN_ALERT = 0x100 + 120   # CRYPTO_ERROR(no_application_protocol)
 
 
-class Fail(Exception):
-    """The run did not meet expectations (exit 1)."""
-
-
-class AlpnFail(Fail):
-    """The server did not select h3 (exit 2)."""
-
-
-def varint(buf, i):
-    """QUIC variable-length integer at buf[i:] -> (value, next index) or None if incomplete."""
-    if i >= len(buf):
-        return None
-    n = 1 << (buf[i] >> 6)
-    if i + n > len(buf):
-        return None
-    return int.from_bytes(bytes([buf[i] & 0x3F]) + bytes(buf[i + 1:i + n]), "big"), i + n
-
-
-class ClientH3(H3Connection):
+class ClientH3(DatagramH3):
     """aioquic's H3Connection, plus H3_DATAGRAM=1 in our SETTINGS when asked, and no content-length
     check on responses to HEAD (aioquic would close the connection with H3_MESSAGE_ERROR)."""
 
     def __init__(self, quic, datagrams):
-        self.want_datagrams, self.head_streams = datagrams, set()
-        super().__init__(quic, enable_webtransport=False)
-
-    def _get_local_settings(self):
-        s = super()._get_local_settings()
-        if self.want_datagrams:
-            s[Setting.H3_DATAGRAM] = 1
-        return s
+        self.head_streams = set()
+        super().__init__(quic, datagrams)
 
     def _check_content_length(self, stream):
         if stream.stream_id not in self.head_streams:
@@ -269,160 +239,45 @@ class RequestStream(Stream):
         return super().ok() and self.end_stream
 
 
-class Conn:
+class Conn(QuicClient):
+    POLL = 0.2
+
     def __init__(self, a):
-        self.a, self.timeout, self.deadline = a, a.timeout, time.monotonic() + a.deadline
-        host, _, port = a.connect.rpartition(":")
-        host = host.strip("[]")
-        try:
-            fam, _, _, _, self.peer = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-        except (OSError, ValueError) as e:
-            raise Fail(f"resolve {a.connect}: {e}")
-        self.family = fam
         self.want_datagrams = getattr(a, "datagrams", 0)
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=a.sni or host,
-                                max_datagram_size=a.max_datagram_size, max_data=a.window,
-                                max_stream_data=a.window, idle_timeout=a.idle_timeout)
-        if self.want_datagrams:
-            cfg.max_datagram_frame_size = 65536
-        if a.insecure:
-            cfg.verify_mode = ssl.CERT_NONE
-        if a.cafile:
-            cfg.load_verify_locations(cafile=a.cafile)
-        self.quic = QuicConnection(configuration=cfg)
-        self.sock = self._socket(a.bind)
-        self.h3 = ClientH3(self.quic, bool(self.want_datagrams))
-        self.quic.connect(self.peer, now=time.monotonic())
-        self.streams, self.data_streams = {}, set()   # data_streams: DATA not yet given to on_data()
+        super().__init__(a, a.bind, max_data=a.window, max_stream_data=a.window,
+                         max_datagram_frame_size=65536 if self.want_datagrams else None)
+        self.data_streams = set()   # streams with DATA not yet given to on_data()
         self.uni = {}   # server-initiated uni streams: [type, buffer] (GOAWAY parsing)
-        self.dead = self.close_info = self.goaway = self.alpn = None   # dead: why it is unusable
-        self.alpn_fail = self.closing = self.handshake_done = False
-        self.events, self.paused_until = 0, 0.0
+        self.goaway = None
         self.pause_after_first_data = self.pause_info = self.rebind_info = None
-        self.flush()
 
-    def _socket(self, bind):
-        s = socket.socket(self.family, socket.SOCK_DGRAM)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-        try:
-            if bind:
-                s.bind((bind, 0))
-            s.connect(self.peer)
-        except OSError as e:
-            s.close()
-            raise Fail(f"UDP socket to {self.a.connect}: {e}")
-        s.setblocking(False)
-        return s
+    def new_h3(self):
+        return ClientH3(self.quic, bool(self.want_datagrams))
 
-    # --- socket loop -------------------------------------------------------------------------
-    def _mark(self):
-        acked = 0
-        for sid in self.streams:
-            qs = self.quic._streams.get(sid)
-            if qs is not None:
-                acked += qs.sender._buffer_start
-        return self.events, acked
+    # --- events ------------------------------------------------------------------------------
+    def pause_ended(self, now):
+        self.pause_info["paused_s"] = round(now - self.pause_info["t0"], 3)
 
-    def loop(self, cond, what):
-        last, mark = time.monotonic(), self._mark()
-        while not cond():
-            if self.alpn_fail:
-                raise AlpnFail(f"ALPN did not negotiate h3 ({self.dead or self.alpn!r})")
-            if self.dead:
-                raise Fail(f"{self.dead} (while waiting for {what})")
-            self.pump()
-            self.flush()
-            now = time.monotonic()
-            if self.paused_until and now >= self.paused_until:
-                self.paused_until, last = 0.0, now
-                self.pause_info["paused_s"] = round(now - self.pause_info["t0"], 3)
-            m = self._mark()
-            if m != mark:
-                mark, last = m, now
-            elif not self.paused_until and now - last > self.timeout:
-                raise Fail(f"timeout: {self.timeout}s without progress while waiting for {what}")
-            if now > self.deadline:
-                raise Fail(f"deadline of {self.a.deadline}s passed while waiting for {what}")
-            timer = self.quic.get_timer()
-            wait = 0.2 if timer is None else min(0.2, max(0.0, timer - now))
-            if self.paused_until:
-                time.sleep(min(wait, max(0.0, self.paused_until - now)))
-            elif select.select([self.sock], [], [], wait)[0]:
-                self._read()
-            timer = self.quic.get_timer()
-            if timer is not None and time.monotonic() >= timer:
-                self.quic.handle_timer(now=time.monotonic())
-                self._events()
+    def quic_event(self, e):
+        s = self.streams.get(getattr(e, "stream_id", -1))
+        if isinstance(e, qe.StreamDataReceived) and e.stream_id % 4 == 3:
+            self._uni(e.stream_id, e.data)
+        elif isinstance(e, qe.StreamReset) and s:
+            s.reset_stream = e.error_code
+        elif isinstance(e, qe.StopSendingReceived) and s:
+            s.stop_sending, s.stop_at = e.error_code, time.monotonic()
 
-    def flush(self):
-        for data, _addr in self.quic.datagrams_to_send(now=time.monotonic()):
-            try:
-                self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                pass   # dropped: QUIC loss recovery resends
-            except ConnectionRefusedError:
-                self.dead = self.dead or f"connection refused (ICMP port unreachable from {self.a.connect})"
-            except OSError as e:
-                self.dead = self.dead or f"send failed: {e}"
-        self._check_close()
-
-    def _read(self):
-        got = 0
-        for _ in range(256):
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:
-                self.dead = self.dead or f"connection refused (ICMP port unreachable from {self.a.connect})"
-                break
-            except OSError as e:
-                self.dead = self.dead or f"receive failed: {e}"
-                break
-            self.quic.receive_datagram(data, self.peer, now=time.monotonic())
-            got += 1
-            if got % 32 == 0:
-                self._events()
-        if got:
-            self._events()
-        return got
-
-    def _events(self):
-        while (e := self.quic.next_event()) is not None:
-            if isinstance(e, (qe.StreamDataReceived, qe.StreamReset, qe.StopSendingReceived,
-                              qe.HandshakeCompleted, qe.DatagramFrameReceived)):
-                self.events += 1
-            s = self.streams.get(getattr(e, "stream_id", -1))
-            if isinstance(e, qe.HandshakeCompleted):
-                self.handshake_done, self.alpn = True, e.alpn_protocol
-                if e.alpn_protocol != "h3":
-                    self.alpn_fail = True
-            elif isinstance(e, qe.StreamDataReceived) and e.stream_id % 4 == 3:
-                self._uni(e.stream_id, e.data)
-            elif isinstance(e, qe.StreamReset) and s:
-                s.reset_stream = e.error_code
-            elif isinstance(e, qe.StopSendingReceived) and s:
-                s.stop_sending, s.stop_at = e.error_code, time.monotonic()
-            for he in self.h3.handle_event(e):
-                self._h3_event(he)
+    def events_done(self):
         for s in self.data_streams:
             self.flush_data(s)
         self.data_streams.clear()
-        self._check_close()
 
-    def _h3_event(self, he):
+    def h3_event(self, he):
         s = self.streams.get(he.stream_id)
         if s is None:
             return
         if isinstance(he, HeadersReceived):
-            h = {}
-            for k, v in he.headers:
-                k, v = k.decode("latin-1").lower(), v.decode("latin-1")
-                h[k] = f"{h[k]}, {v}" if k in h else v
-            status = int(h.pop(":status", "0"))
-            if s.status is None and not 100 <= status < 200:
-                s.status, s.headers = status, h
+            if take_response(s, he.headers):
                 s.on_response()
         elif isinstance(he, DataReceived) and he.data:
             s.inq.append(he.data)   # handed over joined, in flush_data(): fewer websocket parses
@@ -442,37 +297,10 @@ class Conn:
 
     def _uni(self, sid, data):
         """Follow the peer's control stream for GOAWAY (aioquic parses it but drops its payload)."""
-        st = self.uni.setdefault(sid, [None, bytearray()])
-        if st[0] not in (None, 0):
-            return
-        b = st[1]
-        b += data
-        if st[0] is None:
-            t = varint(b, 0)
-            if t is None:
-                return
-            st[0] = t[0]
-            del b[:t[1]]
-            if st[0] != 0:
-                b.clear()
-                return
-        while (t := varint(b, 0)) and (n := varint(b, t[1])) and len(b) >= n[1] + n[0]:
-            if t[0] == 0x7:
-                g = varint(b[:n[1] + n[0]], n[1])
+        for ftype, _raw, payload in control_frames(self.uni, sid, data):
+            if ftype == 0x7:
+                g = read_varint(payload, 0)
                 self.goaway = g[0] if g else None
-            del b[:n[1] + n[0]]
-
-    def _check_close(self):
-        ev = self.quic._close_event
-        if ev is None or self.close_info is not None or self.closing:
-            return
-        by_peer = self.quic._state == QuicConnectionState.DRAINING
-        self.close_info = {"error_code": ev.error_code, "frame_type": ev.frame_type,
-                           "reason": ev.reason_phrase, "by_peer": by_peer}
-        who = "peer closed the connection" if by_peer else "connection closed by aioquic"
-        self.dead = self.dead or f"{who}: CONNECTION_CLOSE 0x{ev.error_code:x} {ev.reason_phrase!r}"
-        if ev.error_code == ALPN_ALERT and not self.handshake_done:
-            self.alpn_fail = True
 
     def pump(self):
         if self.dead:
@@ -486,12 +314,12 @@ class Conn:
                 continue
             s.refill()
             while s.outq:
-                qs = self.quic._streams.get(s.sid)
-                if qs is None or qs.sender._reset_error_code is not None:   # STOP_SENDING: no more
+                room = self.stream_room(s.sid)
+                if room is None:   # STOP_SENDING: no more
                     s.outq.clear()
                     s.end_sent = True
                     break
-                if len(qs.sender._buffer) >= SEND_HIGH:
+                if not room:
                     break
                 n = min(CHUNK, len(s.outq))
                 self.h3.send_data(s.sid, bytes(s.outq[:n]), False)
@@ -501,19 +329,10 @@ class Conn:
                 self.fin(s)
 
     # --- helpers -----------------------------------------------------------------------------
-    def wait_handshake(self):
-        self.loop(lambda: self.handshake_done, "the QUIC handshake")
-        if self.alpn != "h3":
-            raise AlpnFail(f"ALPN did not negotiate h3 (server selected {self.alpn!r})")
-
-    def wait_settings(self):
-        self.wait_handshake()
-        self.loop(lambda: self.h3.received_settings is not None, "the server's SETTINGS")
-
     def open(self, s, headers, end_stream=False):
         s.sid = self.quic.get_next_available_stream_id()
         self.streams[s.sid] = s
-        hdrs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        hdrs = encode_headers(headers)
         if (b":method", b"HEAD") in hdrs:
             self.h3.head_streams.add(s.sid)
         self.h3.send_headers(s.sid, hdrs, end_stream=end_stream)
@@ -521,22 +340,12 @@ class Conn:
         return s
 
     def fin(self, s):
-        """FIN without an empty DATA frame (aioquic's send_data(b"", True) would add one)."""
-        st = self.h3._stream.get(s.sid)
-        if st is not None:
-            st.sending_ended = True
-        try:
-            self.quic.send_stream_data(s.sid, b"", end_stream=True)
-        except (ValueError, RuntimeError):
-            pass   # stream reset (STOP_SENDING) or gone
+        """FIN without an empty DATA frame (a stream reset by STOP_SENDING or gone: nothing)."""
+        send_fin(self.h3, self.quic, s.sid)
         s.end_sent = True
 
     def reset_stream(self, s, code):
-        try:
-            self.quic.reset_stream(s.sid, code)
-            self.quic.stop_stream(s.sid, code)
-        except ValueError:
-            pass
+        abort_stream(self.quic, s.sid, code)
         s.local_reset = code
 
     def rebind(self, at):
@@ -556,31 +365,8 @@ class Conn:
                            sum(s.received for s in self.streams.values())}
         self.paused_until = time.monotonic() + secs
 
-    def close(self):
-        if not self.dead:
-            if self.handshake_done and not self.quic._handshake_confirmed:
-                # before HANDSHAKE_DONE aioquic would send the close as APPLICATION_ERROR (0xc)
-                end = time.monotonic() + 1.0
-                try:
-                    self.loop(lambda: self.quic._handshake_confirmed or time.monotonic() > end,
-                              "HANDSHAKE_DONE")
-                except Fail:
-                    pass
-            self.quic.close(error_code=0x100)   # H3_NO_ERROR
-            self.closing = True
-            self.flush()
-        self.sock.close()
-
 
 # --- modes -----------------------------------------------------------------------------------
-def auth_headers(a):
-    h = [("authorization", f"Bearer {a.token}")] if a.token else []
-    for x in a.header:
-        k, _, v = x.partition(":")
-        h.append((k.strip().lower(), v.strip()))
-    return h
-
-
 def ws_headers(a, authority, path):
     h = [(":method", "CONNECT"), (":protocol", getattr(a, "protocol", "websocket")), (":scheme", a.scheme),
          (":authority", authority), (":path", path), ("sec-websocket-version", "13")]
@@ -596,12 +382,6 @@ def req_headers(a, authority, path, method="GET", body=0):
     return h + auth_headers(a)
 
 
-def need_connect_protocol(conn):
-    conn.wait_settings()
-    if conn.h3.received_settings.get(Setting.ENABLE_CONNECT_PROTOCOL) != 1:
-        raise Fail("peer did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL != 1)")
-
-
 def all_done(conn):
     return lambda: all(s.finished() for s in conn.streams.values())
 
@@ -613,11 +393,10 @@ is2xx = (lambda st: st is not None and 200 <= st < 300)
 def mode_tunnels(conn, a, ws):
     conn.close_after_echo = a.close_after_echo
     if ws:
-        need_connect_protocol(conn)
+        conn.need_connect_protocol()
     else:
         conn.wait_settings()
-    if a.datagrams and (conn.h3.received_settings.get(Setting.H3_DATAGRAM) != 1
-                        or conn.quic._remote_max_datagram_frame_size is None):
+    if a.datagrams and not conn.peer_datagrams():
         raise Fail("peer did not enable HTTP datagrams (SETTINGS_H3_DATAGRAM / max_datagram_frame_size)")
     for i in range(a.streams):
         s = TunnelStream(conn, a.bytes, a.seed + i, ws and not a.raw, is200 if ws else is2xx)
@@ -650,7 +429,7 @@ def mode_sequence(conn, a):
             i = rest.find(":/")
             authority, path = (rest[:i], rest[i + 1:]) if i >= 0 else (rest, "/")
             if kind == "ws":
-                need_connect_protocol(conn)
+                conn.need_connect_protocol()
                 s = TunnelStream(conn, 0, a.seed, False, is200, sink_expect=0, label=step)
                 conn.open(s, ws_headers(a, authority, path))
             else:
@@ -669,7 +448,7 @@ def mode_sequence(conn, a):
 
 
 def mode_slow_reader(conn, a):
-    need_connect_protocol(conn)
+    conn.need_connect_protocol()
     conn.pause_after_first_data = a.pause
     s = TunnelStream(conn, 0, 0, not a.raw, is200, sink_expect=a.bytes)
     s.kind = "slow-reader"
@@ -686,19 +465,11 @@ def mode_slow_reader(conn, a):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--connect", required=True, metavar="HOST:PORT", help="server UDP address ([::1]:443 ok)")
-    p.add_argument("--cafile", help="PEM CA bundle to verify the server certificate")
-    p.add_argument("--sni", help="TLS server name (default: the --connect host; IPs send no SNI)")
-    p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
+    p = parser(__doc__)
+    add_connect(p)
     p.add_argument("--bind", metavar="ADDR", help="local address to send from (e.g. 127.0.0.2)")
-    p.add_argument("--timeout", type=float, default=20.0, help="max seconds without progress")
-    p.add_argument("--deadline", type=float, default=300.0, help="max seconds for the whole run")
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="QUIC max_idle_timeout (s)")
-    p.add_argument("--window", type=int, default=1 << 20,
-                   help="initial_max_data and initial_max_stream_data_* (aioquic doubles them as used)")
-    p.add_argument("--max-datagram-size", type=int, default=1452,
-                   help="largest UDP payload we send (aioquic does no PMTU discovery; >= 1200)")
+    add_timeouts(p, 300.0)
+    add_quic(p, window=True)
     p.add_argument("--rebind-after", type=int, metavar="BYTES",
                    help="move to a new UDP socket (new local port) once stream 0 received BYTES")
     p.add_argument("--rebind-new-cid", action="store_true",

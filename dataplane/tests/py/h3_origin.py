@@ -26,24 +26,21 @@ so there is no application back-pressure towards the peer; sending waits while a
 1 MiB unacknowledged. aioquic closes the whole connection (H3_MESSAGE_ERROR 0x10e etc.) on a malformed
 request rather than resetting the stream; such closes are logged as `conn c<n>: ...` lines.
 """
-import argparse
 import asyncio
 import hashlib
 import json
-import logging
 import random
 import re
 import socket
 import struct
-import sys
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.h3.connection import H3Connection, Setting
+from aioquic.h3.connection import Setting
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
 import aioquic.quic.events as qe
 from wsproto.frame_protocol import FrameProtocol, Opcode, ParseFailed
+
+from quicpeer import (DatagramH3, ServerConnection, add_quic, header_dict, log, run_server, send_fin, server_config,
+                      server_parser)
 
 CHUNK = 65536
 SEND_HIGH = 1 << 20        # per stream: unacknowledged bytes queued in QUIC before a sender waits
@@ -55,32 +52,22 @@ class StreamGone(Exception):
     pass
 
 
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-class OriginH3(H3Connection):
+class OriginH3(DatagramH3):
     def __init__(self, quic, a):
         self.a = a   # read by _get_local_settings, called from super().__init__
-        super().__init__(quic, enable_webtransport=False)
+        super().__init__(quic, not a.no_datagram)
 
     def _get_local_settings(self):
         s = super()._get_local_settings()
         if self.a.no_connect_protocol:
             s.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
-        if not self.a.no_datagram:
-            s[Setting.H3_DATAGRAM] = 1
         return s
 
 
 class OStream:
     def __init__(self, sid, headers):
         self.sid = sid
-        self.pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-        h = {}
-        for k, v in self.pairs:
-            h[k] = f"{h[k]}, {v}" if k in h else v
-        self.h = h
+        self.h = header_dict(headers)
         self.inbox = asyncio.Queue()
         self.done = False
         self.status = None
@@ -90,19 +77,12 @@ class OStream:
         self.note = ""
 
 
-class Origin(QuicConnectionProtocol):
-    count = 0
-    batch, dirty = False, set()   # while a batch of datagrams is read: who needs a transmit() after
-
+class Origin(ServerConnection):
     def __init__(self, quic, a, **kw):
-        super().__init__(quic, **kw)
-        Origin.count += 1
-        self.cid, self.a = Origin.count, a
-        self.h3 = None
+        super().__init__(quic, a, **kw)
         self.streams, self.tasks, self.seen = {}, set(), set()   # seen: request streams ever opened
-        self.closed, self.peer = False, None
+        self.peer = None
         self.kick_ev = asyncio.Event()
-        self.tx_soon = False
 
     # --- plumbing ----------------------------------------------------------------------------
     def kick(self):
@@ -115,22 +95,13 @@ class Origin(QuicConnectionProtocol):
                 log(f"conn c{self.cid}: datagram from new peer address {addr[0]}:{addr[1]} "
                     f"(was {self.peer[0]}:{self.peer[1]})")
             self.peer = addr
-        if not Origin.batch:
-            super().datagram_received(data, addr)
-            return self.kick()
-        self._quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events()
-        Origin.dirty.add(self)
+        super().datagram_received(data, addr)
+        if not ServerConnection.batch:
+            self.kick()
 
-    def soon(self):
-        """transmit() once the running callbacks are done (coalesces writes from stream tasks)."""
-        if not self.tx_soon:
-            self.tx_soon = True
-            self._loop.call_soon(self.tx)
-
-    def tx(self):
-        self.tx_soon = False
+    def after_batch(self):
         self.transmit()
+        self.kick()
 
     def _handle_timer(self):
         super()._handle_timer()
@@ -185,12 +156,7 @@ class Origin(QuicConnectionProtocol):
 
     def fin(self, st):
         """FIN without an empty DATA frame."""
-        hs = self.h3._stream.get(st.sid)
-        if hs is not None:
-            hs.sending_ended = True
-        try:
-            self._quic.send_stream_data(st.sid, b"", end_stream=True)
-        except (ValueError, RuntimeError):
+        if not send_fin(self.h3, self._quic, st.sid):
             raise StreamGone()
         self.soon()
 
@@ -201,15 +167,6 @@ class Origin(QuicConnectionProtocol):
             self.h3.send_headers(st.sid, hdrs, end_stream=end)
         except Exception:
             raise StreamGone()
-        self.soon()
-
-    def reset(self, st, code):
-        try:
-            self._quic.reset_stream(st.sid, code)
-            self._quic.stop_stream(st.sid, code)
-        except ValueError:
-            pass
-        st.note += f" reset-sent=0x{code:x}"
         self.soon()
 
     async def sink(self, st):
@@ -235,9 +192,7 @@ class Origin(QuicConnectionProtocol):
             st.note += f" stop-sending-by-peer=0x{e.error_code:x}"
             self.kick()
         elif isinstance(e, qe.ConnectionTerminated):
-            self.closed = True
-            log(f"conn c{self.cid}: closed code=0x{e.error_code:x} frame_type={e.frame_type} "
-                f"reason={e.reason_phrase!r}")
+            self.log_closed(e)
             for s in self.streams.values():
                 s.inbox.put_nowait(RESET)
             self.kick()
@@ -444,71 +399,8 @@ class Origin(QuicConnectionProtocol):
         await self.send(st, out, end=True)
 
 
-class UdpOut:
-    """The datagram 'transport' handed to aioquic: sendto() straight on the non-blocking socket (a
-    datagram that does not fit in the socket buffer is dropped; QUIC recovers). Reading is done by
-    run()'s drain(), which takes up to 64 datagrams per wake-up (asyncio's transport takes one)."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def sendto(self, data, addr):
-        try:
-            self.sock.sendto(data, addr)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-
-    def get_extra_info(self, name, default=None):
-        return self.sock if name == "socket" else default
-
-
-async def run(a):
-    cfg = QuicConfiguration(is_client=False, alpn_protocols=[a.alpn], max_datagram_size=a.max_datagram_size,
-                            max_data=a.window, max_stream_data=a.window, idle_timeout=a.idle_timeout,
-                            max_datagram_frame_size=None if a.no_datagram else 65536)
-    cfg.load_cert_chain(a.cert, a.key)
-    host, _, port = a.listen.rpartition(":")
-    host = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-    sock.bind((host, int(port)))
-    sock.setblocking(False)
-    server = QuicServer(configuration=cfg, retry=a.retry,
-                        create_protocol=lambda quic, **kw: Origin(quic, a, **kw))
-    server.connection_made(UdpOut(sock))
-
-    def drain():   # up to 64 datagrams per wake-up, then one transmit() per connection
-        Origin.batch = True
-        try:
-            for _ in range(64):
-                try:
-                    data, addr = sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue
-                server.datagram_received(data, addr)
-        finally:
-            Origin.batch = False
-            for p in Origin.dirty:
-                p.transmit()
-                p.kick()
-            Origin.dirty.clear()
-
-    asyncio.get_running_loop().add_reader(sock.fileno(), drain)
-    print(f"listening {sock.getsockname()[1]}", flush=True)
-    await asyncio.Event().wait()
-
-
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="UDP; port 0 = any free port")
-    p.add_argument("--cert", required=True, metavar="PEM", help="certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="PEM", help="private key (PEM)")
+    p = server_parser(__doc__)
     p.add_argument("--no-connect-protocol", action="store_true",
                    help="do not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL=1")
     p.add_argument("--no-datagram", action="store_true",
@@ -518,19 +410,12 @@ def main():
     p.add_argument("--seed", type=int, default=1, help="seed for /source/N: random.Random(seed).randbytes(N)")
     p.add_argument("--timeout", type=float, default=20.0,
                    help="bound for upstream TCP connects, stalled sends and waiting on a peer's FIN")
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="QUIC max_idle_timeout (s)")
-    p.add_argument("--window", type=int, default=1 << 20,
-                   help="initial_max_data and initial_max_stream_data_* (aioquic doubles them as used)")
-    p.add_argument("--max-datagram-size", type=int, default=1452,
-                   help="largest UDP payload we send (aioquic does no PMTU discovery; >= 1200)")
+    add_quic(p, window=True)
     p.add_argument("--retry", action="store_true", help="validate client addresses with a Retry first")
     p.add_argument("--alpn", default="h3", help="ALPN to accept (anything but h3: client exit-2 tests)")
     a = p.parse_args()
-    logging.getLogger("quic").setLevel(logging.CRITICAL)   # closes are logged as conn lines
-    try:
-        asyncio.run(run(a))
-    except KeyboardInterrupt:
-        pass
+    run_server(server_config(a, a.alpn, not a.no_datagram, max_data=a.window, max_stream_data=a.window),
+               a.listen, lambda quic, **kw: Origin(quic, a, **kw), retry=a.retry)
 
 
 if __name__ == "__main__":

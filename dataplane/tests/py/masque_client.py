@@ -35,84 +35,26 @@ datagram accounted for as received or lost, none corrupt; loss itself is reporte
 otherwise (reason in "error" and on stderr). Every wait is bounded: --timeout s without progress,
 --deadline for the whole run.
 """
-import argparse
-import hashlib
 import ipaddress
 import json
 import logging
 import random
-import select
-import socket
-import ssl
 import struct
 import sys
 import time
 
-from aioquic.h3.connection import H3Connection, Setting
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
 import aioquic.quic.events as qe
 
-CAP_DATAGRAM, CAP_ADDRESS_ASSIGN, CAP_ADDRESS_REQUEST, CAP_ROUTE_ADVERTISEMENT = 0x00, 0x01, 0x02, 0x03
+from quicpeer import (CAP_ADDRESS_ASSIGN, CAP_ADDRESS_REQUEST, CAP_DATAGRAM, CAP_ROUTE_ADVERTISEMENT,
+                      DGRAM_OVERHEAD, Capsules, DatagramH3, Fail, QuicClient, add_connect, add_quic, add_timeouts,
+                      auth_headers, capsule, encode_headers, parser, poll_quic, read_varint, send_fin, sha,
+                      take_response, varint, with_token_query)
+
 CAP_NAMES = {0: "DATAGRAM", 1: "ADDRESS_ASSIGN", 2: "ADDRESS_REQUEST", 3: "ROUTE_ADVERTISEMENT"}
 PROBE = 1 << 63            # sequence-number bit of --capsule-datagrams probes
-DGRAM_OVERHEAD = 44        # short header (1 + CID <= 20 + PN 4) + AEAD tag 16 + frame type/length 3
 PENDING_MAX = 32           # --rate 0: HTTP datagrams queued in aioquic before we wait
-SEND_HIGH = 1 << 20        # capsule path: unacknowledged stream bytes before we wait
 OVERSIZE = 65528
-
-
-class Fail(Exception):
-    """The run did not meet expectations (exit 1)."""
-
-
-def enc(v):
-    """QUIC variable-length integer."""
-    if v < 0x40:
-        return bytes([v])
-    if v < 0x4000:
-        return (v | 0x4000).to_bytes(2, "big")
-    if v < 0x40000000:
-        return (v | 0x80000000).to_bytes(4, "big")
-    return (v | 0xC000000000000000).to_bytes(8, "big")
-
-
-def varint(buf, i):
-    """QUIC variable-length integer at buf[i:] -> (value, next index) or None if incomplete."""
-    if i >= len(buf):
-        return None
-    n = 1 << (buf[i] >> 6)
-    if i + n > len(buf):
-        return None
-    return int.from_bytes(bytes([buf[i] & 0x3F]) + bytes(buf[i + 1:i + n]), "big"), i + n
-
-
-def capsule(ctype, value):
-    return enc(ctype) + enc(len(value)) + value
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-
-class Capsules:
-    """RFC 9297 capsule stream parser: feed(bytes) -> [(type, exact capsule bytes, value)]."""
-
-    def __init__(self):
-        self.buf = bytearray()
-
-    def feed(self, data):
-        self.buf += data
-        out, i = [], 0
-        while (t := varint(self.buf, i)) and (n := varint(self.buf, t[1])):
-            end = n[1] + n[0]
-            if end > len(self.buf):
-                break
-            out.append((t[0], bytes(self.buf[i:end]), bytes(self.buf[n[1]:end])))
-            i = end
-        del self.buf[:i]
-        return out
 
 
 def decode_capsule(ctype, value):
@@ -121,7 +63,7 @@ def decode_capsule(ctype, value):
         if ctype in (CAP_ADDRESS_ASSIGN, CAP_ADDRESS_REQUEST):
             out, i = [], 0
             while i < len(value):
-                r = varint(value, i)
+                r = read_varint(value, i)
                 ver = value[r[1]]
                 n = {4: 4, 6: 16}[ver]
                 ip = str(ipaddress.ip_address(value[r[1] + 1:r[1] + 1 + n]))
@@ -145,23 +87,11 @@ def decode_capsule(ctype, value):
 
 def addr_request(rid, ip, prefix):
     a = ipaddress.ip_address(ip)
-    return capsule(CAP_ADDRESS_REQUEST, enc(rid) + bytes([a.version]) + a.packed + bytes([prefix]))
+    return capsule(CAP_ADDRESS_REQUEST, varint(rid) + bytes([a.version]) + a.packed + bytes([prefix]))
 
 
 def grease_type(rng):
     return 0x29 * rng.randrange(1, 1 << 30) + 0x17
-
-
-class ClientH3(H3Connection):
-    def __init__(self, quic, datagrams):
-        self.want_datagrams = datagrams
-        super().__init__(quic, enable_webtransport=False)
-
-    def _get_local_settings(self):
-        s = super()._get_local_settings()
-        if self.want_datagrams:
-            s[Setting.H3_DATAGRAM] = 1   # aioquic adds it only with enable_webtransport
-        return s
 
 
 class Tunnel:
@@ -178,51 +108,18 @@ class Tunnel:
         return self.reset_stream is not None or self.stop_sending is not None
 
 
-class Conn:
+class Conn(QuicClient):
     def __init__(self, a):
-        self.a, self.deadline = a, time.monotonic() + a.deadline
-        host, _, port = a.connect.rpartition(":")
-        host = host.strip("[]")
-        try:
-            fam, _, _, _, self.peer = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-        except (OSError, ValueError) as e:
-            raise Fail(f"resolve {a.connect}: {e}")
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=a.sni or host,
-                                max_datagram_size=a.max_datagram_size, idle_timeout=a.idle_timeout,
-                                max_datagram_frame_size=None if a.no_datagram else 65536)
-        if a.insecure:
-            cfg.verify_mode = ssl.CERT_NONE
-        if a.cafile:
-            cfg.load_verify_locations(cafile=a.cafile)
-        self.quic = QuicConnection(configuration=cfg)
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            self.sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-        try:
-            self.sock.connect(self.peer)
-        except OSError as e:
-            raise Fail(f"UDP socket to {a.connect}: {e}")
-        self.sock.setblocking(False)
-        self.h3 = ClientH3(self.quic, not a.no_datagram)
-        self.quic.connect(self.peer, now=time.monotonic())
+        super().__init__(a, max_datagram_frame_size=None if a.no_datagram else 65536)
         self.tunnels = {}
-        self.dead = self.close_info = self.alpn = None
-        self.handshake_done = self.closing = False
-        self.events = 0
-        self.flush()
+
+    def new_h3(self):
+        return DatagramH3(self.quic, not self.a.no_datagram)
 
     # --- socket loop -------------------------------------------------------------------------
     def step(self, wait):
         self.flush()
-        timer = self.quic.get_timer()
-        if timer is not None:
-            wait = min(wait, max(0.0, timer - time.monotonic()))
-        if select.select([self.sock], [], [], wait)[0]:
-            self._read()
-        timer = self.quic.get_timer()
-        if timer is not None and time.monotonic() >= timer:
-            self.quic.handle_timer(now=time.monotonic())
-            self._events()
+        poll_quic(self.quic, self.sock, wait, self._read, self._events)
         self.flush()
 
     def loop(self, cond, what, idle=None, fail=True):
@@ -244,63 +141,19 @@ class Conn:
             self.step(0.05)
         return True
 
-    def flush(self):
-        for data, _addr in self.quic.datagrams_to_send(now=time.monotonic()):
-            try:
-                self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                pass   # dropped: QUIC recovers (an HTTP datagram in it is lost)
-            except ConnectionRefusedError:
-                self.dead = self.dead or f"connection refused (ICMP port unreachable from {self.a.connect})"
-            except OSError as e:
-                self.dead = self.dead or f"send failed: {e}"
-        self._check_close()
+    def quic_event(self, e):
+        t = self.tunnels.get(getattr(e, "stream_id", -1))
+        if isinstance(e, qe.StreamReset) and t:
+            t.reset_stream = e.error_code
+        elif isinstance(e, qe.StopSendingReceived) and t:
+            t.stop_sending = e.error_code
 
-    def _read(self):
-        for i in range(256):
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:
-                self.dead = self.dead or f"connection refused (ICMP port unreachable from {self.a.connect})"
-                break
-            except OSError as e:
-                self.dead = self.dead or f"receive failed: {e}"
-                break
-            self.quic.receive_datagram(data, self.peer, now=time.monotonic())
-            if i % 32 == 31:
-                self._events()
-        self._events()
-
-    def _events(self):
-        while (e := self.quic.next_event()) is not None:
-            if isinstance(e, (qe.StreamDataReceived, qe.StreamReset, qe.StopSendingReceived,
-                              qe.HandshakeCompleted, qe.DatagramFrameReceived)):
-                self.events += 1
-            t = self.tunnels.get(getattr(e, "stream_id", -1))
-            if isinstance(e, qe.HandshakeCompleted):
-                self.handshake_done, self.alpn = True, e.alpn_protocol
-            elif isinstance(e, qe.StreamReset) and t:
-                t.reset_stream = e.error_code
-            elif isinstance(e, qe.StopSendingReceived) and t:
-                t.stop_sending = e.error_code
-            for he in self.h3.handle_event(e):
-                self._h3_event(he)
-        self._check_close()
-
-    def _h3_event(self, he):
+    def h3_event(self, he):
         t = self.tunnels.get(he.stream_id)
         if t is None:
             return
         if isinstance(he, HeadersReceived):
-            h = {}
-            for k, v in he.headers:
-                k, v = k.decode("latin-1").lower(), v.decode("latin-1")
-                h[k] = f"{h[k]}, {v}" if k in h else v
-            status = int(h.pop(":status", "0"))
-            if t.status is None and not 100 <= status < 200:
-                t.status, t.headers = status, h
+            take_response(t, he.headers)
         elif isinstance(he, DataReceived) and he.data:
             for ctype, raw, value in t.caps.feed(he.data):
                 if ctype == CAP_DATAGRAM:
@@ -312,41 +165,21 @@ class Conn:
         if getattr(he, "stream_ended", False):
             t.end_stream = True
 
-    def _check_close(self):
-        ev = self.quic._close_event
-        if ev is None or self.close_info is not None or self.closing:
-            return
-        by_peer = self.quic._state == QuicConnectionState.DRAINING
-        self.close_info = {"error_code": ev.error_code, "frame_type": ev.frame_type,
-                           "reason": ev.reason_phrase, "by_peer": by_peer}
-        who = "peer closed the connection" if by_peer else "connection closed by aioquic"
-        self.dead = self.dead or f"{who}: CONNECTION_CLOSE 0x{ev.error_code:x} {ev.reason_phrase!r}"
-
     # --- HTTP/3 ------------------------------------------------------------------------------
-    def wait_settings(self):
-        self.loop(lambda: self.handshake_done, "the QUIC handshake")
-        if self.alpn != "h3":
-            raise Fail(f"ALPN did not negotiate h3 (server selected {self.alpn!r})")
-        self.loop(lambda: self.h3.received_settings is not None, "the server's SETTINGS")
-        if self.h3.received_settings.get(Setting.ENABLE_CONNECT_PROTOCOL) != 1:
-            raise Fail("peer did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL != 1)")
-
     def quic_datagrams(self):
         """HTTP datagrams as QUIC DATAGRAM frames: both sides sent H3_DATAGRAM=1 + the TP."""
-        return (not self.a.no_datagram and self.h3.received_settings.get(Setting.H3_DATAGRAM) == 1
-                and self.quic._remote_max_datagram_frame_size is not None)
+        return not self.a.no_datagram and self.peer_datagrams()
 
     def open(self, headers, on_dgram, on_capsule):
         t = Tunnel(self.quic.get_next_available_stream_id())
         t.on_dgram, t.on_capsule = on_dgram, on_capsule   # before any event: capsules may come with HEADERS
         self.tunnels[t.sid] = t
-        self.h3.send_headers(t.sid, [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers])
+        self.h3.send_headers(t.sid, encode_headers(headers))
         self.flush()
         return t
 
     def writable(self, t):
-        qs = self.quic._streams.get(t.sid)
-        return qs is not None and qs.sender._reset_error_code is None and len(qs.sender._buffer) < SEND_HIGH
+        return bool(self.stream_room(t.sid))   # capsule path: SEND_HIGH unacknowledged bytes at most
 
     def send_capsule(self, t, raw):
         if t.gone or t.end_sent:
@@ -371,46 +204,19 @@ class Conn:
 
     def fin(self, t):
         """FIN without an empty DATA frame."""
-        st = self.h3._stream.get(t.sid)
-        if st is not None:
-            st.sending_ended = True
-        try:
-            self.quic.send_stream_data(t.sid, b"", end_stream=True)
-        except (ValueError, RuntimeError):
-            pass
+        send_fin(self.h3, self.quic, t.sid)
         t.end_sent = True
         self.flush()
-
-    def close(self):
-        if not self.dead:
-            if self.handshake_done and not self.quic._handshake_confirmed:
-                end = time.monotonic() + 1.0   # else aioquic sends the close as APPLICATION_ERROR
-                try:
-                    self.loop(lambda: self.quic._handshake_confirmed or time.monotonic() > end, "HANDSHAKE_DONE")
-                except Fail:
-                    pass
-            self.quic.close(error_code=0x100)   # H3_NO_ERROR
-            self.closing = True
-            self.flush()
-        self.sock.close()
 
 
 # --- shared steps -------------------------------------------------------------------------------
 def tunnel_headers(a, proto, path):
-    if a.token and a.token_query:
-        path += ("&" if "?" in path else "?") + f"{a.token_query}={a.token}"
-    h = [(":method", "CONNECT"), (":protocol", proto), (":scheme", "https"), (":authority", a.authority),
-         (":path", path), ("capsule-protocol", "?1")]
-    if a.token and not a.token_query:
-        h.append(("authorization", f"Bearer {a.token}"))
-    for x in a.header:
-        k, _, v = x.partition(":")
-        h.append((k.strip().lower(), v.strip()))
-    return h
+    return [(":method", "CONNECT"), (":protocol", proto), (":scheme", "https"), (":authority", a.authority),
+            (":path", with_token_query(a, path)), ("capsule-protocol", "?1")] + auth_headers(a)
 
 
 def open_tunnel(conn, a, proto, path, r, on_dgram, on_capsule):
-    conn.wait_settings()
+    conn.need_connect_protocol()
     r["datagram_path"] = "quic" if conn.quic_datagrams() else "capsule"
     t = conn.open(tunnel_headers(a, proto, path), on_dgram, on_capsule)
     r["stream"] = t.sid
@@ -466,11 +272,14 @@ def wait_echoes(conn, t, done, a, what):
 
 
 def finish_tunnel(conn, t, r):
-    """Our FIN, then the peer's FIN (or reset), bounded by --timeout."""
+    """Our FIN, then the peer's FIN (or reset), bounded by --timeout. Returns [what went wrong]."""
     if not t.gone and not t.end_sent:
         conn.fin(t)
     if not conn.loop(lambda: t.end_stream or t.gone, "the proxy's FIN", fail=False):
         r.setdefault("notes", []).append("no FIN from the proxy within --timeout")
+    if t.gone:
+        return [f"stream reset by the proxy ({t.reset_stream}/{t.stop_sending})"]
+    return [] if t.end_stream else ["no FIN from the proxy"]
 
 
 def grease_step(conn, t, rng, r):
@@ -501,11 +310,11 @@ def mode_udp(conn, a, r):
     r.update(sent=sent, received=recv, lost={}, duplicates=0, corrupt=0, capsules_back=back_list)
 
     def payload(c, seq):
-        return enc(c) + seq.to_bytes(8, "big") + filler[c]
+        return varint(c) + seq.to_bytes(8, "big") + filler[c]
 
     def on_dgram(data, via, raw):
         stats["via"][via] += 1
-        v = varint(data, 0)
+        v = read_varint(data, 0)
         if v is None or len(data) < v[1] + 8:
             stats["corrupt"] += 1
             return
@@ -543,10 +352,10 @@ def mode_udp(conn, a, r):
     t = open_tunnel(conn, a, "connect-udp", path, r, on_dgram, on_capsule)
     if not (t.status and 200 <= t.status < 300):
         return f"status {t.status}" if not t.gone else f"stream reset {t.reset_stream}/{t.stop_sending}"
-    limit = a.max_datagram_size - DGRAM_OVERHEAD - len(enc(t.sid // 4))
-    if conn.quic_datagrams() and a.count and len(enc(max(contexts))) + a.size > limit:
+    limit = a.max_datagram_size - DGRAM_OVERHEAD - len(varint(t.sid // 4))
+    if conn.quic_datagrams() and a.count and len(varint(max(contexts))) + a.size > limit:
         raise Fail(f"--size {a.size} does not fit a QUIC datagram of --max-datagram-size "
-                   f"{a.max_datagram_size} (at most {limit - len(enc(max(contexts)))})")
+                   f"{a.max_datagram_size} (at most {limit - len(varint(max(contexts)))})")
     if a.grease_capsule:
         sent_raw[grease_step(conn, t, rng, r)] = "grease"
     for k in range(a.capsule_datagrams):
@@ -581,7 +390,7 @@ def mode_udp(conn, a, r):
     if probes["back"] != probes["identical"]:
         errors.append("a DATAGRAM capsule came back changed")
     if a.oversize_capsule and not t.gone and not t.end_stream:
-        raw = capsule(CAP_DATAGRAM, enc(0) + bytes(OVERSIZE))
+        raw = capsule(CAP_DATAGRAM, varint(0) + bytes(OVERSIZE))
         conn.send_capsule(t, raw)
         conn.flush()
         conn.loop(lambda: t.gone or t.end_stream, "the answer to the oversize capsule", fail=False)
@@ -595,11 +404,7 @@ def mode_udp(conn, a, r):
         if outcome not in ("reset", "stop_sending"):
             errors.append(f"oversize capsule: the proxy did not abort the stream ({outcome})")
     else:
-        finish_tunnel(conn, t, r)
-        if t.gone:
-            errors.append(f"stream reset by the proxy ({t.reset_stream}/{t.stop_sending})")
-        elif not t.end_stream:
-            errors.append("no FIN from the proxy")
+        errors += finish_tunnel(conn, t, r)
     return "; ".join(errors) or None
 
 
@@ -656,7 +461,7 @@ def mode_ip(conn, a, r):
 
     def on_dgram(data, via, raw):
         pk["via"][via] += 1
-        v = varint(data, 0)
+        v = read_varint(data, 0)
         if v is None or v[0] != 0 or len(data) < v[1] + 45:
             pk["corrupt"] += 1
             return
@@ -675,9 +480,9 @@ def mode_ip(conn, a, r):
 
     def send_cap(raw, label=None):
         if conn.send_capsule(t, raw):
-            fields = decode_capsule(varint(raw, 0)[0], raw[varint(raw, varint(raw, 0)[1])[1]:])
-            caps_out.append({"type": hex(varint(raw, 0)[0]), "label": label, "len": len(raw), "sha": sha(raw),
-                             "fields": fields})
+            fields = decode_capsule(read_varint(raw, 0)[0], raw[read_varint(raw, read_varint(raw, 0)[1])[1]:])
+            caps_out.append({"type": hex(read_varint(raw, 0)[0]), "label": label, "len": len(raw),
+                             "sha": sha(raw), "fields": fields})
             conn.flush()
 
     t = open_tunnel(conn, a, "connect-ip", a.path, r, on_dgram, on_capsule)
@@ -712,7 +517,7 @@ def mode_ip(conn, a, r):
         pkt = ipv4_udp(src, dst, i, a.size)
         expected[i] = pkt[:12] + pkt[16:20] + pkt[12:16] + pkt[20:]
         pk["sent"] += 1
-        return enc(0) + pkt
+        return varint(0) + pkt
 
     if a.packets:
         send_paced(conn, t, a.packets, make, lambda: pk["received"], "packets")
@@ -725,27 +530,17 @@ def mode_ip(conn, a, r):
         errors.append(f"{pk['corrupt']} corrupt packet(s), {pk['received'] - pk['identical']} not swapped exactly")
     if a.grease_capsule and not r["grease"]["back"]:
         errors.append("GREASE capsule did not come back unchanged")
-    finish_tunnel(conn, t, r)
-    if t.gone:
-        errors.append(f"stream reset by the proxy ({t.reset_stream}/{t.stop_sending})")
-    elif not t.end_stream:
-        errors.append("no FIN from the proxy")
+    errors += finish_tunnel(conn, t, r)
     return "; ".join(errors) or None
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--connect", required=True, metavar="HOST:PORT", help="proxy UDP address ([::1]:443 ok)")
-    p.add_argument("--cafile", help="PEM CA bundle to verify the server certificate")
-    p.add_argument("--sni", help="TLS server name (default: the --connect host; IPs send no SNI)")
-    p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
-    p.add_argument("--timeout", type=float, default=20.0, help="max seconds without progress")
-    p.add_argument("--deadline", type=float, default=120.0, help="max seconds for the whole run")
+    p = parser(__doc__)
+    add_connect(p, "proxy")
+    add_timeouts(p, 120.0)
     p.add_argument("--settle", type=float, default=2.0,
                    help="stop waiting for echoes after this many seconds without any event")
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="QUIC max_idle_timeout (s)")
-    p.add_argument("--max-datagram-size", type=int, default=1452,
-                   help="largest UDP payload we send (aioquic does no PMTU discovery; >= 1200)")
+    add_quic(p)
     p.add_argument("--no-datagram", action="store_true",
                    help="no SETTINGS_H3_DATAGRAM / max_datagram_frame_size: HTTP datagrams go as capsules")
     sub = p.add_subparsers(dest="mode", required=True)

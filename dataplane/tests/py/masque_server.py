@@ -38,96 +38,34 @@ aioquic queues DATAGRAM frames without a size check and never drops them, so a d
 packet would block the queue for good: we drop (and count `dgrams_too_big=`) any HTTP datagram above
 --max-datagram-size - 44 bytes, and drop (`dgrams_queue_drop=`) when 4096 datagrams are already queued.
 """
-import argparse
 import asyncio
-import hashlib
 import ipaddress
 import json
-import logging
 import re
 import socket
-import sys
 from urllib.parse import unquote
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.h3.connection import H3Connection, Setting
+from aioquic.h3.connection import Setting
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
-from aioquic.quic.configuration import QuicConfiguration
 import aioquic.quic.events as qe
 
+from quicpeer import (CAP_ADDRESS_ASSIGN, CAP_ADDRESS_REQUEST, CAP_DATAGRAM, CAP_ROUTE_ADVERTISEMENT,
+                      DGRAM_OVERHEAD, CapsuleError, Capsules, DatagramH3, ServerConnection, add_quic, capsule,
+                      header_dict, log, read_varint, run_server, send_fin, server_config, server_parser, sha,
+                      udp_socket, varint)
+
 H3_INTERNAL_ERROR, H3_MESSAGE_ERROR = 0x102, 0x10E
-CAP_DATAGRAM, CAP_ADDRESS_ASSIGN, CAP_ADDRESS_REQUEST, CAP_ROUTE_ADVERTISEMENT = 0x00, 0x01, 0x02, 0x03
 MAX_UDP_PAYLOAD = 65527
 MAX_CAPSULE = 1 << 20       # a longer capsule aborts the stream (H3_MESSAGE_ERROR)
 DGRAM_QUEUE_MAX = 4096      # HTTP datagrams waiting in aioquic before we drop new ones
-DGRAM_OVERHEAD = 44         # short header (1 + CID <= 20 + PN 4) + AEAD tag 16 + frame type/length 3
 UDP_PATH = re.compile(r"/\.well-known/masque/udp/([^/?#]+)/([^/?#]+)/")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def enc(v):
-    """QUIC variable-length integer."""
-    if v < 0x40:
-        return bytes([v])
-    if v < 0x4000:
-        return (v | 0x4000).to_bytes(2, "big")
-    if v < 0x40000000:
-        return (v | 0x80000000).to_bytes(4, "big")
-    return (v | 0xC000000000000000).to_bytes(8, "big")
-
-
-def varint(buf, i):
-    """QUIC variable-length integer at buf[i:] -> (value, next index) or None if incomplete."""
-    if i >= len(buf):
-        return None
-    n = 1 << (buf[i] >> 6)
-    if i + n > len(buf):
-        return None
-    return int.from_bytes(bytes([buf[i] & 0x3F]) + bytes(buf[i + 1:i + n]), "big"), i + n
-
-
-def capsule(ctype, value):
-    return enc(ctype) + enc(len(value)) + value
-
-
-class CapsuleError(Exception):
-    pass
-
-
-class Capsules:
-    """RFC 9297 capsule stream parser: feed(bytes) -> [(type, exact capsule bytes, value)]."""
-
-    def __init__(self):
-        self.buf = bytearray()
-
-    def feed(self, data):
-        self.buf += data
-        out, i = [], 0
-        while (t := varint(self.buf, i)) and (n := varint(self.buf, t[1])):
-            if n[0] > MAX_CAPSULE:
-                raise CapsuleError(f"capsule type=0x{t[0]:x} len={n[0]} over {MAX_CAPSULE}")
-            end = n[1] + n[0]
-            if end > len(self.buf):
-                break
-            out.append((t[0], bytes(self.buf[i:end]), bytes(self.buf[n[1]:end])))
-            i = end
-        del self.buf[:i]
-        return out
-
-
-def sha(b):
-    return hashlib.sha256(b).hexdigest()
 
 
 def addr_list(value):
     """ADDRESS_ASSIGN / ADDRESS_REQUEST value -> [(request id, version, ip string, prefix)]."""
     out, i = [], 0
     while i < len(value):
-        r = varint(value, i)
+        r = read_varint(value, i)
         if r is None or r[1] >= len(value):
             raise CapsuleError("truncated address")
         ver, i = value[r[1]], r[1] + 1
@@ -140,7 +78,7 @@ def addr_list(value):
 
 
 def addr_value(items):
-    return b"".join(enc(rid) + bytes([ver]) + ipaddress.ip_address(ip).packed + bytes([plen])
+    return b"".join(varint(rid) + bytes([ver]) + ipaddress.ip_address(ip).packed + bytes([plen])
                     for rid, ver, ip, plen in items)
 
 
@@ -158,29 +96,13 @@ def swap_ip(pkt):
     return pkt
 
 
-class MasqueH3(H3Connection):
-    def __init__(self, quic, a):
-        self.a = a   # read by _get_local_settings, called from super().__init__
-        super().__init__(quic, enable_webtransport=False)
-
-    def _get_local_settings(self):
-        s = super()._get_local_settings()   # has ENABLE_CONNECT_PROTOCOL=1
-        if not self.a.no_datagram:
-            s[Setting.H3_DATAGRAM] = 1      # aioquic adds it only with enable_webtransport
-        return s
-
-
 class MStream:
     def __init__(self, sid, headers):
         self.sid = sid
-        h = {}
-        for k, v in headers:
-            k, v = k.decode("latin-1"), v.decode("latin-1")
-            h[k] = f"{h[k]}, {v}" if k in h else v
-        self.h = h
+        self.h = header_dict(headers)
         self.kind, self.status, self.target, self.note = "request", None, None, ""
         self.open = self.done = False
-        self.caps = Capsules()
+        self.caps = Capsules(MAX_CAPSULE)
         self.pending = []            # context-0 payloads (with via_capsule flag) before the socket is up
         self.udp = None
         self.via_capsule = {}        # sha of a payload that came in a capsule -> count (reply in one too)
@@ -189,36 +111,14 @@ class MStream:
         self.drops = {}
 
 
-class Masque(QuicConnectionProtocol):
-    count = 0
-    batch, dirty = False, set()   # while a batch of datagrams is read: who needs a transmit() after
-
+class Masque(ServerConnection):
     def __init__(self, quic, a, **kw):
-        super().__init__(quic, **kw)
-        Masque.count += 1
-        self.cid, self.a = Masque.count, a
-        self.h3 = None
+        super().__init__(quic, a, **kw)
         self.streams, self.seen, self.tasks = {}, set(), set()
-        self.closed, self.tx_soon, self.unknown_dgrams = False, False, 0
+        self.unknown_dgrams = 0
         self.dgram_max = a.max_datagram_size - DGRAM_OVERHEAD
 
     # --- plumbing ----------------------------------------------------------------------------
-    def datagram_received(self, data, addr):
-        if not Masque.batch:
-            return super().datagram_received(data, addr)
-        self._quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events()
-        Masque.dirty.add(self)
-
-    def soon(self):
-        if not self.tx_soon:
-            self.tx_soon = True
-            self._loop.call_soon(self.tx)
-
-    def tx(self):
-        self.tx_soon = False
-        self.transmit()
-
     def drop(self, st, why):
         st.drops[why] = st.drops.get(why, 0) + 1
 
@@ -231,7 +131,7 @@ class Masque(QuicConnectionProtocol):
         """One HTTP datagram (context id + data) on st: a QUIC DATAGRAM, or a capsule without them."""
         if not self.peer_datagrams():
             return self.send_capsule(st, capsule(CAP_DATAGRAM, payload))
-        if len(enc(st.sid // 4)) + len(payload) > self.dgram_max:
+        if len(varint(st.sid // 4)) + len(payload) > self.dgram_max:
             return self.drop(st, "dgrams_too_big")
         if len(self._quic._datagrams_pending) >= DGRAM_QUEUE_MAX:
             return self.drop(st, "dgrams_queue_drop")
@@ -249,7 +149,7 @@ class Masque(QuicConnectionProtocol):
             return
         st.n["capsules_out"] += 1
         if logged:
-            log(f"stream c{self.cid}#{st.sid} capsule out type=0x{varint(raw, 0)[0]:x} len={len(raw)} "
+            log(f"stream c{self.cid}#{st.sid} capsule out type=0x{read_varint(raw, 0)[0]:x} len={len(raw)} "
                 f"sha={sha(raw)}")
         self.soon()
 
@@ -260,22 +160,7 @@ class Masque(QuicConnectionProtocol):
         self.soon()
 
     def fin(self, st):
-        hs = self.h3._stream.get(st.sid)
-        if hs is not None:
-            hs.sending_ended = True
-        try:
-            self._quic.send_stream_data(st.sid, b"", end_stream=True)
-        except (ValueError, RuntimeError):
-            pass
-        self.soon()
-
-    def reset(self, st, code):
-        try:
-            self._quic.reset_stream(st.sid, code)
-            self._quic.stop_stream(st.sid, code)
-        except ValueError:
-            pass
-        st.note += f" reset-sent=0x{code:x}"
+        send_fin(self.h3, self._quic, st.sid)
         self.soon()
 
     def finish(self, st, why=""):
@@ -302,17 +187,14 @@ class Masque(QuicConnectionProtocol):
     # --- events ------------------------------------------------------------------------------
     def quic_event_received(self, e):
         if isinstance(e, qe.ProtocolNegotiated) and self.h3 is None:
-            self.h3 = MasqueH3(self._quic, self.a)
+            self.h3 = DatagramH3(self._quic, not self.a.no_datagram)
         st = self.streams.get(getattr(e, "stream_id", -1))
         if isinstance(e, qe.StreamReset) and st:
             self.finish(st, f" reset-by-peer=0x{e.error_code:x}")
         elif isinstance(e, qe.StopSendingReceived) and st:
             st.note += f" stop-sending-by-peer=0x{e.error_code:x}"
         elif isinstance(e, qe.ConnectionTerminated):
-            self.closed = True
-            unk = f" dgrams_unknown_stream={self.unknown_dgrams}" if self.unknown_dgrams else ""
-            log(f"conn c{self.cid}: closed code=0x{e.error_code:x} frame_type={e.frame_type} "
-                f"reason={e.reason_phrase!r}{unk}")
+            self.log_closed(e, f" dgrams_unknown_stream={self.unknown_dgrams}" if self.unknown_dgrams else "")
             for s in list(self.streams.values()):
                 self.finish(s, " connection-closed")
         if self.h3 is not None:
@@ -399,9 +281,7 @@ class Masque(QuicConnectionProtocol):
             ai = await asyncio.wait_for(self._loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM),
                                         self.a.timeout)
             fam, _, _, _, addr = ai[0]
-            s = socket.socket(fam, socket.SOCK_DGRAM)
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                s.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
+            s = udp_socket(fam)
             s.setblocking(False)
             s.connect(addr)
         except (OSError, asyncio.TimeoutError, UnicodeError) as e:
@@ -422,13 +302,13 @@ class Masque(QuicConnectionProtocol):
     # --- connect-udp -------------------------------------------------------------------------
     def on_dgram(self, st, data, raw=None):
         """An HTTP datagram payload (context id + data); raw = the DATAGRAM capsule it came in."""
-        r = varint(data, 0)
+        r = read_varint(data, 0)
         if r is None:
             return self.drop(st, "dgrams_no_context")
         ctx = r[0]
         st.ctx_seen.add(ctx)
         if st.kind == "connect-ip":
-            out = enc(0) + swap_ip(data[r[1]:]) if ctx == 0 else data
+            out = varint(0) + swap_ip(data[r[1]:]) if ctx == 0 else data
         elif ctx != 0:
             out = data
         else:
@@ -475,9 +355,9 @@ class Masque(QuicConnectionProtocol):
                 st.via_capsule[k] -= 1
                 if not st.via_capsule[k]:
                     del st.via_capsule[k]
-                self.send_capsule(st, capsule(CAP_DATAGRAM, enc(0) + data))
+                self.send_capsule(st, capsule(CAP_DATAGRAM, varint(0) + data))
             else:
-                self.send_dgram(st, enc(0) + data)
+                self.send_dgram(st, varint(0) + data)
         self.transmit()
 
     def udp_capsule(self, st, ctype, raw, value):
@@ -513,79 +393,15 @@ class Masque(QuicConnectionProtocol):
         self.send_capsule(st, raw, True)   # unknown / GREASE: echoed unchanged
 
 
-class UdpOut:
-    """The datagram 'transport' handed to aioquic (as in h3_origin.py): sendto() on the socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def sendto(self, data, addr):
-        try:
-            self.sock.sendto(data, addr)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
-
-    def get_extra_info(self, name, default=None):
-        return self.sock if name == "socket" else default
-
-
-async def run(a):
-    cfg = QuicConfiguration(is_client=False, alpn_protocols=["h3"], max_datagram_size=a.max_datagram_size,
-                            idle_timeout=a.idle_timeout,
-                            max_datagram_frame_size=None if a.no_datagram else 65536)
-    cfg.load_cert_chain(a.cert, a.key)
-    host, _, port = a.listen.rpartition(":")
-    host = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-    sock.bind((host, int(port)))
-    sock.setblocking(False)
-    server = QuicServer(configuration=cfg, create_protocol=lambda quic, **kw: Masque(quic, a, **kw))
-    server.connection_made(UdpOut(sock))
-
-    def drain():   # up to 64 datagrams per wake-up, then one transmit() per connection
-        Masque.batch = True
-        try:
-            for _ in range(64):
-                try:
-                    data, addr = sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue
-                server.datagram_received(data, addr)
-        finally:
-            Masque.batch = False
-            for p in Masque.dirty:
-                p.transmit()
-            Masque.dirty.clear()
-
-    asyncio.get_running_loop().add_reader(sock.fileno(), drain)
-    print(f"listening {sock.getsockname()[1]}", flush=True)
-    await asyncio.Event().wait()
-
-
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="UDP; port 0 = any free port")
-    p.add_argument("--cert", required=True, metavar="PEM", help="certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="PEM", help="private key (PEM)")
+    p = server_parser(__doc__)
     p.add_argument("--no-datagram", action="store_true",
                    help="no SETTINGS_H3_DATAGRAM / max_datagram_frame_size: HTTP datagrams go as capsules")
     p.add_argument("--timeout", type=float, default=20.0, help="bound for resolving a connect-udp target")
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="QUIC max_idle_timeout (s)")
-    p.add_argument("--max-datagram-size", type=int, default=1452,
-                   help="largest UDP payload we send (aioquic does no PMTU discovery; >= 1200)")
+    add_quic(p)
     a = p.parse_args()
-    logging.getLogger("quic").setLevel(logging.CRITICAL)
-    try:
-        asyncio.run(run(a))
-    except KeyboardInterrupt:
-        pass
+    run_server(server_config(a, datagrams=not a.no_datagram), a.listen,
+               lambda quic, **kw: Masque(quic, a, **kw))
 
 
 if __name__ == "__main__":

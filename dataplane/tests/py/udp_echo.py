@@ -7,32 +7,22 @@ that clients report loss). Logs `udp-echo: new peer HOST:PORT` on stderr for eac
 SIGTERM / SIGINT or after --idle-exit seconds without traffic, `udp-echo: in=.. out=.. dropped=..
 send_errors=.. peers=..`. Runs until stopped (or --idle-exit).
 """
-import argparse
 import select
 import signal
-import socket
 import sys
 import time
 
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+from quicpeer import add_listen, bind_udp, log, parser
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="UDP; port 0 = any free port")
+    p = parser(__doc__)
+    add_listen(p)
     p.add_argument("--drop-every", type=int, default=0, metavar="N", help="drop every Nth datagram (0 = none)")
     p.add_argument("--idle-exit", type=float, default=0.0, metavar="S",
                    help="exit after S seconds without a datagram (0 = run until stopped)")
     a = p.parse_args()
-    host, _, port = a.listen.rpartition(":")
-    host = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-    sock.bind((host, int(port)))
-    sock.setblocking(False)
+    sock = bind_udp(a.listen)
     stop = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(1))

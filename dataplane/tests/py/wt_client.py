@@ -44,64 +44,29 @@ byte-identical with FIN, K server streams, --expect-close), 1 otherwise (reason 
 `error`), 2 when the server did not select ALPN h3. --timeout bounds time without progress (a QUIC
 stream / H3 event, or more of our bytes acknowledged), --deadline the whole run.
 """
-import argparse
 import hashlib
 import json
 import logging
 import random
-import select
-import socket
-import ssl
 import struct
 import sys
 import time
 
-from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import FrameType, H3Connection, H3Stream, Setting
+from aioquic.h3.connection import Setting
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived, WebTransportStreamDataReceived
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
 import aioquic.quic.events as qe
 
+from quicpeer import (CLOSE_SESSION, WT_FIRST, AlpnFail, Capsules, Fail, QuicClient, WebTransportH3, add_connect,
+                      add_quic, add_timeouts, auth_headers, capsule, encode_headers, parser, send_fin, take_response,
+                      with_token_query, wt_code)
+
 CHUNK = 65536
-SEND_HIGH = 1 << 20        # per stream: unacknowledged bytes queued in QUIC before we stop writing
-CLOSE_SESSION = 0x2843
-ALPN_ALERT = 0x100 + 120   # CRYPTO_ERROR(no_application_protocol)
-WT_FIRST, WT_LAST = 0x52E4A40FA8DB, 0x52E5AC983162
 PROBE_BYTES = 1000
 KEEP = 4096                # bytes of a server stream's content kept for the report
 
 
-class Fail(Exception):
-    """The run did not meet expectations (exit 1)."""
-
-
-class AlpnFail(Fail):
-    """The server did not select h3 (exit 2)."""
-
-
-def varint(buf, i):
-    if i >= len(buf):
-        return None
-    n = 1 << (buf[i] >> 6)
-    if i + n > len(buf):
-        return None
-    return int.from_bytes(bytes([buf[i] & 0x3F]) + bytes(buf[i + 1:i + n]), "big"), i + n
-
-
-def capsule(ctype, value):
-    return encode_uint_var(ctype) + encode_uint_var(len(value)) + value
-
-
 def wt_to_h3(n):
     return WT_FIRST + n + n // 0x1E
-
-
-def wt_code(h):
-    if h is not None and WT_FIRST <= h <= WT_LAST and (h - 0x21) % 0x1F != 0:
-        s = h - WT_FIRST
-        return s - s // 0x1F
-    return None
 
 
 def parse_code(x):
@@ -110,23 +75,6 @@ def parse_code(x):
     if x.startswith("wt:"):
         return wt_to_h3(int(x[3:], 0))
     return int(x, 0)
-
-
-class WtH3(H3Connection):
-    """aioquic's H3Connection with WebTransport on. open_wt() pre-registers our bidi WT streams as
-    WEBTRANSPORT_STREAM: the server's bytes on them carry no 0x41 signal and aioquic would otherwise
-    parse the echo as HTTP/3 frames."""
-
-    def __init__(self, quic):
-        super().__init__(quic, enable_webtransport=True)
-
-    def open_wt(self, session_id, uni):
-        sid = self.create_webtransport_stream(session_id, is_unidirectional=uni)
-        if not uni:
-            st = H3Stream(sid)
-            st.frame_type, st.session_id = FrameType.WEBTRANSPORT_STREAM, session_id
-            self._stream[sid] = st
-        return sid
 
 
 class WtStream:
@@ -168,152 +116,42 @@ class WtStream:
         return r
 
 
-class Client:
+class Client(QuicClient):
     def __init__(self, a):
-        self.a, self.timeout, self.deadline = a, a.timeout, time.monotonic() + a.deadline
-        host, _, port = a.connect.rpartition(":")
-        host = host.strip("[]")
-        try:
-            fam, _, _, _, self.peer = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-        except (OSError, ValueError) as e:
-            raise Fail(f"resolve {a.connect}: {e}")
-        cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=a.sni or host,
-                                max_datagram_size=a.max_datagram_size, idle_timeout=a.idle_timeout,
-                                max_datagram_frame_size=65536)
-        if a.insecure:
-            cfg.verify_mode = ssl.CERT_NONE
-        if a.cafile:
-            cfg.load_verify_locations(cafile=a.cafile)
-        self.quic = QuicConnection(configuration=cfg)
-        self.sock = socket.socket(fam, socket.SOCK_DGRAM)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            self.sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-        try:
-            self.sock.connect(self.peer)
-        except OSError as e:
-            raise Fail(f"UDP socket to {a.connect}: {e}")
-        self.sock.setblocking(False)
-        self.h3 = WtH3(self.quic)
-        self.quic.connect(self.peer, now=time.monotonic())
-        self.dead = self.close_info = self.alpn = None
-        self.alpn_fail = self.closing = self.handshake_done = False
-        self.events = 0
+        super().__init__(a, max_datagram_frame_size=65536)
         # session
         self.session = None
         self.status, self.headers = None, {}
         self.connect_fin = self.connect_fin_sent = False
         self.connect_reset = None
-        self.cbuf = bytearray()
+        self.caps = Capsules()   # the CONNECT stream's DATA
         self.capsules_in, self.close_in, self.close_in_at, self.close_sent = [], None, None, None
-        self.streams = {}
         self.dgram_payloads, self.dgram_recv, self.dgram_other = set(), 0, 0
-        self.flush()
 
-    # --- socket loop (as in h3_client.py) --------------------------------------------------------
-    def _mark(self):
-        acked = sum(qs.sender._buffer_start for sid in self.streams
-                    if (qs := self.quic._streams.get(sid)) is not None)
-        return self.events, acked
+    def new_h3(self):
+        return WebTransportH3(self.quic)
 
-    def loop(self, cond, what):
-        last, mark = time.monotonic(), self._mark()
-        while not cond():
-            if self.alpn_fail:
-                raise AlpnFail(f"ALPN did not negotiate h3 ({self.dead or self.alpn!r})")
-            if self.dead:
-                raise Fail(f"{self.dead} (while waiting for {what})")
-            self.pump()
-            self.flush()
-            now = time.monotonic()
-            m = self._mark()
-            if m != mark:
-                mark, last = m, now
-            elif now - last > self.timeout:
-                raise Fail(f"timeout: {self.timeout}s without progress while waiting for {what}")
-            if now > self.deadline:
-                raise Fail(f"deadline of {self.a.deadline}s passed while waiting for {what}")
-            timer = self.quic.get_timer()
-            wait = 0.05 if timer is None else min(0.05, max(0.0, timer - now))
-            if select.select([self.sock], [], [], wait)[0]:
-                self._read()
-            timer = self.quic.get_timer()
-            if timer is not None and time.monotonic() >= timer:
-                self.quic.handle_timer(now=time.monotonic())
-                self._events()
+    def loop(self, cond, what):   # and then write what the last events queued (echoes, FINs)
+        super().loop(cond, what)
         self.pump()
         self.flush()
 
-    def flush(self):
-        for data, _addr in self.quic.datagrams_to_send(now=time.monotonic()):
-            try:
-                self.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except ConnectionRefusedError:
-                self.dead = self.dead or f"connection refused (ICMP port unreachable from {self.a.connect})"
-            except OSError as e:
-                self.dead = self.dead or f"send failed: {e}"
-        self._check_close()
-
-    def _read(self):
-        got = 0
-        for _ in range(256):
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except ConnectionRefusedError:
-                self.dead = self.dead or f"connection refused (ICMP port unreachable from {self.a.connect})"
-                break
-            except OSError as e:
-                self.dead = self.dead or f"receive failed: {e}"
-                break
-            self.quic.receive_datagram(data, self.peer, now=time.monotonic())
-            got += 1
-            if got % 32 == 0:
-                self._events()
-        if got:
-            self._events()
-
-    def _check_close(self):
-        ev = self.quic._close_event
-        if ev is None or self.close_info is not None or self.closing:
-            return
-        by_peer = self.quic._state == QuicConnectionState.DRAINING
-        self.close_info = {"error_code": ev.error_code, "frame_type": ev.frame_type,
-                           "reason": ev.reason_phrase, "by_peer": by_peer}
-        who = "peer closed the connection" if by_peer else "connection closed by aioquic"
-        self.dead = self.dead or f"{who}: CONNECTION_CLOSE 0x{ev.error_code:x} {ev.reason_phrase!r}"
-        if ev.error_code == ALPN_ALERT and not self.handshake_done:
-            self.alpn_fail = True
-
     # --- events ----------------------------------------------------------------------------------
-    def _events(self):
-        while (e := self.quic.next_event()) is not None:
-            if isinstance(e, (qe.StreamDataReceived, qe.StreamReset, qe.StopSendingReceived,
-                              qe.HandshakeCompleted, qe.DatagramFrameReceived)):
-                self.events += 1
-            sid = getattr(e, "stream_id", -1)
-            if isinstance(e, qe.HandshakeCompleted):
-                self.handshake_done, self.alpn = True, e.alpn_protocol
-                if e.alpn_protocol != "h3":
-                    self.alpn_fail = True
-            elif isinstance(e, qe.StreamReset):
-                if sid == self.session:
-                    self.connect_reset = e.error_code
-                else:
-                    self.stream_for(sid).reset_stream = e.error_code
-            elif isinstance(e, qe.StopSendingReceived):
-                if sid == self.session:
-                    self.connect_reset = self.connect_reset or e.error_code
-                else:
-                    w = self.stream_for(sid)
-                    w.stop_sending = e.error_code
-                    w.outq.clear()
-                    w.remaining = 0
-            for he in self.h3.handle_event(e):
-                self._h3_event(he)
-        self._check_close()
+    def quic_event(self, e):
+        sid = getattr(e, "stream_id", -1)
+        if isinstance(e, qe.StreamReset):
+            if sid == self.session:
+                self.connect_reset = e.error_code
+            else:
+                self.stream_for(sid).reset_stream = e.error_code
+        elif isinstance(e, qe.StopSendingReceived):
+            if sid == self.session:
+                self.connect_reset = self.connect_reset or e.error_code
+            else:
+                w = self.stream_for(sid)
+                w.stop_sending = e.error_code
+                w.outq.clear()
+                w.remaining = 0
 
     def stream_for(self, sid):
         w = self.streams.get(sid)
@@ -321,7 +159,7 @@ class Client:
             w = self.streams[sid] = WtStream(sid, "srv-uni" if sid % 4 == 3 else "srv-bidi")
         return w
 
-    def _h3_event(self, he):
+    def h3_event(self, he):
         sid = he.stream_id
         if isinstance(he, DatagramReceived):
             if sid == self.session and he.data in self.dgram_payloads:
@@ -331,16 +169,9 @@ class Client:
             return
         if sid == self.session and self.session is not None:
             if isinstance(he, HeadersReceived):
-                h = {}
-                for k, v in he.headers:
-                    k, v = k.decode("latin-1").lower(), v.decode("latin-1")
-                    h[k] = f"{h[k]}, {v}" if k in h else v
-                status = int(h.pop(":status", "0"))
-                if self.status is None and not 100 <= status < 200:
-                    self.status, self.headers = status, h
+                take_response(self, he.headers)
             elif isinstance(he, DataReceived) and he.data:
-                self.cbuf += he.data
-                self.parse_capsules()
+                self.parse_capsules(he.data)
             if getattr(he, "stream_ended", False):
                 self.connect_fin = True
             return
@@ -360,15 +191,11 @@ class Client:
             if w.kind == "srv-bidi":
                 w.end_after = True
 
-    def parse_capsules(self):
-        b = self.cbuf
-        while (t := varint(b, 0)) and (n := varint(b, t[1])) and len(b) >= n[1] + n[0]:
-            raw = bytes(b[:n[1] + n[0]])
-            value = raw[n[1]:]
-            del b[:n[1] + n[0]]
+    def parse_capsules(self, data):
+        for ctype, raw, value in self.caps.feed(data):
             sha = hashlib.sha256(raw).hexdigest()
-            self.capsules_in.append({"type": t[0], "len": n[0], "sha": sha})
-            if t[0] == CLOSE_SESSION and self.close_in is None:
+            self.capsules_in.append({"type": ctype, "len": len(value), "sha": sha})
+            if ctype == CLOSE_SESSION and self.close_in is None:
                 code = struct.unpack("!I", value[:4])[0] if len(value) >= 4 else None
                 reason = value[4:]
                 try:
@@ -388,13 +215,13 @@ class Client:
                 continue
             w.refill()
             while w.outq:
-                qs = self.quic._streams.get(w.sid)
-                if qs is None or qs.sender._reset_error_code is not None:   # STOP_SENDING: no more
+                room = self.stream_room(w.sid)
+                if room is None:   # STOP_SENDING: no more
                     w.outq.clear()
                     w.remaining = 0
                     w.end_after = False
                     break
-                if len(qs.sender._buffer) >= SEND_HIGH:
+                if not room:
                     break
                 n = min(CHUNK, len(w.outq))
                 chunk = bytes(w.outq[:n])
@@ -408,8 +235,7 @@ class Client:
                 if last:
                     w.fin_sent = True
             if not w.outq and w.remaining == 0 and w.end_after and not w.fin_sent:
-                qs = self.quic._streams.get(w.sid)
-                if qs is not None and qs.sender._reset_error_code is None:
+                if self.stream_room(w.sid) is not None:
                     self.quic.send_stream_data(w.sid, b"", end_stream=True)
                     w.fin_sent = True
 
@@ -421,10 +247,7 @@ class Client:
             if data:
                 self.h3.send_data(self.session, data, True)
             else:
-                st = self.h3._stream.get(self.session)
-                if st is not None:
-                    st.sending_ended = True
-                self.quic.send_stream_data(self.session, b"", end_stream=True)
+                send_fin(self.h3, self.quic, self.session)
         except Exception:
             pass
 
@@ -433,43 +256,14 @@ class Client:
         w = self.streams[sid] = WtStream(sid, kind, index, nbytes, seed)
         return w
 
-    # --- phases ----------------------------------------------------------------------------------
-    def wait_settings(self):
-        self.loop(lambda: self.handshake_done, "the QUIC handshake")
-        if self.alpn != "h3":
-            raise AlpnFail(f"ALPN did not negotiate h3 (server selected {self.alpn!r})")
-        self.loop(lambda: self.h3.received_settings is not None, "the server's SETTINGS")
-
-    def close(self):
-        if not self.dead:
-            if self.handshake_done and not self.quic._handshake_confirmed:
-                end = time.monotonic() + 1.0
-                try:
-                    self.loop(lambda: self.quic._handshake_confirmed or time.monotonic() > end,
-                              "HANDSHAKE_DONE")
-                except Fail:
-                    pass
-            self.quic.close(error_code=0x100)   # H3_NO_ERROR
-            self.closing = True
-            self.flush()
-        self.sock.close()
-
 
 def request_headers(a):
-    path = a.path
-    if a.token and a.token_query:
-        path += ("&" if "?" in path else "?") + f"{a.token_query}={a.token}"
     h = [(":method", "CONNECT"), (":protocol", a.protocol), (":scheme", "https"), (":authority", a.authority),
-         (":path", path), ("sec-webtransport-http3-draft02", "1")]
+         (":path", with_token_query(a, a.path)), ("sec-webtransport-http3-draft02", "1")]
     origin = f"https://{a.authority}" if a.origin is None else a.origin
     if origin:
         h.append(("origin", origin))
-    if a.token and not a.token_query:
-        h.append(("authorization", f"Bearer {a.token}"))
-    for x in a.header:
-        k, _, v = x.partition(":")
-        h.append((k.strip().lower(), v.strip()))
-    return h
+    return h + auth_headers(a)
 
 
 def run(c, a, out):
@@ -479,8 +273,7 @@ def run(c, a, out):
         raise Fail("peer did not enable WebTransport (SETTINGS_ENABLE_WEBTRANSPORT 0x2b603742 != 1)")
     c.session = c.quic.get_next_available_stream_id()
     out["session_id"] = c.session
-    hdrs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request_headers(a)]
-    c.h3.send_headers(c.session, hdrs)
+    c.h3.send_headers(c.session, encode_headers(request_headers(a)))
     c.flush()
     c.loop(lambda: c.status is not None or c.connect_fin or c.connect_reset is not None, "the CONNECT response")
     if c.status is None:
@@ -589,16 +382,10 @@ def is_server_text(w):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--connect", required=True, metavar="HOST:PORT", help="server UDP address ([::1]:443 ok)")
-    p.add_argument("--cafile", help="PEM CA bundle to verify the server certificate")
-    p.add_argument("--sni", help="TLS server name (default: the --connect host; IPs send no SNI)")
-    p.add_argument("--insecure", action="store_true", help="skip TLS certificate verification")
-    p.add_argument("--timeout", type=float, default=20.0, help="max seconds without progress")
-    p.add_argument("--deadline", type=float, default=120.0, help="max seconds for the whole run")
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="QUIC max_idle_timeout (s)")
-    p.add_argument("--max-datagram-size", type=int, default=1452,
-                   help="largest UDP payload we send (aioquic does no PMTU discovery; >= 1200)")
+    p = parser(__doc__)
+    add_connect(p)
+    add_timeouts(p, 120.0)
+    add_quic(p)
     p.add_argument("--authority", required=True, help=":authority (and origin: https://A)")
     p.add_argument("--path", required=True, help=":path")
     p.add_argument("--protocol", default="webtransport", help=":protocol")

@@ -38,40 +38,20 @@ is (and dropped, with STOP_SENDING 0x3994bd84 WT_BUFFERED_STREAM_REJECTED on str
 rejected). Session ends do not reset the session's open WT streams (a relay's job in the tests).
 --timeout bounds waiting for the client's FIN after our WT_CLOSE_SESSION and for an echo's ack.
 """
-import argparse
-import asyncio
 import hashlib
 import json
-import logging
-import socket
 import struct
-import sys
 from urllib.parse import parse_qs, urlsplit
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer
-from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import FrameType, H3Connection, H3Stream
+from aioquic.h3.connection import FrameType, encode_frame
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived, WebTransportStreamDataReceived
-from aioquic.quic.configuration import QuicConfiguration
 import aioquic.quic.events as qe
 
-CLOSE_SESSION = 0x2843
+from quicpeer import (CLOSE_SESSION, Capsules, ServerConnection, WebTransportH3, add_quic, capsule, header_dict, log,
+                      run_server, server_config, server_parser, varint, wt_code)
+
 BUFFERED_STREAM_REJECTED = 0x3994BD84
-WT_FIRST, WT_LAST = 0x52E4A40FA8DB, 0x52E5AC983162   # draft-02 (Chromium) app code n <-> HTTP/3 code
 KEEP = 256   # bytes of a server-opened bidi stream's echo kept for the log
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def wt_code(h):
-    """HTTP/3 error code -> WebTransport application code (draft mapping), or None."""
-    if WT_FIRST <= h <= WT_LAST and (h - 0x21) % 0x1F != 0:
-        s = h - WT_FIRST
-        return s - s // 0x1F
-    return None
 
 
 def code_str(c):
@@ -79,51 +59,16 @@ def code_str(c):
     return f"{c}" + (f" wt={w}" if w is not None else "")
 
 
-def capsule(ctype, value):
-    return encode_uint_var(ctype) + encode_uint_var(len(value)) + value
-
-
-def varint(buf, i):
-    if i >= len(buf):
-        return None
-    n = 1 << (buf[i] >> 6)
-    if i + n > len(buf):
-        return None
-    return int.from_bytes(bytes([buf[i] & 0x3F]) + bytes(buf[i + 1:i + n]), "big"), i + n
-
-
-class WtH3(H3Connection):
-    """aioquic's H3Connection with WebTransport on. open_wt() fixes an aioquic gap: the peer's
-    bytes on a bidi WT stream *we* opened carry no 0x41 signal, and aioquic would parse them as
-    HTTP/3 frames; pre-registering the stream as WEBTRANSPORT_STREAM makes them arrive as
-    WebTransportStreamDataReceived."""
-
-    def __init__(self, quic):
-        super().__init__(quic, enable_webtransport=True)
-
-    def open_wt(self, session_id, uni):
-        sid = self.create_webtransport_stream(session_id, is_unidirectional=uni)
-        if not uni:
-            st = H3Stream(sid)
-            st.frame_type, st.session_id = FrameType.WEBTRANSPORT_STREAM, session_id
-            self._stream[sid] = st
-        return sid
-
-
 class Session:
     def __init__(self, sid, headers):
         self.sid = sid
-        self.pairs = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-        h = {}
-        for k, v in self.pairs:
-            h[k] = f"{h[k]}, {v}" if k in h else v
-        self.h = h
-        self.path = h.get(":path", "")
+        self.h = header_dict(headers)
+        self.path = self.h.get(":path", "")
         u = urlsplit(self.path)
         self.route, self.q = u.path, {k: v[-1] for k, v in parse_qs(u.query, keep_blank_values=True).items()}
         self.status = None
         self.open = False        # 2xx sent, session usable
-        self.buf = bytearray()   # CONNECT stream DATA not yet parsed as capsules
+        self.caps = Capsules()   # the CONNECT stream's DATA, parsed as capsules
         self.capsules = []
         self.close_in = self.close_out = None
         self.fin_in = self.fin_out = False
@@ -148,33 +93,16 @@ class WtStream:
         self.logged = False
 
 
-class WtServer(QuicConnectionProtocol):
-    count = 0
-    batch, dirty = False, set()   # while a batch of datagrams is read: who needs a transmit() after
-
+class WtServer(ServerConnection):
     def __init__(self, quic, a, **kw):
-        super().__init__(quic, **kw)
-        WtServer.count += 1
-        self.cid, self.a = WtServer.count, a
-        self.h3 = None
+        super().__init__(quic, a, **kw)
         self.sessions, self.streams = {}, {}
         self.pending = {}   # session id -> [H3 events] that arrived before its CONNECT
-        self.closed = False
-
-    def tx(self):
-        self.transmit()
-
-    def datagram_received(self, data, addr):
-        if not WtServer.batch:
-            return super().datagram_received(data, addr)
-        self._quic.receive_datagram(data, addr, now=self._loop.time())
-        self._process_events()
-        WtServer.dirty.add(self)
 
     # --- events ----------------------------------------------------------------------------------
     def quic_event_received(self, e):
         if isinstance(e, qe.ProtocolNegotiated) and self.h3 is None:
-            self.h3 = WtH3(self._quic)
+            self.h3 = WebTransportH3(self._quic)
         sid = getattr(e, "stream_id", -1)
         if isinstance(e, qe.StreamReset):
             if sid in self.streams:
@@ -190,9 +118,7 @@ class WtServer(QuicConnectionProtocol):
             elif sid in self.sessions:
                 log(f"session c{self.cid}#{sid} CONNECT stream stop code={code_str(e.error_code)}")
         elif isinstance(e, qe.ConnectionTerminated):
-            self.closed = True
-            log(f"conn c{self.cid}: closed code=0x{e.error_code:x} frame_type={e.frame_type} "
-                f"reason={e.reason_phrase!r}")
+            self.log_closed(e)
             for s in list(self.sessions.values()):
                 self.end_session(s, "connection-closed")
         if self.h3 is not None:
@@ -227,8 +153,7 @@ class WtServer(QuicConnectionProtocol):
             self.on_request(sid, he)
         elif isinstance(he, DataReceived) and s is not None:
             if he.data:
-                s.buf += he.data
-                self.parse_capsules(s)
+                self.parse_capsules(s, he.data)
             if he.stream_ended:
                 self.on_connect_fin(s)
 
@@ -258,10 +183,8 @@ class WtServer(QuicConnectionProtocol):
         log(f"session c{self.cid}#{sid} accepted path={s.path} authority={s.h.get(':authority', '-')}")
         if s.route == "/goaway":
             # HTTP/3 GOAWAY on our control stream: no new requests past this one.
-            from aioquic.buffer import encode_uint_var
-            from aioquic.h3.connection import FrameType, encode_frame
             self._quic.send_stream_data(self.h3._local_control_stream_id,
-                                        encode_frame(FrameType.GOAWAY, encode_uint_var(sid + 4)))
+                                        encode_frame(FrameType.GOAWAY, varint(sid + 4)))
             log(f"session c{self.cid}#{sid} goaway sent id={sid + 4}")
         if s.route == "/server-streams":
             k = int(s.q.get("n", "1") or 0)
@@ -413,16 +336,12 @@ class WtServer(QuicConnectionProtocol):
         self.stream_done(w)
 
     # --- session / capsules ----------------------------------------------------------------------
-    def parse_capsules(self, s):
-        b = s.buf
-        while (t := varint(b, 0)) and (n := varint(b, t[1])) and len(b) >= n[1] + n[0]:
-            raw = bytes(b[:n[1] + n[0]])
-            value = raw[n[1]:]
-            del b[:n[1] + n[0]]
+    def parse_capsules(self, s, data):
+        for ctype, raw, value in s.caps.feed(data):
             sha = hashlib.sha256(raw).hexdigest()
-            s.capsules.append((t[0], n[0]))
-            log(f"wt c{self.cid}#{s.sid} capsule in type=0x{t[0]:x} len={n[0]} sha={sha}")
-            if t[0] == CLOSE_SESSION:
+            s.capsules.append((ctype, len(value)))
+            log(f"wt c{self.cid}#{s.sid} capsule in type=0x{ctype:x} len={len(value)} sha={sha}")
+            if ctype == CLOSE_SESSION:
                 code = struct.unpack("!I", value[:4])[0] if len(value) >= 4 else None
                 s.close_in = (code, value[4:].hex(), sha)
                 log(f"wt c{self.cid}#{s.sid} close_session code={code} reason={value[4:].hex()} sha={sha}"
@@ -445,8 +364,8 @@ class WtServer(QuicConnectionProtocol):
 
     def on_connect_fin(self, s):
         s.fin_in = True
-        if s.buf:
-            s.notes.append(f"trailing-capsule-bytes={len(s.buf)}")
+        if s.caps.buf:
+            s.notes.append(f"trailing-capsule-bytes={len(s.caps.buf)}")
         if s.fin_out:
             self.end_session(s, "closed")
         else:
@@ -503,78 +422,13 @@ class WtServer(QuicConnectionProtocol):
             f"fin_out={s.fin_out}{reset}{notes} saw={json.dumps(s.h, separators=(',', ':'))}")
 
 
-class UdpOut:
-    """The datagram 'transport' handed to aioquic (as in h3_origin.py): sendto() straight on the
-    non-blocking socket; reading is done by run()'s drain(), up to 64 datagrams per wake-up."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def sendto(self, data, addr):
-        try:
-            self.sock.sendto(data, addr)
-        except OSError:
-            pass   # dropped: QUIC recovers
-
-    def close(self):
-        self.sock.close()
-
-    def get_extra_info(self, name, default=None):
-        return self.sock if name == "socket" else default
-
-
-async def run(a):
-    cfg = QuicConfiguration(is_client=False, alpn_protocols=["h3"], max_datagram_size=a.max_datagram_size,
-                            idle_timeout=a.idle_timeout, max_datagram_frame_size=65536)
-    cfg.load_cert_chain(a.cert, a.key)
-    host, _, port = a.listen.rpartition(":")
-    host = host.strip("[]")
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
-    sock.bind((host, int(port)))
-    sock.setblocking(False)
-    server = QuicServer(configuration=cfg, create_protocol=lambda quic, **kw: WtServer(quic, a, **kw))
-    server.connection_made(UdpOut(sock))
-
-    def drain():
-        WtServer.batch = True
-        try:
-            for _ in range(64):
-                try:
-                    data, addr = sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    continue
-                server.datagram_received(data, addr)
-        finally:
-            WtServer.batch = False
-            for p in WtServer.dirty:
-                p.transmit()
-            WtServer.dirty.clear()
-
-    asyncio.get_running_loop().add_reader(sock.fileno(), drain)
-    print(f"listening {sock.getsockname()[1]}", flush=True)
-    await asyncio.Event().wait()
-
-
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT", help="UDP; port 0 = any free port")
-    p.add_argument("--cert", required=True, metavar="PEM", help="certificate chain (PEM)")
-    p.add_argument("--key", required=True, metavar="PEM", help="private key (PEM)")
+    p = server_parser(__doc__)
     p.add_argument("--timeout", type=float, default=20.0,
                    help="bound for the client's FIN after our WT_CLOSE_SESSION and for an echo's ack")
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="QUIC max_idle_timeout (s)")
-    p.add_argument("--max-datagram-size", type=int, default=1452,
-                   help="largest UDP payload we send (aioquic does no PMTU discovery; >= 1200)")
+    add_quic(p)
     a = p.parse_args()
-    logging.getLogger("quic").setLevel(logging.CRITICAL)   # closes are logged as conn lines
-    try:
-        asyncio.run(run(a))
-    except KeyboardInterrupt:
-        pass
+    run_server(server_config(a), a.listen, lambda quic, **kw: WtServer(quic, a, **kw))
 
 
 if __name__ == "__main__":
