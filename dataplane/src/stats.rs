@@ -78,6 +78,9 @@ counters! {
     h3_datagrams_dropped_too_large,
     /// HTTP datagrams dropped: the other hop takes no QUIC datagrams.
     h3_datagrams_dropped_unsupported,
+    /// HTTP datagrams sent on as DATAGRAM capsules: the other hop takes no
+    /// QUIC datagrams.
+    h3_datagrams_capsuled,
     /// WebTransport streams relayed (either side opened them).
     webtransport_streams_total,
     /// WebTransport streams refused: their session never came or ended.

@@ -17,9 +17,10 @@ use support::*;
 
 const TOKEN: &str = "session-secret-token";
 
-/// One tunnel per peer, each also with a token-protected twin, and a
-/// tunnel whose upstream is not h3 (sessions there are 501).
-fn edge(masque: &QuicPeer, wt: &QuicPeer) -> Edge {
+/// One tunnel per peer, each also with a token-protected twin, a tunnel
+/// whose upstream is not h3 (sessions there are 501), and `capsuling`: a
+/// MASQUE upstream that answers in QUIC datagrams whatever came in.
+fn edge(masque: &QuicPeer, wt: &QuicPeer, capsuling: &QuicPeer) -> Edge {
     let tunnel = |name: &str, host: &str, peer: &QuicPeer, auth: bool| {
         let auth = if auth { format!("token_auth = true\ntokens = [\"{TOKEN}\"]\n") } else { String::new() };
         format!(
@@ -31,11 +32,12 @@ fn edge(masque: &QuicPeer, wt: &QuicPeer) -> Edge {
     };
     Edge::start(&format!(
         "[edge]\ncores = 1\nadmin = \"@ADMIN@\"\n[[listener]]\naddr = \"@TLS_LISTEN@\"\ntls = {{ cert = \"@CERT@\", key = \"@KEY@\" }}\nquic = true\n\
-         {}{}{}{}[[tunnel]]\nname = \"h1\"\nhostnames = [\"h1.test\"]\nupstream = \"127.0.0.1:9\"\n",
+         {}{}{}{}{}[[tunnel]]\nname = \"h1\"\nhostnames = [\"h1.test\"]\nupstream = \"127.0.0.1:9\"\n",
         tunnel("masque", "masque.test", masque, false),
         tunnel("masque-auth", "auth.test", masque, true),
         tunnel("wt", "wt.test", wt, false),
         tunnel("wt-auth", "wt-auth.test", wt, true),
+        tunnel("capsuling", "capsule.test", capsuling, false),
     ))
 }
 
@@ -83,7 +85,8 @@ fn connect_udp_and_connect_ip_relay_datagrams_and_capsules() {
     let masque = QuicPeer::start("masque_server.py", dir.path(), &[]);
     let wt = QuicPeer::start("wt_server.py", dir.path(), &[]);
     let (_echo, echo_port) = udp_echo();
-    let edge = edge(&masque, &wt);
+    let capsuling = QuicPeer::start("masque_server.py", &dir.path().join("capsuling"), &["--reply-datagrams"]);
+    let edge = edge(&masque, &wt, &capsuling);
     let port = echo_port.to_string();
     let udp = |host: &str, extra: &[&str]| {
         let mut a = vec!["udp", "--authority", host, "--target-host", "127.0.0.1", "--target-port", &port];
@@ -136,6 +139,21 @@ fn connect_udp_and_connect_ip_relay_datagrams_and_capsules() {
     let (code, r, out) = udp("auth.test", &["--token", TOKEN, "--token-query", "rstream.token", "--count", "10"]);
     assert_eq!((code, r["status"].as_u64()), (0, Some(200)), "{out}\n{}", edge.log());
     assert!(!masque.log().contains(TOKEN), "the token never reaches the upstream");
+    // A client without QUIC datagrams sends DATAGRAM capsules (passed on
+    // as they are); what the upstream sends it as QUIC datagrams reaches the
+    // client as DATAGRAM capsules the edge writes between the upstream's
+    // capsules (RFC 9297 §3.5; 16: only toward a hop without datagrams).
+    let (code, r, out) = run(
+        &edge,
+        "masque_client.py",
+        &["--no-datagram", "udp", "--authority", "capsule.test", "--target-host", "127.0.0.1", "--target-port", &port, "--count", "2000", "--contexts", "0"],
+    );
+    assert_eq!(code, 0, "{out}\nedge:\n{}", edge.log());
+    let via_capsule = r["received_via"]["capsule"].as_u64().unwrap();
+    assert_eq!(via_capsule + r["lost"]["0"].as_u64().unwrap(), 2000, "{r}");
+    assert!(via_capsule > 1900, "{r}");
+    assert!(capsuling.log().contains("dgrams_out=2000"), "the upstream answered in QUIC datagrams:\n{}", capsuling.log());
+    assert!(edge.total("h3_datagrams_capsuled") >= 1900);
     // A tunnel whose upstream is not h3 cannot carry datagrams: 501.
     let (_, r, _) = udp("h1.test", &[]);
     assert_eq!(r["status"], 501, "{r}");
@@ -166,7 +184,8 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
     let dir = tempfile::tempdir().unwrap();
     let masque = QuicPeer::start("masque_server.py", dir.path(), &[]);
     let wt = QuicPeer::start("wt_server.py", dir.path(), &[]);
-    let edge = edge(&masque, &wt);
+    let capsuling = QuicPeer::start("masque_server.py", &dir.path().join("capsuling"), &["--reply-datagrams"]);
+    let edge = edge(&masque, &wt, &capsuling);
     let session = |host: &str, path: &str, extra: &[&str]| {
         let mut a = vec!["--authority", host, "--path", path];
         a.extend_from_slice(extra);

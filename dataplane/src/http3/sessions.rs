@@ -29,11 +29,47 @@ use crate::stats::{self, CoreStats};
 const MAX_EARLY_STREAMS: usize = 32;
 
 /// Where one session's datagrams go: the other hop's connection and the
-/// session's quarter stream id there.
+/// session's quarter stream id there; toward a hop that takes no QUIC
+/// datagrams, DATAGRAM capsules on the session's request stream instead
+/// (RFC 9297 §3.5), put in by `capsules`.
 #[derive(Clone)]
 pub struct DatagramRoute {
     pub to: quic::Connection,
     pub quarter_id: u64,
+    pub capsules: Option<Rc<Injection>>,
+}
+
+/// Bytes of DATAGRAM capsules waiting for a request stream before more
+/// datagrams are dropped (they are unreliable; the stream is not).
+const MAX_CAPSULED: usize = 256 * 1024;
+
+/// Capsules the edge adds to what a session's request stream reads (toward
+/// the other hop): each goes whole between two of the peer's capsules
+/// (`relay::h3` reads them in at a capsule boundary).
+#[derive(Default)]
+pub struct Injection {
+    bytes: RefCell<Vec<u8>>,
+    reader: RefCell<Option<Waker>>,
+}
+
+impl Injection {
+    /// Queues one whole capsule and wakes the reader.
+    pub fn push(&self, capsule: &[u8]) {
+        self.bytes.borrow_mut().extend_from_slice(capsule);
+        if let Some(w) = self.reader.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// What is queued (the reader takes it whole).
+    pub fn queued(&self) -> std::cell::RefMut<'_, Vec<u8>> {
+        self.bytes.borrow_mut()
+    }
+
+    /// The reader waits: a push wakes it.
+    pub fn wake_me(&self, waker: &Waker) {
+        *self.reader.borrow_mut() = Some(waker.clone());
+    }
 }
 
 /// A WebTransport stream the peer opened, after its type (the session id
@@ -166,6 +202,25 @@ impl Sessions {
             stats::add(&self.stats.h3_datagrams_dropped_no_session, 1);
             return Ok(());
         };
+        if route.to.max_datagram_size().is_none() {
+            // The other hop takes no QUIC datagrams: a DATAGRAM capsule.
+            let Some(inject) = &route.capsules else {
+                stats::add(&self.stats.h3_datagrams_dropped_unsupported, 1);
+                return Ok(());
+            };
+            if inject.queued().len() > MAX_CAPSULED {
+                stats::add(&self.stats.h3_datagrams_dropped_too_large, 1);
+                return Ok(());
+            }
+            scratch.clear();
+            let payload = &datagram[head.len..];
+            let _ = crate::h3::varint::encode(crate::h3::capsule::ty::DATAGRAM, scratch);
+            let _ = crate::h3::varint::encode(payload.len() as u64, scratch);
+            scratch.extend_from_slice(payload);
+            inject.push(scratch);
+            stats::add(&self.stats.h3_datagrams_capsuled, 1);
+            return Ok(());
+        }
         wt::readdress(&datagram[head.len..], route.quarter_id, scratch);
         // One copy per datagram: quinn-proto takes each as its own `Bytes`.
         match route.to.send_datagram(Bytes::copy_from_slice(scratch)) {

@@ -21,6 +21,7 @@ use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use crate::h3::capsule::{CapsuleScanner, Protocol};
 use crate::h3::error::{Code, H3Error, Scope};
+use crate::http3::sessions::Injection;
 use crate::h3::frame;
 use crate::h3::stream::{RequestStream, StreamEvent};
 use crate::quic::{Connection, RecvStream, SendStream};
@@ -50,31 +51,15 @@ pub struct H3Stream {
 pub struct SessionCapsules {
     scanner: CapsuleScanner,
     inject: Rc<Injection>,
-}
-
-/// Capsules the edge adds to what a session's stream reads (toward the
-/// other hop): each goes whole between two of the peer's capsules.
-#[derive(Default)]
-pub struct Injection {
-    bytes: RefCell<Vec<u8>>,
-    reader: RefCell<Option<std::task::Waker>>,
-}
-
-impl Injection {
-    /// Queues one whole capsule and wakes the reader.
-    pub fn push(&self, capsule: &[u8]) {
-        self.bytes.borrow_mut().extend_from_slice(capsule);
-        if let Some(w) = self.reader.borrow_mut().take() {
-            w.wake();
-        }
-    }
+    /// One of the edge's capsules is part way out.
+    injecting: bool,
 }
 
 impl H3Stream {
     /// The stream of a session: its DATA is a capsule stream whose rules
     /// (`protocol`'s) are checked as it passes.
     pub fn with_capsules(mut self, protocol: Protocol) -> H3Stream {
-        self.capsules = Some(SessionCapsules { scanner: CapsuleScanner::new(protocol), inject: Rc::default() });
+        self.capsules = Some(SessionCapsules { scanner: CapsuleScanner::new(protocol), inject: Rc::default(), injecting: false });
         self
     }
 
@@ -158,17 +143,21 @@ impl AsyncRead for H3Reader {
     /// aborts the stream instead.
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if let Some(SessionCapsules { scanner, inject }) = this.capsules.as_mut() {
-            let mut queued = inject.bytes.borrow_mut();
-            if !queued.is_empty() && scanner.at_boundary() && this.end.is_none() && queued.len() <= buf.len() {
-                let n = queued.len();
-                buf[..n].copy_from_slice(&queued);
-                queued.clear();
-                let checked = scanner.scan(&buf[..n], &mut Vec::new()).map(|()| n);
+        if let Some(SessionCapsules { scanner, inject, injecting }) = this.capsules.as_mut() {
+            // The edge's capsules start only between two of the peer's, and
+            // once started go on (over as many reads as they take) before
+            // any more of the peer's bytes.
+            let mut queued = inject.queued();
+            if !queued.is_empty() && this.end.is_none() && (*injecting || scanner.at_boundary()) {
+                let n = queued.len().min(buf.len());
+                buf[..n].copy_from_slice(&queued[..n]);
+                queued.drain(..n);
                 drop(queued);
+                let checked = scanner.scan(&buf[..n], &mut Vec::new()).map(|()| n);
+                *injecting = !scanner.at_boundary();
                 return Poll::Ready(checked.map_err(|e| this.fail(&e)));
             }
-            *inject.reader.borrow_mut() = Some(cx.waker().clone());
+            inject.wake_me(cx.waker());
         }
         let read = ready!(this.poll_data(cx, buf));
         let Some(SessionCapsules { scanner, .. }) = this.capsules.as_mut() else { return Poll::Ready(read) };

@@ -40,11 +40,22 @@ pub async fn relay(protocol: SessionProtocol, down: H3Stream, up: H3Stream, opts
     let (down_conn, up_conn) = (down.conn.clone(), up.conn.clone());
     let (down_sessions, up_sessions) = (down.sessions.clone(), up.sessions.clone());
     let (down_id, up_id) = (down.send.id(), up.send.id());
-    let _to_up = down_sessions.route_datagrams(wt::quarter_id(down_id), DatagramRoute { to: up_conn.clone(), quarter_id: wt::quarter_id(up_id) });
-    let _to_down = up_sessions.route_datagrams(wt::quarter_id(up_id), DatagramRoute { to: down_conn.clone(), quarter_id: wt::quarter_id(down_id) });
-    let up = up.with_capsules(protocol);
-    let to_down = up.injection();
-    let legs = relay_legs(Leg::H3(down.with_capsules(protocol)), Leg::H3(up), Prelude::default(), opts, stats);
+    let (down, up) = (down.with_capsules(protocol), up.with_capsules(protocol));
+    // What the edge adds toward each hop goes in through the other hop's
+    // reader: DATAGRAM capsules for a hop without QUIC datagrams, and
+    // WT_DRAIN_SESSION toward the client.
+    let (to_up, to_down) = (down.injection(), up.injection());
+    let _routes = (
+        down_sessions.route_datagrams(
+            wt::quarter_id(down_id),
+            DatagramRoute { to: up_conn.clone(), quarter_id: wt::quarter_id(up_id), capsules: to_up },
+        ),
+        up_sessions.route_datagrams(
+            wt::quarter_id(up_id),
+            DatagramRoute { to: down_conn.clone(), quarter_id: wt::quarter_id(down_id), capsules: to_down.clone() },
+        ),
+    );
+    let legs = relay_legs(Leg::H3(down), Leg::H3(up), Prelude::default(), opts, stats);
     if protocol != SessionProtocol::WebTransport {
         return legs.await;
     }

@@ -329,7 +329,7 @@ class Masque(ServerConnection):
             self.send_dgram(st, out)
 
     def udp_send(self, st, payload, via_capsule):
-        if via_capsule:
+        if via_capsule and not self.a.reply_datagrams:
             k = sha(payload)
             st.via_capsule[k] = st.via_capsule.get(k, 0) + 1
         try:
@@ -397,6 +397,8 @@ def main():
     p = server_parser(__doc__)
     p.add_argument("--no-datagram", action="store_true",
                    help="no SETTINGS_H3_DATAGRAM / max_datagram_frame_size: HTTP datagrams go as capsules")
+    p.add_argument("--reply-datagrams", action="store_true",
+                   help="UDP replies go as QUIC datagrams even when the payload came in a DATAGRAM capsule")
     p.add_argument("--timeout", type=float, default=20.0, help="bound for resolving a connect-udp target")
     add_quic(p)
     a = p.parse_args()

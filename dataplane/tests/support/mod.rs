@@ -503,6 +503,7 @@ impl QuicPeer {
             .unwrap()
             .signed_by(&key, &ca, &ca_key)
             .unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         let stem = script.trim_end_matches(".py");
         let (ca_pem, cert, key_pem, log) = (
             dir.join(format!("{stem}-ca.pem")),
