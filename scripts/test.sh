@@ -14,6 +14,13 @@ export SWITCHYARD_PYTHON="$PWD/.venv/bin/python"
 
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 
+# Prometheus (dataplane/tests/observability.rs): promtool checks /metrics and
+# a real server scrapes it. Only the binaries are used (the packaged service
+# is not started by the test).
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+
 # Chromium interop (dataplane/tests/chromium.rs): Debian's chromium, driven
 # through playwright-core from dataplane/tests/js (npm ci; it downloads no
 # browser). Node.js comes with the machine.

@@ -1,4 +1,5 @@
-//! Read-only admin endpoint: `GET /stats` → per-core counters as JSON.
+//! Read-only admin endpoint: `GET /stats` → per-core (and per-tunnel)
+//! counters as JSON; `GET /metrics` → the same in the Prometheus text format.
 //!
 //! Off the data path: plain threads with blocking std sockets (like Envoy's
 //! admin listener, it is for operators and tests, not for traffic). Each
@@ -24,7 +25,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serves the admin endpoint on `addr` in a background thread.
 pub fn spawn(addr: SocketAddr, cores: Vec<(usize, Arc<CoreStats>)>) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
-    tracing::info!(%addr, "admin endpoint: GET /stats");
+    tracing::info!(%addr, "admin endpoint: GET /stats, GET /metrics");
     let cores = Arc::new(cores);
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
@@ -63,17 +64,17 @@ fn answer(mut conn: TcpStream, cores: &[(usize, Arc<CoreStats>)]) {
     if n == 0 {
         return;
     }
-    let (status, body) = if buf[..n].starts_with(b"GET /stats") {
-        ("200 OK", stats::to_json(cores))
+    const JSON: &str = "application/json";
+    let (status, kind, body) = if buf[..n].starts_with(b"GET /stats") {
+        ("200 OK", JSON, stats::to_json(cores))
+    } else if buf[..n].starts_with(b"GET /metrics") {
+        ("200 OK", "text/plain; version=0.0.4; charset=utf-8", stats::to_prometheus(cores))
     } else {
-        (
-            "404 Not Found",
-            "{\"error\":\"try GET /stats\"}".to_string(),
-        )
+        ("404 Not Found", JSON, "{\"error\":\"try GET /stats or GET /metrics\"}".to_string())
     };
     let _ = write!(
         conn,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
 }

@@ -111,6 +111,9 @@ pub fn record(
     answer: &Answer,
 ) {
     stats::add(&core.stats.rejected_total, 1);
+    if let Some(t) = tunnel {
+        stats::add(&core.tunnel_counters(&t.config.name).rejected_total, 1);
+    }
     match rej.side() {
         Side::Upstream => stats::add(&core.stats.upstream_errors, 1),
         Side::Downstream if matches!(rej, Rejection::Auth(_)) => {

@@ -109,6 +109,21 @@ pub struct EdgeSettings {
     /// Largest UDP payload QUIC probes for (DPLPMTUD) and accepts: 1452
     /// fits Ethernet; jumbo-frame networks and loopback carry more.
     pub quic_max_udp_payload: u16,
+    /// One line per finished relay: off, text or JSON.
+    pub access_log: AccessLogFormat,
+    /// Where access-log lines go (appended); `None`: stdout.
+    pub access_log_path: Option<PathBuf>,
+}
+
+/// `edge.access_log`: one line per finished relay, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// No access log.
+    Off,
+    /// `key=value` fields, one line per relay.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One listening address.

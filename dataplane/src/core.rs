@@ -41,9 +41,24 @@ pub struct CoreCtx {
     /// `Alt-Svc` of each TLS listener that also serves HTTP/3 (its address
     /// and the field value), for its h1 and h2 answers.
     pub alt_svc: Vec<(std::net::SocketAddr, String)>,
+    /// The access log's queue, when lines are written.
+    pub access_log: Option<crate::access::AccessLog>,
+    /// This core's counters per tunnel, by name (the shared list in
+    /// `stats.tunnels` is locked once per tunnel, not per relay).
+    pub tunnel_cache: RefCell<std::collections::HashMap<String, Arc<crate::stats::TunnelCounters>>>,
 }
 
 impl CoreCtx {
+    /// The counters of tunnel `name` on this core.
+    pub fn tunnel_counters(&self, name: &str) -> Arc<crate::stats::TunnelCounters> {
+        if let Some(c) = self.tunnel_cache.borrow().get(name) {
+            return c.clone();
+        }
+        let c = self.stats.tunnels.counters(name);
+        self.tunnel_cache.borrow_mut().insert(name.to_owned(), c.clone());
+        c
+    }
+
     /// The `Alt-Svc` value of the listener at `addr`, if it serves HTTP/3.
     pub fn alt_svc_at(&self, addr: std::net::SocketAddr) -> Option<&str> {
         self.alt_svc.iter().find(|(a, _)| *a == addr).map(|(_, v)| v.as_str())

@@ -58,6 +58,10 @@ pub struct Handle {
 pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>), StartError> {
     let cpus = crate::sys::allowed_cpus()?;
     let nofile = crate::sys::raise_nofile()?;
+    crate::access::init(config.edge.access_log, config.edge.access_log_path.as_deref()).map_err(|e| StartError::Config {
+        field: "edge.access_log_path".into(),
+        reason: e.to_string(),
+    })?;
     let n = match config.edge.cores {
         0 => cpus.len(),
         n if n <= cpus.len() => n,
@@ -244,6 +248,8 @@ async fn run_core(
                 .filter(|l| l.quic && l.tls.is_some())
                 .map(|l| (l.addr, crate::core::alt_svc_value(l.addr.port())))
                 .collect(),
+            access_log: crate::access::handle(),
+            tunnel_cache: Default::default(),
         });
         let mut listeners = Vec::new();
         let mut endpoints = Vec::new();

@@ -58,6 +58,10 @@ struct RawEdge {
     quic_handshakes_before_retry: usize,
     #[serde(default = "default_quic_udp")]
     quic_max_udp_payload: u16,
+    #[serde(default)]
+    access_log: Option<String>,
+    #[serde(default)]
+    access_log_path: Option<PathBuf>,
 }
 
 fn default_quic_udp() -> u16 {
@@ -261,6 +265,15 @@ impl RawConfig {
             max_connections: (e.max_connections > 0).then_some(e.max_connections),
             quic_handshakes_before_retry: e.quic_handshakes_before_retry,
             quic_max_udp_payload: e.quic_max_udp_payload,
+            access_log: match e.access_log.as_deref() {
+                None | Some("off") => crate::config::AccessLogFormat::Off,
+                Some("text") => crate::config::AccessLogFormat::Text,
+                Some("json") => crate::config::AccessLogFormat::Json,
+                Some(other) => {
+                    return Err(invalid("edge.access_log", format!("`{other}`: expected off, text or json")))
+                }
+            },
+            access_log_path: e.access_log_path.filter(|p| !p.as_os_str().is_empty()),
         };
         if !(1200..=65_527).contains(&edge.quic_max_udp_payload) {
             return Err(invalid(

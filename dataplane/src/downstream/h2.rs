@@ -431,8 +431,9 @@ async fn tunnel(
                     return;
                 }
             };
+            let route = crate::access::Route { kind: what, downstream: crate::plan::Version::H2, status: 200 };
+            let relayed = crate::access::Relayed::start(core, t, conn.client, route, &head.target);
             drop((head, fields));
-            stats::add(&core.stats.relays_total, 1);
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h2 relay started");
             let opts = RelayOptions {
                 idle: edge.idle_timeout,
@@ -452,6 +453,7 @@ async fn tunnel(
             )
             .await;
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "h2 relay ended");
+            relayed.finish(core, t, &r);
         }
         Opened::Refused {
             status,

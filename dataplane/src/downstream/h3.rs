@@ -433,13 +433,15 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
                 tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
                 return;
             }
+            let route = crate::access::Route { kind: what, downstream: Version::H3, status: 200 };
+            let relayed = crate::access::Relayed::start(core, t, conn.client, route, &head.target);
             drop((head, fields));
-            stats::add(&core.stats.relays_total, 1);
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 relay started");
             let opts = RelayOptions { idle: edge.idle_timeout, splice: false, end_on_upstream_eof: false };
             let prelude = Prelude { to_up: Vec::new(), to_down: early };
             let Some(down) = open.into_leg(conn) else { return };
             let r = relay::relay_legs(Leg::H3(down), leg, prelude, opts, &core.stats).await;
+            relayed.finish(core, t, &r);
             let q = conn.quic.stats();
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, up = r.down_to_up, down = r.up_to_down, end = ?r.end,
                 rtt = ?q.path.rtt, cwnd = q.path.cwnd, lost = q.path.lost_packets, sent = q.path.sent_packets, congestion_events = q.path.congestion_events,
@@ -478,8 +480,9 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
                 tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
                 return;
             }
+            let route = crate::access::Route { kind: what, downstream: Version::H3, status: 200 };
+            let relayed = crate::access::Relayed::start(core, t, conn.client, route, &head.target);
             drop((head, fields));
-            stats::add(&core.stats.relays_total, 1);
             stats::add(&core.stats.sessions_total, 1);
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 session relay started");
             // A session may be quiet on its request stream while datagrams
@@ -487,6 +490,7 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
             let opts = RelayOptions { idle: Duration::from_secs(365 * 24 * 3600), splice: false, end_on_upstream_eof: false };
             let Some(down) = open.into_leg(conn) else { return };
             let r = crate::relay::session::relay(protocol, down, *up, opts, &core.stats).await;
+            relayed.finish(core, t, &r);
             if let Some(q) = dedicated {
                 q.close(Code::NO_ERROR.0, b"session ended");
             }

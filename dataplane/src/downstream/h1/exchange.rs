@@ -24,10 +24,10 @@ use crate::core::CoreCtx;
 use crate::error::Rejection;
 use crate::intent::Intent;
 use crate::message::{BodyFraming, HeadError, RequestHead};
-use crate::plan::Plan;
+use crate::access::{Relayed, Route};
+use crate::plan::{Plan, Version};
 use crate::policy::{prepare_h1_forward, Hop};
 use crate::relay::{self, RelayOptions};
-use crate::stats;
 use crate::timeout::{round_ms, until, with_timeout};
 use crate::tls::Downstream;
 use crate::tunnel::Tunnel;
@@ -129,8 +129,10 @@ pub(crate) async fn proceed(
             up.write_all(&after).await?;
         }
         // Nothing of the handshake outlives it: an idle relay keeps only its task state.
+        let route = Route { kind: "httpupgrade", downstream: Version::H1, status: 101 };
+        let relayed = Relayed::start(core, t, client, route, &head.target);
         drop((head, after));
-        return run_relay(core, down, up, opts, client, t, "httpupgrade");
+        return run_relay(core, down, up, opts, relayed, t);
     }
 
     let hop_kind = match plan.intent {
@@ -153,12 +155,15 @@ pub(crate) async fn proceed(
                 tracing::debug!(%client, bytes = after.len(), "bytes after the request dropped (no pipelining: the connection closes after this answer)");
             }
             let method = std::mem::take(&mut head.method);
+            // The status is the upstream's, passed on inside the relay.
+            let route = Route { kind: "request", downstream: Version::H1, status: 0 };
+            let relayed = Relayed::start(core, t, client, route, &head.target);
             drop((head, after));
-            stats::add(&core.stats.relays_total, 1);
             let request = (method.as_str(), framing, core.alt_svc(&down));
             let r =
                 relay::forward_request(down, up, request, edge.max_head_bytes, opts, &core.stats)
                     .await;
+            relayed.finish(core, t, &r);
             tracing::debug!(%client, tunnel = %t.config.name, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "request forwarded");
             return Ok(());
         }
@@ -194,8 +199,9 @@ pub(crate) async fn proceed(
         if !after.is_empty() {
             up.write_all(&after).await?;
         }
+        let relayed = Relayed::start(core, t, client, Route { kind, downstream: Version::H1, status }, &head.target);
         drop((answer, head, after));
-        return run_relay(core, down, up, opts, client, t, kind);
+        return run_relay(core, down, up, opts, relayed, t);
     }
     // Declined: exactly the answer (head and framed body) goes back, then
     // the connection closes; the held-back bytes are dropped.
@@ -270,14 +276,13 @@ fn run_relay(
     down: Downstream,
     up: TcpStream,
     opts: RelayOptions,
-    client: SocketAddr,
+    relayed: Relayed,
     t: &Rc<Tunnel>,
-    kind: &'static str,
 ) -> std::io::Result<()> {
-    stats::add(&core.stats.relays_total, 1);
+    let (client, kind) = (relayed.client(), relayed.kind());
     tracing::debug!(%client, tunnel = %t.config.name, kind, "relay started");
     let active = crate::core::Active::new(&core.stats);
-    let t = t.clone();
+    let (t, ctx) = (t.clone(), core.clone());
     // The relay's future is made here and mapped, not awaited inside an
     // async block (which would keep the legs in its captures as well), and
     // boxed: the gate's wrapper would otherwise hold it twice (as its
@@ -285,8 +290,9 @@ fn run_relay(
     let relay = relay::relay(down, up, opts, core.stats.clone());
     let task = Box::pin(futures_util::FutureExt::map(relay, move |r| {
         drop(active);
-        tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down,
+        tracing::debug!(client = %relayed.client(), tunnel = %t.config.name, kind = relayed.kind(), up = r.down_to_up, down = r.up_to_down,
             end = ?r.end, spliced = r.spliced, "relay ended");
+        relayed.finish(&ctx, &t, &r);
     }));
     match core.gate.spawn(task) {
         Ok(task) => {

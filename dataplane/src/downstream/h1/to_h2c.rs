@@ -16,7 +16,6 @@ use crate::message::{Headers, RequestHead};
 use crate::plan::Plan;
 use crate::policy::add_forwarding_headers;
 use crate::relay::{self, RelayOptions};
-use crate::stats;
 use crate::tls::Downstream;
 use crate::upstream::session::{self, Ask, AskKind, Deadlines, Opened};
 
@@ -100,13 +99,14 @@ pub(crate) async fn to_h2c(
             crate::codec::h1::write_fields(&mut answer, &fields);
             answer.extend_from_slice(b"\r\n");
             down.write_all(&answer).await?;
-            drop((answer, fields, head));
-            let kind = if accept.is_some() {
-                "websocket"
+            let (kind, status) = if accept.is_some() {
+                ("websocket", 101)
             } else {
-                "connect"
+                ("connect", 200)
             };
-            stats::add(&core.stats.relays_total, 1);
+            let route = crate::access::Route { kind, downstream: crate::plan::Version::H1, status };
+            let relayed = crate::access::Relayed::start(core, t, client, route, &head.target);
+            drop((answer, fields, head));
             tracing::debug!(%client, tunnel = %t.config.name, kind, "relay to the multiplexed upstream started");
             let opts = RelayOptions {
                 idle: edge.idle_timeout,
@@ -120,6 +120,7 @@ pub(crate) async fn to_h2c(
             let r =
                 relay::relay_legs(relay::Leg::Down(down), leg, prelude, opts, &core.stats).await;
             tracing::debug!(%client, tunnel = %t.config.name, kind, up = r.down_to_up, down = r.up_to_down, end = ?r.end, "relay to the multiplexed upstream ended");
+            relayed.finish(core, t, &r);
         }
         Opened::Refused {
             status,
