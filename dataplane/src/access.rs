@@ -56,19 +56,21 @@ impl AccessLog {
         if format == Format::Off {
             return Ok(None);
         }
-        let mut out: Box<dyn Write + Send> = match path {
+        let file: Box<dyn Write + Send> = match path {
             Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
             None => Box::new(std::io::stdout()),
         };
+        let mut out = std::io::BufWriter::new(file);
         let (lines, queue) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new().name("access-log".into()).spawn(move || {
-            for line in queue {
-                if out.write_all(line.as_bytes()).is_err() {
-                    return;
+            // What is queued goes out in one write, flushed when the queue
+            // is empty: a line is out as soon as the writer gets to it.
+            while let Ok(line) = queue.recv() {
+                let mut ok = out.write_all(line.as_bytes()).is_ok();
+                for more in queue.try_iter() {
+                    ok = ok && out.write_all(more.as_bytes()).is_ok();
                 }
-                // Flush when the queue is empty: a line is out within one
-                // write of the relay's end, and bursts go in one write.
-                if matches!(out.flush(), Err(_)) {
+                if !ok || out.flush().is_err() {
                     return;
                 }
             }
