@@ -20,8 +20,3 @@ pub async fn with_timeout<T>(dur: Duration, fut: impl Future<Output = T>) -> Opt
 pub async fn until<T>(deadline: Instant, fut: impl Future<Output = T>) -> Option<T> {
     with_timeout(deadline.saturating_duration_since(Instant::now()), fut).await
 }
-
-/// `d` rounded down to whole milliseconds (for log lines).
-pub fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
-}

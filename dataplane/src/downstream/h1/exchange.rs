@@ -28,7 +28,7 @@ use crate::access::{Relayed, Route};
 use crate::plan::{Plan, Version};
 use crate::policy::{prepare_h1_forward, Hop};
 use crate::relay::{self, RelayOptions};
-use crate::timeout::{round_ms, until, with_timeout};
+use crate::timeout::{until, with_timeout};
 use crate::tls::Downstream;
 use crate::tunnel::Tunnel;
 use crate::upstream;
@@ -103,7 +103,7 @@ pub(crate) async fn proceed(
             early,
             framing.clone(),
             edge.max_head_bytes,
-            deadline,
+            (deadline, edge.handshake_timeout),
         )
         .await
         {
@@ -238,7 +238,7 @@ async fn read_body(
     mut buf: Vec<u8>,
     mut framing: BodyFraming,
     limit: usize,
-    deadline: Instant,
+    (deadline, timeout): (Instant, std::time::Duration),
 ) -> Result<(Vec<u8>, Vec<u8>), Rejection> {
     let mut body = Vec::new();
     let mut chunk = vec![0u8; 4096];
@@ -254,9 +254,9 @@ async fn read_body(
         if done {
             return Ok((body, buf.split_off(take)));
         }
-        let timeout = deadline.saturating_duration_since(Instant::now());
         buf = match until(deadline, down.read(&mut chunk)).await {
-            None => return Err(Rejection::HeadTimeout(round_ms(timeout))),
+            // The configured limit, not what was left of it at this read.
+            None => return Err(Rejection::HeadTimeout(timeout)),
             Some(Ok(n)) if n > 0 => chunk[..n].to_vec(),
             _ => {
                 return Err(

@@ -23,7 +23,7 @@ use crate::intent::classify;
 use crate::message::RequestHead;
 use crate::plan::{plan, Origin, Version};
 use crate::policy::first_forwarded_for;
-use crate::timeout::{round_ms, until, with_timeout};
+use crate::timeout::{until, with_timeout};
 use crate::tls::Downstream;
 use crate::tunnel::Tunnel;
 
@@ -38,7 +38,7 @@ pub async fn serve(
     deadline: Instant,
 ) {
     let (mut head, early) =
-        match read_head(&mut down, pending, core.edge.max_head_bytes, deadline).await {
+        match read_head(&mut down, pending, core.edge.max_head_bytes, (deadline, core.edge.handshake_timeout)).await {
             Ok(Some(x)) => x,
             Ok(None) => return,
             Err(rej) => return reject(&core, down, client, rej, None, None).await,
@@ -89,7 +89,7 @@ async fn read_head(
     down: &mut Downstream,
     mut buf: Vec<u8>,
     max: usize,
-    deadline: Instant,
+    (deadline, limit): (Instant, std::time::Duration),
 ) -> Result<Option<(RequestHead, Vec<u8>)>, Rejection> {
     let mut chunk = vec![0u8; 4096];
     loop {
@@ -99,9 +99,9 @@ async fn read_head(
                 return Ok(Some((head, early)));
             }
         }
-        let timeout = deadline.saturating_duration_since(Instant::now());
         match until(deadline, down.read(&mut chunk)).await {
-            None => return Err(Rejection::HeadTimeout(round_ms(timeout))),
+            // The configured limit, not what was left of it at this read.
+            None => return Err(Rejection::HeadTimeout(limit)),
             Some(Ok(0)) if buf.is_empty() => return Ok(None),
             Some(Ok(0)) => {
                 return Err(crate::message::HeadError::Malformed(
