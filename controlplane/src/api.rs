@@ -258,6 +258,7 @@ impl Api {
         let now = model::now_ms();
         let version = self.hub.read(|st| st.version);
         let mut cores = Vec::new();
+        let mut per_tunnel: std::collections::HashMap<u64, [u64; layout::TUNNEL_COUNTERS.len()]> = Default::default();
         if let Some(r) = &self.region {
             for c in 0..r.layout().cores as usize {
                 let get = |w: usize| r.stat(c, w).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0);
@@ -277,6 +278,16 @@ impl Api {
                 .into_iter()
                 .map(|(k, n)| (k.to_owned(), counter(n)))
                 .collect();
+                for slot in 0..layout::TUNNEL_SLOTS {
+                    let word = |w: usize| r.tunnel_slot(c, slot, w).map(|a| a.load(Ordering::Acquire)).unwrap_or(0);
+                    let key = word(0);
+                    if key != 0 {
+                        let sums = per_tunnel.entry(key).or_insert([0u64; layout::TUNNEL_COUNTERS.len()]);
+                        for (i, sum) in sums.iter_mut().enumerate() {
+                            *sum += word(1 + i);
+                        }
+                    }
+                }
                 cores.push(pb::CoreStats {
                     core: c as u32,
                     connections_total: counter("connections_total"),
@@ -293,18 +304,25 @@ impl Api {
                     tokens: get(stat::TOKENS),
                     snapshots: get(stat::SNAPSHOTS),
                     attached: now.saturating_sub(get(stat::HEARTBEAT_MS)) < 2000,
+                    tunnels_unreported: get(stat::TUNNELS_UNREPORTED),
                 });
             }
         }
         let tunnels = self.hub.read(|st| {
             st.tunnels
                 .values()
-                .map(|t| pb::TunnelStats {
-                    name: t.name.clone(),
-                    cores_with_route: cores
-                        .iter()
-                        .filter(|c| c.attached && c.applied_seq >= t.version)
-                        .count() as u32,
+                .map(|t| {
+                    let [relays_total, relays_active, bytes_downstream_to_upstream, bytes_upstream_to_downstream, rejected_total] =
+                        per_tunnel.get(&layout::tunnel_key(&t.name)).copied().unwrap_or_default();
+                    pb::TunnelStats {
+                        name: t.name.clone(),
+                        cores_with_route: cores.iter().filter(|c| c.attached && c.applied_seq >= t.version).count() as u32,
+                        relays_total,
+                        relays_active,
+                        bytes_downstream_to_upstream,
+                        bytes_upstream_to_downstream,
+                        rejected_total,
+                    }
                 })
                 .collect()
         });

@@ -392,7 +392,7 @@ pub async fn token(t: &Target, cmd: TokenCmd) -> Result<(), CliError> {
     Ok(())
 }
 
-fn print_stats(s: &pb::StatsSnapshot, as_json: bool) {
+fn print_stats(s: &pb::StatsSnapshot, as_json: bool, tunnel: Option<&str>) {
     if as_json {
         let cores: Vec<_> = s
             .cores
@@ -412,7 +412,16 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool) {
         let tunnels: Vec<_> = s
             .tunnels
             .iter()
-            .map(|t| json!({"name": t.name, "cores_with_route": t.cores_with_route}))
+            .filter(|t| tunnel.map_or(true, |name| t.name == name))
+            .map(|t| {
+                json!({
+                    "name": t.name, "cores_with_route": t.cores_with_route,
+                    "relays_total": t.relays_total, "relays_active": t.relays_active,
+                    "bytes_downstream_to_upstream": t.bytes_downstream_to_upstream,
+                    "bytes_upstream_to_downstream": t.bytes_upstream_to_downstream,
+                    "rejected_total": t.rejected_total,
+                })
+            })
             .collect();
         println!(
             "{}",
@@ -421,6 +430,15 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool) {
         return;
     }
     println!("store version {}", s.store_version);
+    for t in s.tunnels.iter().filter(|t| tunnel.map_or(true, |name| t.name == name)) {
+        println!(
+            "tunnel {}: on {} cores, relays {} ({} active), bytes up={} down={}, rejected {}",
+            t.name, t.cores_with_route, t.relays_total, t.relays_active, t.bytes_downstream_to_upstream, t.bytes_upstream_to_downstream, t.rejected_total
+        );
+    }
+    if tunnel.is_some() {
+        return;
+    }
     for c in &s.cores {
         println!(
             "core {}: {} seq={} tunnels={} tokens={} conns={}/{} active bytes up={} down={} spliced={} copied={} auth_failures={}",
@@ -440,12 +458,12 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool) {
     }
 }
 
-/// Runs `stats [--watch]`.
-pub async fn stats(t: &Target, watch: bool, interval_ms: u32) -> Result<(), CliError> {
+/// Runs `stats [--tunnel NAME] [--watch]`.
+pub async fn stats(t: &Target, watch: bool, interval_ms: u32, tunnel: Option<&str>) -> Result<(), CliError> {
     let mut c = pb::stats_client::StatsClient::new(channel(t).await?);
     if !watch {
         let s = c.get_stats(pb::GetStatsRequest {}).await?.into_inner();
-        print_stats(&s, t.json);
+        print_stats(&s, t.json, tunnel);
         return Ok(());
     }
     let mut stream = c
@@ -453,7 +471,7 @@ pub async fn stats(t: &Target, watch: bool, interval_ms: u32) -> Result<(), CliE
         .await?
         .into_inner();
     while let Some(s) = stream.message().await? {
-        print_stats(&s, t.json);
+        print_stats(&s, t.json, tunnel);
     }
     Ok(())
 }

@@ -52,8 +52,11 @@ enum Command {
     /// Manage tokens.
     #[command(subcommand)]
     Token(TokenCmd),
-    /// Per-core counters and table state.
+    /// Per-core counters, per-tunnel counters and table state.
     Stats {
+        /// Only this tunnel's counters.
+        #[arg(long)]
+        tunnel: Option<String>,
         /// Stream a snapshot every interval.
         #[arg(long)]
         watch: bool,
@@ -146,8 +149,8 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(t) => cli::token(&t, c).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
-        Command::Stats { watch, interval_ms } => match target() {
-            Ok(t) => cli::stats(&t, watch, interval_ms)
+        Command::Stats { tunnel, watch, interval_ms } => match target() {
+            Ok(t) => cli::stats(&t, watch, interval_ms, tunnel.as_deref())
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),

@@ -84,6 +84,8 @@ struct Poller {
     applied: u64,
     synced_once: Rc<Cell<bool>>,
     counter_slots: Vec<Option<usize>>,
+    /// Tunnel names by tunnel slot (assigned on first report, kept).
+    tunnel_slots: Vec<String>,
 }
 
 /// Runs this core's poller until the executor ends. `synced` turns true
@@ -114,7 +116,16 @@ pub async fn run(ctx: Rc<CoreCtx>, region: Arc<Region>, path: PathBuf, synced: R
         applied: 0,
         synced_once: synced,
         counter_slots,
+        tunnel_slots: Vec::new(),
     };
+    // Nor the tunnel counters an earlier data plane left.
+    for slot in 0..shmring::layout::TUNNEL_SLOTS {
+        for word in 0..shmring::layout::TUNNEL_SLOT_WORDS {
+            if let Some(w) = p.region.tunnel_slot(core, slot, word) {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+    }
     // A new consumer cannot trust what an earlier one left in the ring.
     if let Some(ring) = p.region.ring(core) {
         ring.skip_all();
@@ -148,6 +159,39 @@ pub async fn run(ctx: Rc<CoreCtx>, region: Arc<Region>, path: PathBuf, synced: R
 }
 
 impl Poller {
+    /// This core's per-tunnel counters into its tunnel slots: a tunnel
+    /// keeps the slot it got first; past the last slot, tunnels are only
+    /// counted (`TUNNELS_UNREPORTED`). The key goes last, so a reader that
+    /// sees it sees the counters of that tunnel.
+    fn flush_tunnels(&mut self) {
+        let core = self.ctx.core;
+        let mut unreported = 0u64;
+        for (name, counters) in self.ctx.stats.tunnels.snapshot() {
+            let slot = match self.tunnel_slots.iter().position(|n| *n == name) {
+                Some(i) => i,
+                None if self.tunnel_slots.len() < shmring::layout::TUNNEL_SLOTS => {
+                    self.tunnel_slots.push(name.clone());
+                    self.tunnel_slots.len() - 1
+                }
+                None => {
+                    unreported += 1;
+                    continue;
+                }
+            };
+            for (i, (_, v)) in counters.iter().enumerate() {
+                if let Some(w) = self.region.tunnel_slot(core, slot, 1 + i) {
+                    w.store(*v, Ordering::Relaxed);
+                }
+            }
+            if let Some(w) = self.region.tunnel_slot(core, slot, 0) {
+                w.store(shmring::layout::tunnel_key(&name), Ordering::Release);
+            }
+        }
+        if let Some(w) = self.stat(stat::TUNNELS_UNREPORTED) {
+            w.store(unreported, Ordering::Relaxed);
+        }
+    }
+
     fn stat(&self, word: usize) -> Option<&std::sync::atomic::AtomicU64> {
         self.region.stat(self.ctx.core, word)
     }
@@ -368,6 +412,7 @@ impl Poller {
                 w.store(*v, Ordering::Relaxed);
             }
         }
+        self.flush_tunnels();
         if let Some(w) = self.stat(stat::HEARTBEAT_MS) {
             w.store(now_ms, Ordering::Relaxed);
         }

@@ -38,8 +38,42 @@ pub const R_TAIL: usize = 128;
 pub const STATS_OFFSET: usize = 256;
 /// Words in a stats block.
 pub const STAT_WORDS: usize = 64;
+/// Offset of the per-tunnel counters in a core section (after the stats
+/// block, before the ring data).
+pub const TUNNEL_STATS_OFFSET: usize = 1024;
+/// Tunnels one core reports counters for here: the first it relayed for
+/// (a data plane's `/metrics` has them all); the others are counted in
+/// [`stat::TUNNELS_UNREPORTED`].
+pub const TUNNEL_SLOTS: usize = 60;
+/// Words of one tunnel slot: the tunnel's key ([`tunnel_key`]; 0 = free),
+/// then [`TUNNEL_COUNTERS`] in order.
+pub const TUNNEL_SLOT_WORDS: usize = 1 + TUNNEL_COUNTERS.len();
+/// The per-tunnel counters of a slot (same names as the data plane's
+/// `/stats`).
+pub const TUNNEL_COUNTERS: [&str; 5] = [
+    "relays_total",
+    "relays_active",
+    "bytes_downstream_to_upstream",
+    "bytes_upstream_to_downstream",
+    "rejected_total",
+];
 /// Offset of ring data in a core section.
 pub const DATA_OFFSET: usize = 4096;
+
+const _: () = assert!(STATS_OFFSET + STAT_WORDS * 8 <= TUNNEL_STATS_OFFSET);
+const _: () = assert!(TUNNEL_STATS_OFFSET + TUNNEL_SLOTS * TUNNEL_SLOT_WORDS * 8 <= DATA_OFFSET);
+
+/// The key of a tunnel name in the tunnel slots: FNV-1a (64 bit) of its
+/// bytes, never 0. Both processes compute it; a collision of two names
+/// (2^-64 per pair) would add one tunnel's counters to the other's.
+pub fn tunnel_key(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.max(1)
+}
 
 /// Stats-block words (core → control).
 pub mod stat {
@@ -59,6 +93,8 @@ pub mod stat {
     pub const LAST_SNAPSHOT_US: usize = 6;
     /// Resync requests made (gap, overflow, corrupt frame, attach).
     pub const RESYNC_REQUESTS: usize = 7;
+    /// Tunnels with counters on the core but no tunnel slot left.
+    pub const TUNNELS_UNREPORTED: usize = 8;
     /// First of the data plane's per-core counters, in [`COUNTERS`] order.
     pub const COUNTERS_AT: usize = 16;
     /// Names of the counters copied from the data plane (same names as its
@@ -111,5 +147,18 @@ impl Layout {
     /// Size of the whole file.
     pub fn total_bytes(&self) -> usize {
         HEADER_BYTES + self.cores as usize * self.core_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tunnel_key_tests {
+    use super::tunnel_key;
+
+    #[test]
+    fn keys_are_fnv1a_and_never_zero() {
+        // FNV-1a 64 of "" is its offset basis; of "a" a known value.
+        assert_eq!(tunnel_key(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(tunnel_key("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(tunnel_key("one"), tunnel_key("two"));
     }
 }

@@ -187,6 +187,15 @@ impl Region {
         Some(self.word(self.layout.core_offset(core) + layout::STATS_OFFSET + word * 8))
     }
 
+    /// Word `word` of tunnel slot `slot` of `core`'s section.
+    pub fn tunnel_slot(&self, core: usize, slot: usize, word: usize) -> Option<&AtomicU64> {
+        if core >= self.layout.cores as usize || slot >= layout::TUNNEL_SLOTS || word >= layout::TUNNEL_SLOT_WORDS {
+            return None;
+        }
+        let at = self.layout.core_offset(core) + layout::TUNNEL_STATS_OFFSET + (slot * layout::TUNNEL_SLOT_WORDS + word) * 8;
+        Some(self.word(at))
+    }
+
     /// The ring of `core`, if it exists.
     pub fn ring(&self, core: usize) -> Option<Ring<'_>> {
         if core >= self.layout.cores as usize {
