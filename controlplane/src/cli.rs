@@ -412,7 +412,7 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool, tunnel: Option<&str>) {
         let tunnels: Vec<_> = s
             .tunnels
             .iter()
-            .filter(|t| tunnel.map_or(true, |name| t.name == name))
+            .filter(|t| tunnel.is_none() || tunnel == Some(t.name.as_str()))
             .map(|t| {
                 json!({
                     "name": t.name, "cores_with_route": t.cores_with_route,
@@ -430,7 +430,7 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool, tunnel: Option<&str>) {
         return;
     }
     println!("store version {}", s.store_version);
-    for t in s.tunnels.iter().filter(|t| tunnel.map_or(true, |name| t.name == name)) {
+    for t in s.tunnels.iter().filter(|t| tunnel.is_none() || tunnel == Some(t.name.as_str())) {
         println!(
             "tunnel {}: on {} cores, relays {} ({} active), bytes up={} down={}, rejected {}",
             t.name, t.cores_with_route, t.relays_total, t.relays_active, t.bytes_downstream_to_upstream, t.bytes_upstream_to_downstream, t.rejected_total
