@@ -148,8 +148,13 @@ impl Edge {
                 edge.child = None;
                 return Err((status, log));
             }
-            let serving = edge.log().matches("core serving").count();
+            let log = edge.log();
+            let serving = log.matches("core serving").count();
+            // The admin port answers only once the edge bound it: another
+            // process on a port picked free must not pass for it.
+            let admin_up = !text.contains(&admin.to_string()) || log.contains("admin endpoint:");
             if serving > 0
+                && admin_up
                 && wanted
                     .iter()
                     .all(|a| std::net::TcpStream::connect(a).is_ok())
