@@ -20,7 +20,7 @@ const TOKEN: &str = "session-secret-token";
 /// One tunnel per peer, each also with a token-protected twin, a tunnel
 /// whose upstream is not h3 (sessions there are 501), and `capsuling`: a
 /// MASQUE upstream that answers in QUIC datagrams whatever came in.
-fn edge(masque: &QuicPeer, wt: &QuicPeer, capsuling: &QuicPeer) -> Edge {
+fn edge(masque: &QuicPeer, wt: &QuicPeer, capsuling: &QuicPeer, no_ext: &QuicPeer) -> Edge {
     let tunnel = |name: &str, host: &str, peer: &QuicPeer, auth: bool| {
         let auth = if auth { format!("token_auth = true\ntokens = [\"{TOKEN}\"]\n") } else { String::new() };
         format!(
@@ -32,12 +32,13 @@ fn edge(masque: &QuicPeer, wt: &QuicPeer, capsuling: &QuicPeer) -> Edge {
     };
     Edge::start(&format!(
         "[edge]\ncores = 1\nadmin = \"@ADMIN@\"\n[[listener]]\naddr = \"@TLS_LISTEN@\"\ntls = {{ cert = \"@CERT@\", key = \"@KEY@\" }}\nquic = true\n\
-         {}{}{}{}{}[[tunnel]]\nname = \"h1\"\nhostnames = [\"h1.test\"]\nupstream = \"127.0.0.1:9\"\n",
+         {}{}{}{}{}{}[[tunnel]]\nname = \"h1\"\nhostnames = [\"h1.test\"]\nupstream = \"127.0.0.1:9\"\n",
         tunnel("masque", "masque.test", masque, false),
         tunnel("masque-auth", "auth.test", masque, true),
         tunnel("wt", "wt.test", wt, false),
         tunnel("wt-auth", "wt-auth.test", wt, true),
         tunnel("capsuling", "capsule.test", capsuling, false),
+        tunnel("no-ext", "no-ext.test", no_ext, false),
     ))
 }
 
@@ -86,7 +87,8 @@ fn connect_udp_and_connect_ip_relay_datagrams_and_capsules() {
     let wt = QuicPeer::start("wt_server.py", dir.path(), &[]);
     let (_echo, echo_port) = udp_echo();
     let capsuling = QuicPeer::start("masque_server.py", &dir.path().join("capsuling"), &["--reply-datagrams"]);
-    let edge = edge(&masque, &wt, &capsuling);
+    let no_ext = QuicPeer::start("h3_origin.py", &dir.path().join("no-ext"), &["--no-connect-protocol"]);
+    let edge = edge(&masque, &wt, &capsuling, &no_ext);
     let port = echo_port.to_string();
     let udp = |host: &str, extra: &[&str]| {
         let mut a = vec!["udp", "--authority", host, "--target-host", "127.0.0.1", "--target-port", &port];
@@ -154,6 +156,11 @@ fn connect_udp_and_connect_ip_relay_datagrams_and_capsules() {
     assert!(via_capsule > 1900, "{r}");
     assert!(capsuling.log().contains("dgrams_out=2000"), "the upstream answered in QUIC datagrams:\n{}", capsuling.log());
     assert!(edge.total("h3_datagrams_capsuled") >= 1900);
+    // An upstream whose SETTINGS do not enable extended CONNECT never gets
+    // one (19): 502, and it saw no request.
+    let (_, r, _) = udp("no-ext.test", &[]);
+    assert_eq!(r["status"], 502, "{r}");
+    assert!(!no_ext.log().contains("stream c"), "{}", no_ext.log());
     // A tunnel whose upstream is not h3 cannot carry datagrams: 501.
     let (_, r, _) = udp("h1.test", &[]);
     assert_eq!(r["status"], 501, "{r}");
@@ -185,7 +192,8 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
     let masque = QuicPeer::start("masque_server.py", dir.path(), &[]);
     let wt = QuicPeer::start("wt_server.py", dir.path(), &[]);
     let capsuling = QuicPeer::start("masque_server.py", &dir.path().join("capsuling"), &["--reply-datagrams"]);
-    let edge = edge(&masque, &wt, &capsuling);
+    let no_ext = QuicPeer::start("h3_origin.py", &dir.path().join("no-ext"), &["--no-connect-protocol"]);
+    let edge = edge(&masque, &wt, &capsuling, &no_ext);
     let session = |host: &str, path: &str, extra: &[&str]| {
         let mut a = vec!["--authority", host, "--path", path];
         a.extend_from_slice(extra);
