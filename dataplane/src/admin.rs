@@ -59,8 +59,23 @@ pub fn spawn(addr: SocketAddr, cores: Vec<(usize, Arc<CoreStats>)>) -> std::io::
 fn answer(mut conn: TcpStream, cores: &[(usize, Arc<CoreStats>)]) {
     let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
     let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
+    // The request line may come in more than one segment (a shell health
+    // check writes it in pieces): read until the head ends, the buffer is
+    // full, or the time is up.
+    // IO_TIMEOUT bounds the whole request, not each read.
     let mut buf = [0u8; 2048];
-    let n = conn.read(&mut buf).unwrap_or(0);
+    let mut n = 0;
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match conn.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
     if n == 0 {
         return;
     }

@@ -191,6 +191,16 @@ allow_connect = true
     // neither forwarded nor logged.
     assert!(lines.iter().any(|l| l["tunnel"] == "chat" && l["downstream"] == "h1" && l["path"] == "/chat"), "{log}");
 
+    // A request that comes in pieces (as a shell health check writes it)
+    // is still answered.
+    let mut c = std::net::TcpStream::connect(edge.admin).unwrap();
+    c.write_all(b"GET /me").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.write_all(b"trics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("# TYPE switchyard_"), "{answer}");
+
     // /metrics: promtool finds nothing to complain about; the per-tunnel
     // bytes add up to the per-core totals, on /stats as on /metrics.
     let metrics = get(edge.admin, "/metrics");
