@@ -19,10 +19,9 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::browser::{chromium, js_dir, require_browser};
+use support::browser::{chromium, js_dir, require_browser, run_script};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -134,18 +133,8 @@ async fn h3_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
         .arg("--require-alt-svc-switch")
         .arg("--netlog-dir")
         .arg(netlog_dir)
-        .current_dir(js_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(200), cmd.output())
-        .await
-        .expect("h3_chromium.mjs did not finish within 200 s")
-        .expect("node runs h3_chromium.mjs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+;
+    run_script(&mut cmd, Duration::from_secs(200)).await
 }
 
 /// The script's report of check `name`.

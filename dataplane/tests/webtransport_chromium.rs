@@ -19,11 +19,10 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::browser::{chromium, js_dir, require_browser};
+use support::browser::{chromium, js_dir, require_browser, run_script};
 use support::*;
 
 /// Bytes of the bidi and uni streams' payloads.
@@ -65,18 +64,8 @@ async fn wt_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
         .args(["--timeout", "30", "--deadline", "150"])
         .arg("--netlog-dir")
         .arg(netlog_dir)
-        .current_dir(js_dir())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(200), cmd.output())
-        .await
-        .expect("wt_chromium.mjs did not finish within 200 s")
-        .expect("node runs wt_chromium.mjs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+;
+    run_script(&mut cmd, Duration::from_secs(200)).await
 }
 
 /// The script's report of check `name`.

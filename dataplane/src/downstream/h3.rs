@@ -427,14 +427,7 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
     let what = if kind == AskKind::WebSocket { "websocket" } else { "connect" };
     match opened {
         Opened::Open { leg, early, fields } => {
-            let mut answer = Vec::new();
-            crate::codec::h3::encode_response(&response(200, &fields), &mut answer);
-            if let Err(e) = open.send.write_all(&answer).await {
-                tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
-                return;
-            }
-            let route = crate::access::Route { kind: what, downstream: Version::H3, status: 200 };
-            let relayed = crate::access::Relayed::start(core, t, conn.client, route, &head.target);
+            let Some(relayed) = accept(conn, &mut open, t, what, &head, &fields).await else { return };
             drop((head, fields));
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 relay started");
             let opts = RelayOptions { idle: edge.idle_timeout, splice: false, end_on_upstream_eof: false };
@@ -474,14 +467,7 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
     let what = protocol.token();
     match opened {
         crate::upstream::h3::Answer::Open { stream: up, fields } => {
-            let mut answer = Vec::new();
-            crate::codec::h3::encode_response(&response(200, &fields), &mut answer);
-            if let Err(e) = open.send.write_all(&answer).await {
-                tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
-                return;
-            }
-            let route = crate::access::Route { kind: what, downstream: Version::H3, status: 200 };
-            let relayed = crate::access::Relayed::start(core, t, conn.client, route, &head.target);
+            let Some(relayed) = accept(conn, &mut open, t, what, &head, &fields).await else { return };
             drop((head, fields));
             stats::add(&core.stats.sessions_total, 1);
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 session relay started");
@@ -504,6 +490,26 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
             respond_with(&mut open.send, status, &fields, &body).await;
         }
     }
+}
+
+/// Answers 200 (with the upstream's `fields`) on a tunnel or session
+/// stream; the relay's accounting starts (`None`: the client left first).
+async fn accept(
+    conn: &Conn,
+    open: &mut Opening,
+    t: &crate::tunnel::Tunnel,
+    kind: &'static str,
+    head: &RequestHead,
+    fields: &[Field],
+) -> Option<crate::access::Relayed> {
+    let mut answer = Vec::new();
+    crate::codec::h3::encode_response(&response(200, fields), &mut answer);
+    if let Err(e) = open.send.write_all(&answer).await {
+        tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
+        return None;
+    }
+    let route = crate::access::Route { kind, downstream: Version::H3, status: 200 };
+    Some(crate::access::Relayed::start(&conn.core, t, conn.client, route, &head.target))
 }
 
 fn response(status: u16, fields: &[Field]) -> ResponseHead {

@@ -3,6 +3,7 @@
 //! is no silent skip).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Chromium's binary: `SWITCHYARD_CHROMIUM`, else Debian's.
 pub fn chromium() -> PathBuf {
@@ -38,4 +39,19 @@ pub fn require_browser() {
         playwright.display(),
         js_dir().display()
     );
+}
+
+/// Runs a browser script (node, in `js_dir()`), killed if it runs past
+/// `within`: its exit code, stdout and stderr.
+pub async fn run_script(cmd: &mut tokio::process::Command, within: Duration) -> (i32, String, String) {
+    cmd.current_dir(js_dir()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = tokio::time::timeout(within, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("the browser script did not finish within {within:?}"))
+        .expect("node runs the browser script");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
