@@ -258,7 +258,8 @@ impl Api {
         let now = model::now_ms();
         let version = self.hub.read(|st| st.version);
         let mut cores = Vec::new();
-        let mut per_tunnel: std::collections::HashMap<u64, [u64; layout::TUNNEL_COUNTERS.len()]> = Default::default();
+        let mut per_tunnel: std::collections::HashMap<u64, [u64; layout::TUNNEL_COUNTERS.len()]> =
+            Default::default();
         if let Some(r) = &self.region {
             for c in 0..r.layout().cores as usize {
                 let get = |w: usize| r.stat(c, w).map(|a| a.load(Ordering::Relaxed)).unwrap_or(0);
@@ -279,10 +280,16 @@ impl Api {
                 .map(|(k, n)| (k.to_owned(), counter(n)))
                 .collect();
                 for slot in 0..layout::TUNNEL_SLOTS {
-                    let word = |w: usize| r.tunnel_slot(c, slot, w).map(|a| a.load(Ordering::Acquire)).unwrap_or(0);
+                    let word = |w: usize| {
+                        r.tunnel_slot(c, slot, w)
+                            .map(|a| a.load(Ordering::Acquire))
+                            .unwrap_or(0)
+                    };
                     let key = word(0);
                     if key != 0 {
-                        let sums = per_tunnel.entry(key).or_insert([0u64; layout::TUNNEL_COUNTERS.len()]);
+                        let sums = per_tunnel
+                            .entry(key)
+                            .or_insert([0u64; layout::TUNNEL_COUNTERS.len()]);
                         for (i, sum) in sums.iter_mut().enumerate() {
                             *sum += word(1 + i);
                         }

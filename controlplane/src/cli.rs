@@ -430,10 +430,20 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool, tunnel: Option<&str>) {
         return;
     }
     println!("store version {}", s.store_version);
-    for t in s.tunnels.iter().filter(|t| tunnel.is_none() || tunnel == Some(t.name.as_str())) {
+    for t in s
+        .tunnels
+        .iter()
+        .filter(|t| tunnel.is_none() || tunnel == Some(t.name.as_str()))
+    {
         println!(
             "tunnel {}: on {} cores, relays {} ({} active), bytes up={} down={}, rejected {}",
-            t.name, t.cores_with_route, t.relays_total, t.relays_active, t.bytes_downstream_to_upstream, t.bytes_upstream_to_downstream, t.rejected_total
+            t.name,
+            t.cores_with_route,
+            t.relays_total,
+            t.relays_active,
+            t.bytes_downstream_to_upstream,
+            t.bytes_upstream_to_downstream,
+            t.rejected_total
         );
     }
     if tunnel.is_some() {
@@ -459,7 +469,12 @@ fn print_stats(s: &pb::StatsSnapshot, as_json: bool, tunnel: Option<&str>) {
 }
 
 /// Runs `stats [--tunnel NAME] [--watch]`.
-pub async fn stats(t: &Target, watch: bool, interval_ms: u32, tunnel: Option<&str>) -> Result<(), CliError> {
+pub async fn stats(
+    t: &Target,
+    watch: bool,
+    interval_ms: u32,
+    tunnel: Option<&str>,
+) -> Result<(), CliError> {
     let mut c = pb::stats_client::StatsClient::new(channel(t).await?);
     if !watch {
         let s = c.get_stats(pb::GetStatsRequest {}).await?.into_inner();

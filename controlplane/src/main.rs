@@ -149,7 +149,11 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(t) => cli::token(&t, c).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
-        Command::Stats { tunnel, watch, interval_ms } => match target() {
+        Command::Stats {
+            tunnel,
+            watch,
+            interval_ms,
+        } => match target() {
             Ok(t) => cli::stats(&t, watch, interval_ms, tunnel.as_deref())
                 .await
                 .map_err(|e| e.to_string()),

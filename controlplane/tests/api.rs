@@ -222,16 +222,43 @@ fn per_tunnel_counters_through_the_control_plane() {
     let plane = Plane::new("", "");
     let _up = plane.up();
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_controlplane")).arg("--config").arg(&plane.config).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+            .arg("--config")
+            .arg(&plane.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     let upstream = origin.to_string();
     for (name, host) in [("one", "one.test"), ("two", "two.test")] {
-        cli(&["tunnel", "create", name, "--hostname", host, "--upstream", &upstream, "--mode", "httpupgrade", "--path", "/t"]);
+        cli(&[
+            "tunnel",
+            "create",
+            name,
+            "--hostname",
+            host,
+            "--upstream",
+            &upstream,
+            "--mode",
+            "httpupgrade",
+            "--path",
+            "/t",
+        ]);
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async { plane.client().await.converged(Some(0), Duration::from_secs(10)).await });
+    rt.block_on(async {
+        plane
+            .client()
+            .await
+            .converged(Some(0), Duration::from_secs(10))
+            .await
+    });
     // `one`: 3 relays of 1000 bytes; `two`: 1 relay of 5000 bytes; each
     // closed, so its bytes are counted.
     for (host, n, size) in [("one.test", 3, 1000), ("two.test", 1, 5000)] {
@@ -244,24 +271,66 @@ fn per_tunnel_counters_through_the_control_plane() {
         }
     }
     let tunnel = |name: &str| -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&cli(&["--json", "stats", "--tunnel", name])).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&cli(&["--json", "stats", "--tunnel", name])).unwrap();
         assert_eq!(v["tunnels"].as_array().unwrap().len(), 1, "{v}");
         v["tunnels"][0].clone()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tunnel("two")["bytes_downstream_to_upstream"] != 5000 || tunnel("one")["bytes_downstream_to_upstream"] != 3000 {
-        assert!(std::time::Instant::now() < deadline, "one: {}\ntwo: {}", tunnel("one"), tunnel("two"));
+    while tunnel("two")["bytes_downstream_to_upstream"] != 5000
+        || tunnel("one")["bytes_downstream_to_upstream"] != 3000
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "one: {}\ntwo: {}",
+            tunnel("one"),
+            tunnel("two")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (one, two) = (tunnel("one"), tunnel("two"));
-    assert_eq!((one["relays_total"].as_u64(), one["bytes_upstream_to_downstream"].as_u64(), one["relays_active"].as_u64()), (Some(3), Some(3000), Some(0)), "{one}");
-    assert_eq!((two["relays_total"].as_u64(), two["bytes_upstream_to_downstream"].as_u64()), (Some(1), Some(5000)), "{two}");
+    assert_eq!(
+        (
+            one["relays_total"].as_u64(),
+            one["bytes_upstream_to_downstream"].as_u64(),
+            one["relays_active"].as_u64()
+        ),
+        (Some(3), Some(3000), Some(0)),
+        "{one}"
+    );
+    assert_eq!(
+        (
+            two["relays_total"].as_u64(),
+            two["bytes_upstream_to_downstream"].as_u64()
+        ),
+        (Some(1), Some(5000)),
+        "{two}"
+    );
     let all: serde_json::Value = serde_json::from_str(&cli(&["--json", "stats"])).unwrap();
-    for key in ["bytes_downstream_to_upstream", "bytes_upstream_to_downstream", "relays_total"] {
-        let per_core: u64 = all["cores"].as_array().unwrap().iter().map(|c| c[key].as_u64().unwrap()).sum();
-        let per_tunnel: u64 = all["tunnels"].as_array().unwrap().iter().map(|t| t[key].as_u64().unwrap()).sum();
+    for key in [
+        "bytes_downstream_to_upstream",
+        "bytes_upstream_to_downstream",
+        "relays_total",
+    ] {
+        let per_core: u64 = all["cores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[key].as_u64().unwrap())
+            .sum();
+        let per_tunnel: u64 = all["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t[key].as_u64().unwrap())
+            .sum();
         assert_eq!(per_tunnel, per_core, "{key}: {all}");
     }
     let text = cli(&["stats", "--tunnel", "two"]);
-    assert!(text.contains("tunnel two: on 2 cores, relays 1 (0 active), bytes up=5000 down=5000, rejected 0"), "{text}");
+    assert!(
+        text.contains(
+            "tunnel two: on 2 cores, relays 1 (0 active), bytes up=5000 down=5000, rejected 0"
+        ),
+        "{text}"
+    );
 }

@@ -58,7 +58,11 @@ pub struct Handle {
 pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>), StartError> {
     let cpus = crate::sys::allowed_cpus()?;
     let nofile = crate::sys::raise_nofile()?;
-    crate::access::init(config.edge.access_log, config.edge.access_log_path.as_deref()).map_err(|e| StartError::Config {
+    crate::access::init(
+        config.edge.access_log,
+        config.edge.access_log_path.as_deref(),
+    )
+    .map_err(|e| StartError::Config {
         field: "edge.access_log_path".into(),
         reason: e.to_string(),
     })?;

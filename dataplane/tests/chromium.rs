@@ -132,8 +132,7 @@ async fn h3_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
         .args(["--timeout", "30", "--deadline", "150"])
         .arg("--require-alt-svc-switch")
         .arg("--netlog-dir")
-        .arg(netlog_dir)
-;
+        .arg(netlog_dir);
     run_script(&mut cmd, Duration::from_secs(200)).await
 }
 

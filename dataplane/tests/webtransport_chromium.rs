@@ -63,8 +63,7 @@ async fn wt_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
         .args(["--server-close", "7:bye", "--client-close", "42:done"])
         .args(["--timeout", "30", "--deadline", "150"])
         .arg("--netlog-dir")
-        .arg(netlog_dir)
-;
+        .arg(netlog_dir);
     run_script(&mut cmd, Duration::from_secs(200)).await
 }
 

@@ -35,7 +35,10 @@ fn ipv4_header(total: usize) -> [u8; 20] {
     h[9] = 17; // UDP
     h[12..16].copy_from_slice(&[192, 0, 2, 1]);
     h[16..20].copy_from_slice(&[198, 51, 100, 7]);
-    let sum: u32 = h.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+    let sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
     let folded = (sum & 0xffff) + (sum >> 16);
     h[10..12].copy_from_slice(&(!((folded & 0xffff) + (folded >> 16)) as u16).to_be_bytes());
     h
@@ -61,7 +64,8 @@ pub(crate) async fn session(ctx: &Ctx, conn: usize) {
             Via::Wt => "webtransport",
             _ => "connect-udp",
         };
-        let (stream, quarter) = crate::h3::open_datagram_session(&client, protocol, &t.host, &t.path, &auth).await?;
+        let (stream, quarter) =
+            crate::h3::open_datagram_session(&client, protocol, &t.host, &t.path, &auth).await?;
         Ok::<_, Failure>((client, stream, quarter))
     };
     let (client, _stream, quarter) = match crate::with_timeout(t.timeout, opening).await {
@@ -77,7 +81,11 @@ pub(crate) async fn session(ctx: &Ctx, conn: usize) {
     if ctx.plan.via != Via::Wt {
         head.push(0); // context 0: a UDP payload or an IP packet
     }
-    let ip = if ctx.plan.via == Via::ConnectIp { 20 } else { 0 };
+    let ip = if ctx.plan.via == Via::ConnectIp {
+        20
+    } else {
+        0
+    };
     let size = ctx.plan.size.max(STAMP + ip);
     let epoch = Instant::now();
     let quic = client.quic.clone();
@@ -110,7 +118,11 @@ pub(crate) async fn session(ctx: &Ctx, conn: usize) {
         if !running && in_flight.is_empty() {
             break;
         }
-        let got = crate::with_timeout(LOSS_WAIT, std::future::poll_fn(|cx| quic.poll_datagrams(cx, &mut batch))).await;
+        let got = crate::with_timeout(
+            LOSS_WAIT,
+            std::future::poll_fn(|cx| quic.poll_datagrams(cx, &mut batch)),
+        )
+        .await;
         match got {
             Some(Ok(())) => {}
             Some(Err(e)) => return ctx.fail(Failure::Io(format!("quic: {e}"))),
@@ -118,7 +130,11 @@ pub(crate) async fn session(ctx: &Ctx, conn: usize) {
                 // Nothing back in time: what is in flight is lost.
                 let lost = in_flight.len() as u64;
                 in_flight.clear();
-                *ctx.result.borrow_mut().errors.entry("datagram lost".into()).or_default() += lost;
+                *ctx.result
+                    .borrow_mut()
+                    .errors
+                    .entry("datagram lost".into())
+                    .or_default() += lost;
                 if !running {
                     break;
                 }
@@ -127,7 +143,9 @@ pub(crate) async fn session(ctx: &Ctx, conn: usize) {
         }
         for d in batch.drain(..) {
             let at = head.len() + ip;
-            let Some(stamp) = d.get(at..at + STAMP) else { continue };
+            let Some(stamp) = d.get(at..at + STAMP) else {
+                continue;
+            };
             if !d.starts_with(&head) {
                 continue;
             }

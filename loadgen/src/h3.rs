@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use dataplane::h3::connection::{self as h3conn, Side};
 use dataplane::h3::error::Code;
 use dataplane::h3::settings::{id, Settings};
+use dataplane::h3::stream::{RequestStream, StreamEvent};
 use dataplane::h3::webtransport as wt;
 use dataplane::http3::sessions::Sessions;
-use dataplane::h3::stream::{RequestStream, StreamEvent};
 use dataplane::message::{Header, RequestHead};
 use dataplane::quic::{self, RecvStream, SendStream};
 use dataplane::relay::h3::{H3Reader, H3Reset, H3Stream, H3Writer};
@@ -203,7 +203,8 @@ pub async fn open_webtransport(
     let mut headers = headers.to_vec();
     headers.push(("sec-webtransport-http3-draft02".into(), "1".into()));
     headers.push(("origin".into(), format!("https://{authority}")));
-    let (session, id) = open_stream(client, authority, path, Some("webtransport"), &headers).await?;
+    let (session, id) =
+        open_stream(client, authority, path, Some("webtransport"), &headers).await?;
     let (mut send, recv) = client
         .quic
         .open_bi()
@@ -239,7 +240,9 @@ pub async fn open_datagram_session(
         .peer_settings()
         .is_some_and(|s| s.h3_datagram())
     {
-        return Err(Failure::Handshake("server did not enable H3_DATAGRAM".into()));
+        return Err(Failure::Handshake(
+            "server did not enable H3_DATAGRAM".into(),
+        ));
     }
     let mut headers = headers.to_vec();
     if protocol == "webtransport" {
@@ -416,7 +419,10 @@ impl AsyncWrite for WtIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().send.poll_write(cx, buf).map_err(io::Error::from)
+        self.get_mut()
+            .send
+            .poll_write(cx, buf)
+            .map_err(io::Error::from)
     }
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))

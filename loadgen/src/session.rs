@@ -56,7 +56,10 @@ impl Via {
     }
     /// Whether the stream runs over a shared HTTP/3 (QUIC) connection.
     pub fn is_h3(self) -> bool {
-        matches!(self, Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp | Via::ConnectIp)
+        matches!(
+            self,
+            Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp | Via::ConnectIp
+        )
     }
     /// Whether messages are WebSocket-framed.
     pub fn framed(self) -> bool {
@@ -225,9 +228,15 @@ pub async fn establish(
             .collect();
         match via {
             // h2 vias were handled above; Raw/Http have no handshake.
-            Via::Raw | Via::Http | Via::WsH2 | Via::ConnectH2 | Via::WsH3 | Via::ConnectH3 | Via::Wt | Via::ConnectUdp | Via::ConnectIp => {
-                Ok(Session::new(stream, Vec::new(), None))
-            }
+            Via::Raw
+            | Via::Http
+            | Via::WsH2
+            | Via::ConnectH2
+            | Via::WsH3
+            | Via::ConnectH3
+            | Via::Wt
+            | Via::ConnectUdp
+            | Via::ConnectIp => Ok(Session::new(stream, Vec::new(), None)),
             Via::Ws => {
                 let (req, accept) = ws::handshake(&t.host, &t.path, &auth);
                 stream

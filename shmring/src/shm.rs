@@ -189,10 +189,15 @@ impl Region {
 
     /// Word `word` of tunnel slot `slot` of `core`'s section.
     pub fn tunnel_slot(&self, core: usize, slot: usize, word: usize) -> Option<&AtomicU64> {
-        if core >= self.layout.cores as usize || slot >= layout::TUNNEL_SLOTS || word >= layout::TUNNEL_SLOT_WORDS {
+        if core >= self.layout.cores as usize
+            || slot >= layout::TUNNEL_SLOTS
+            || word >= layout::TUNNEL_SLOT_WORDS
+        {
             return None;
         }
-        let at = self.layout.core_offset(core) + layout::TUNNEL_STATS_OFFSET + (slot * layout::TUNNEL_SLOT_WORDS + word) * 8;
+        let at = self.layout.core_offset(core)
+            + layout::TUNNEL_STATS_OFFSET
+            + (slot * layout::TUNNEL_SLOT_WORDS + word) * 8;
         Some(self.word(at))
     }
 

@@ -270,7 +270,10 @@ impl RawConfig {
                 Some("text") => crate::config::AccessLogFormat::Text,
                 Some("json") => crate::config::AccessLogFormat::Json,
                 Some(other) => {
-                    return Err(invalid("edge.access_log", format!("`{other}`: expected off, text or json")))
+                    return Err(invalid(
+                        "edge.access_log",
+                        format!("`{other}`: expected off, text or json"),
+                    ))
                 }
             },
             access_log_path: e.access_log_path.filter(|p| !p.as_os_str().is_empty()),

@@ -43,8 +43,13 @@ pub fn require_browser() {
 
 /// Runs a browser script (node, in `js_dir()`), killed if it runs past
 /// `within`: its exit code, stdout and stderr.
-pub async fn run_script(cmd: &mut tokio::process::Command, within: Duration) -> (i32, String, String) {
-    cmd.current_dir(js_dir()).stdin(std::process::Stdio::null()).kill_on_drop(true);
+pub async fn run_script(
+    cmd: &mut tokio::process::Command,
+    within: Duration,
+) -> (i32, String, String) {
+    cmd.current_dir(js_dir())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     let out = tokio::time::timeout(within, cmd.output())
         .await
         .unwrap_or_else(|_| panic!("the browser script did not finish within {within:?}"))
