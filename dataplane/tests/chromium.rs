@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::browser::{chromium, js_dir, require_browser, run_script};
+use support::browser::{require_browser, run_script, script_command};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -119,14 +119,8 @@ async fn serve_web_app(mut s: TcpStream, tx: mpsc::UnboundedSender<Served>) {
 /// returns (exit code, stdout, stderr).
 async fn h3_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
     let origin = format!("https://localhost:{}", edge.tls_addr.port());
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(js_dir().join("h3_chromium.mjs"))
-        .arg("--chromium")
-        .arg(chromium())
-        .args(["--origin", &origin])
-        .arg("--cert")
-        .arg(&edge.cert_pem)
-        .args(["--connect", &edge.tls_addr.ip().to_string()])
+    let mut cmd = script_command("h3_chromium.mjs", edge);
+    cmd.args(["--origin", &origin])
         .args(["--page-path", "/", "--ws-path", "/echo"])
         .args(["--ws-bytes", &WS_BYTES.to_string()])
         .args(["--timeout", "30", "--deadline", "150"])

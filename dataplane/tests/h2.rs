@@ -13,23 +13,14 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 const MIB16: usize = 16 << 20;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The h2c origin (Python `h2` + `wsproto`): RFC 8441 WebSocket echo,
 /// CONNECT proxy, ordinary requests.
@@ -44,30 +35,8 @@ fn h2_origin(extra: &[&str]) -> (Proc, SocketAddr) {
         .spawn()
         .expect("python with `h2` and `wsproto` (scripts/test.sh installs them)");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_port(addr);
+    wait_tcp(addr);
     (Proc(child), addr)
-}
-
-fn pproxy() -> (Proc, SocketAddr) {
-    let port = free_port();
-    let child = Command::new(python())
-        .args(["-m", "pproxy", "--auth", "0", "-l"])
-        .arg(format!("http://127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python with `pproxy`");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_port(addr);
-    (Proc(child), addr)
-}
-
-fn wait_port(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs `h2_client.py` with `args`; returns (exit code, stdout, stderr).

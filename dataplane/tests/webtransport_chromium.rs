@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::browser::{chromium, js_dir, require_browser, run_script};
+use support::browser::{require_browser, run_script, script_command};
 use support::*;
 
 /// Bytes of the bidi and uni streams' payloads.
@@ -48,14 +48,8 @@ fn require_tools() {
 /// code, stdout, stderr).
 async fn wt_chromium(edge: &Edge, netlog_dir: &Path) -> (i32, String, String) {
     let url = format!("https://localhost:{}", edge.tls_addr.port());
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(js_dir().join("wt_chromium.mjs"))
-        .arg("--chromium")
-        .arg(chromium())
-        .args(["--edge", &url])
-        .arg("--cert")
-        .arg(&edge.cert_pem)
-        .args(["--connect", &edge.tls_addr.ip().to_string()])
+    let mut cmd = script_command("wt_chromium.mjs", edge);
+    cmd.args(["--edge", &url])
         .args(["--echo-path", "/echo"])
         .args(["--bidi-bytes", &BIDI_BYTES.to_string()])
         .args(["--uni-bytes", &UNI_BYTES.to_string()])

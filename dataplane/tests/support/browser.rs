@@ -60,3 +60,16 @@ pub async fn run_script(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `node SCRIPT --chromium .. --cert .. --connect ..` against `edge`'s TLS
+/// port: what every browser script takes; the caller adds its own options.
+pub fn script_command(script: &str, edge: &super::Edge) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(js_dir().join(script))
+        .arg("--chromium")
+        .arg(chromium())
+        .arg("--cert")
+        .arg(&edge.cert_pem)
+        .args(["--connect", &edge.tls_addr.ip().to_string()]);
+    cmd
+}
