@@ -184,6 +184,7 @@ def certificates(d):
 
 
 NO_QUIC = False  # --no-quic: A/B against a build without HTTP/3
+PERF_DIR = ""  # --perf-record: where each scenario's profile of the proxy goes
 
 
 def switchyard_config(d, extra_edge=""):
@@ -414,6 +415,22 @@ def run_scenario(target, name, sc, proxy):
                                    "-p", ",".join(str(p) for p in pids_of(proxy))],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
+    recorder = None
+    if PERF_DIR and proxy and not tracer:
+        out = os.path.join(PERF_DIR, f"{target}-{name}.data")
+        recorder = subprocess.Popen(["perf", "record", *os.environ.get("PERF_RECORD_ARGS", "-g").split(), "-q", "-o", out,
+                                     "-p", ",".join(str(p) for p in pids_of(proxy))],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+    try:
+        return measure(target, sc, proxy, args, env, tracer)
+    finally:
+        if recorder:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=60)
+
+
+def measure(target, sc, proxy, args, env, tracer):
     before_cpu = cpu_seconds(proxy) if proxy else 0
     before_rss = rss_kib(proxy) if proxy else 0
     if sc["mode"] == "idle" and proxy:
@@ -476,11 +493,17 @@ def main():
     ap.add_argument("--syscalls", action="store_true", help="also count the proxy's system calls "
                     "per relayed 64 B message: under strace -c (a separate, slower run) and with perf stat "
                     "on the syscall tracepoints (at --rate when given)")
+    ap.add_argument("--perf-record", default="", metavar="DIR", help="also record the proxy with "
+                    "`perf record -g` during each scenario, into DIR/TARGET-SCENARIO.data (perturbs timing: "
+                    "for profiles, not for figures)")
     ap.add_argument("--no-quic", action="store_true", help="no QUIC listener in the edge's config "
                     "(A/B runs against a build without HTTP/3)")
     a = ap.parse_args()
-    global EDGE, NO_QUIC
+    global EDGE, NO_QUIC, PERF_DIR
     NO_QUIC = a.no_quic
+    PERF_DIR = os.path.abspath(a.perf_record) if a.perf_record else ""
+    if PERF_DIR:
+        os.makedirs(PERF_DIR, exist_ok=True)
     if a.edge:
         EDGE = os.path.abspath(a.edge)
     ensure_tools()

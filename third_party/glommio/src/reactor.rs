@@ -124,12 +124,20 @@ impl Timers {
     fn process_timers(&mut self) -> (Option<Duration>, usize) {
         let now = Instant::now();
 
-        // Split timers into ready and pending timers.
-        let pending = self.timers.split_off(&(now, 0));
-        let ready = mem::replace(&mut self.timers, pending);
-        let woke = ready.len();
-        for (_, waker) in ready {
+        // [switchyard patch] Ready timers (due before `now`) are taken from
+        // the front one by one: splitting the map allocated and freed tree
+        // nodes on every loop, mostly to find that no timer was due.
+        let mut woke = 0;
+        while let Some(first) = self.timers.first_entry() {
+            if first.key().0 >= now {
+                break;
+            }
+            let waker = first.remove();
+            woke += 1;
             wake!(waker);
+        }
+        if woke > 0 {
+            TIMERS_FIRED.with(|fired| fired.set(fired.get().wrapping_add(1)));
         }
 
         // Calculate the duration until the next event.
@@ -140,6 +148,12 @@ impl Timers {
             .map(|(when, _)| when.saturating_duration_since(now));
         (next, woke)
     }
+}
+
+thread_local! {
+    /// [switchyard patch] How many times this thread's reactor woke timers
+    /// (see [`crate::timer::timers_fired`]).
+    pub(crate) static TIMERS_FIRED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The reactor.
@@ -408,13 +422,13 @@ impl Reactor {
 
     pub(crate) fn connect(&self, raw: RawFd, addr: impl SockaddrLike) -> Source {
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
-        let source = self.new_source(raw, SourceType::Connect(addr), None);
+        let source = self.new_source(raw, SourceType::Connect(Box::new(addr)), None);
         self.sys.connect(&source);
         source
     }
 
     pub(crate) fn connect_timeout(&self, raw: RawFd, addr: SockaddrStorage, d: Duration) -> Source {
-        let source = self.new_source(raw, SourceType::Connect(addr), None);
+        let source = self.new_source(raw, SourceType::Connect(Box::new(addr)), None);
         source.set_timeout(d);
         self.sys.connect(&source);
         source
@@ -422,7 +436,7 @@ impl Reactor {
 
     pub(crate) fn accept(&self, raw: RawFd) -> Source {
         let addr = SockAddrStorage::uninit();
-        let source = self.new_source(raw, SourceType::Accept(addr), None);
+        let source = self.new_source(raw, SourceType::Accept(Box::new(addr)), None);
         self.sys.accept(&source);
         source
     }
@@ -484,7 +498,7 @@ impl Reactor {
         let hdr = unsafe { std::mem::zeroed::<libc::msghdr>() };
 
         let addr = unsafe { SockaddrStorage::from_raw(addr.as_ptr(), Some(addr.len())) }.unwrap();
-        let source = self.new_source(fd, SourceType::SockSendMsg(buf, iov, hdr, addr), None);
+        let source = self.new_source(fd, SourceType::SockSendMsg(Box::new((buf, iov, hdr, addr))), None);
         if let Some(timeout) = timeout {
             source.set_timeout(timeout);
         }
@@ -508,12 +522,12 @@ impl Reactor {
         };
         let source = self.new_source(
             fd,
-            SourceType::SockRecvMsg(
+            SourceType::SockRecvMsg(Box::new((
                 None,
                 iov,
                 hdr,
                 std::mem::MaybeUninit::<nix::sys::socket::sockaddr_storage>::uninit(),
-            ),
+            ))),
             None,
         );
         if let Some(timeout) = timeout {
