@@ -333,4 +333,29 @@ fn per_tunnel_counters_through_the_control_plane() {
         ),
         "{text}"
     );
+
+    // The rings' state on the data plane's /metrics: every core applied
+    // the two creations (after its first snapshot) and lags by nothing.
+    let sample = |metrics: &str, metric: &str, core: usize| -> Option<u64> {
+        let key = format!("{metric}{{core=\"{core}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = std::net::TcpStream::connect(plane.admin).unwrap();
+        std::io::Write::write_all(&mut c, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut metrics = String::new();
+        let _ = std::io::Read::read_to_string(&mut c, &mut metrics);
+        let ok = (0..2).all(|core| {
+            sample(&metrics, "switchyard_ring_applied_seq", core) >= Some(2)
+                && sample(&metrics, "switchyard_ring_lag", core) == Some(0)
+                && sample(&metrics, "switchyard_ring_snapshots_total", core) >= Some(1)
+                && sample(&metrics, "switchyard_ring_pending_bytes", core) == Some(0)
+        });
+        if ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "ring state on /metrics:\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

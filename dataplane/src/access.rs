@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::core::CoreCtx;
-use crate::relay::{RelayEnd, Report};
-use crate::stats::{self, TunnelCounters};
+use crate::relay::Report;
+use crate::stats::{self, CoreStats, TunnelCounters};
 use crate::tunnel::Tunnel;
 
 /// Lines queued for the writer before more are dropped.
@@ -89,11 +89,15 @@ pub struct Route {
     pub downstream: crate::plan::Version,
     /// What the client was answered.
     pub status: u16,
+    /// When the request was routed and authorized (the handshake histogram
+    /// measures from here to the success answer).
+    pub asked: Instant,
 }
 
 /// One relay being accounted for.
 pub struct Relayed {
     counters: Arc<TunnelCounters>,
+    core_stats: Arc<CoreStats>,
     client: SocketAddr,
     route: Route,
     started: Instant,
@@ -124,6 +128,8 @@ impl Relayed {
     /// A relay through `t` starts (the client got `route.status`).
     pub fn start(core: &CoreCtx, t: &Tunnel, client: SocketAddr, route: Route, target: &str) -> Relayed {
         stats::add(&core.stats.relays_total, 1);
+        core.stats.families.relay_started(route.downstream, route.kind);
+        core.stats.families.handshake(route.asked.elapsed());
         let counters = core.tunnel_counters(&t.config.name);
         stats::add(&counters.relays_total, 1);
         stats::add(&counters.relays_active, 1);
@@ -131,7 +137,7 @@ impl Relayed {
             .access_log
             .as_ref()
             .map(|_| crate::logsafe::redact_target(target, &core.edge.token_query_param).into_boxed_str());
-        Relayed { counters, client, route, started: Instant::now(), path }
+        Relayed { counters, core_stats: core.stats.clone(), client, route, started: Instant::now(), path }
     }
 
     /// The relay ended with `r`: bytes to the tunnel's counters, and the
@@ -151,13 +157,9 @@ impl Relayed {
         let upstream = upstream_version(t);
         let time = humantime::format_rfc3339_millis(SystemTime::now());
         let ms = self.started.elapsed().as_millis();
-        let end = match r.end {
-            RelayEnd::Closed => "closed",
-            RelayEnd::Reset => "reset",
-            RelayEnd::IdleTimeout => "idle_timeout",
-        };
+        let (end, by) = (r.end.as_str(), r.ended_by.as_str());
         let path = self.path.as_deref().unwrap_or("");
-        let Route { kind, downstream, status } = self.route;
+        let Route { kind, downstream, status, .. } = self.route;
         let downstream = match downstream {
             crate::plan::Version::H1 => "h1",
             crate::plan::Version::H2 => "h2",
@@ -175,14 +177,14 @@ impl Relayed {
                 format!(
                     "{{\"time\":\"{time}\",\"core\":{core},\"client\":\"{client}\",\"tunnel\":\"{}\",\"kind\":\"{kind}\",\
                      \"downstream\":\"{downstream}\",\"upstream\":\"{upstream}\",\"path\":\"{}\",\"status\":{status_json},\
-                     \"bytes_up\":{up},\"bytes_down\":{down},\"duration_ms\":{ms},\"end\":\"{end}\"}}\n",
+                     \"bytes_up\":{up},\"bytes_down\":{down},\"duration_ms\":{ms},\"end\":\"{end}\",\"ended_by\":\"{by}\"}}\n",
                     esc(tunnel),
                     esc(path)
                 )
             }
             _ => format!(
                 "{time} core={core} client={client} tunnel={} kind={kind} downstream={downstream} upstream={upstream} \
-                 path={} status={status_text} bytes_up={up} bytes_down={down} duration_ms={ms} end={end}\n",
+                 path={} status={status_text} bytes_up={up} bytes_down={down} duration_ms={ms} end={end} ended_by={by}\n",
                 crate::logsafe::Escaped(tunnel),
                 crate::logsafe::Escaped(path)
             ),
@@ -193,5 +195,6 @@ impl Relayed {
 impl Drop for Relayed {
     fn drop(&mut self) {
         stats::sub(&self.counters.relays_active, 1);
+        self.core_stats.families.relay_gone(self.route.downstream, self.route.kind);
     }
 }

@@ -19,6 +19,7 @@ use crate::logsafe::{redact_target, Escaped};
 use crate::message::{Field, RequestHead};
 use crate::plan::Version;
 use crate::stats;
+use crate::stats::families::AnswerLabel;
 use crate::transport::TransportError;
 use crate::tunnel::Tunnel;
 
@@ -47,6 +48,15 @@ pub enum Answer {
 }
 
 impl Answer {
+    /// Its `answer` label in metrics.
+    fn label(&self) -> AnswerLabel {
+        match self {
+            Answer::Silent => AnswerLabel::Silent,
+            Answer::StreamError => AnswerLabel::StreamError,
+            Answer::Respond(r) => AnswerLabel::Status(r.status),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Answer::Silent => "closed silently (stealth)".into(),
@@ -114,6 +124,7 @@ pub fn record(
     if let Some(t) = tunnel {
         stats::add(&core.tunnel_counters(&t.config.name).rejected_total, 1);
     }
+    core.stats.families.rejected(rej.reason(), answer.label());
     match rej.side() {
         Side::Upstream => stats::add(&core.stats.upstream_errors, 1),
         Side::Downstream if matches!(rej, Rejection::Auth(_)) => {
@@ -146,6 +157,7 @@ pub fn log_budget(core: &CoreCtx) -> Option<u64> {
 /// Counts and logs a connection closed before its first request.
 pub fn record_closed(core: &CoreCtx, client: SocketAddr, err: &TransportError) {
     stats::add(&core.stats.rejected_total, 1);
+    core.stats.families.rejected("closed_before_request", AnswerLabel::Closed);
     if let Some(suppressed) = log_budget(core) {
         let suppressed = (suppressed > 0).then_some(suppressed);
         tracing::warn!(core = core.core, %client, suppressed, "connection closed: {err}");

@@ -192,6 +192,25 @@ impl Poller {
         }
     }
 
+    /// The ring's state into this core's counters (for `/metrics`): the
+    /// applied sequence, how far behind the store it is, the bytes
+    /// waiting, and the snapshot counts kept in the region.
+    fn mirror_ring_state(&self) {
+        let s = &self.ctx.stats;
+        let published = self.region.header(layout::H_STORE_VERSION).load(Ordering::Acquire);
+        let pending = self.region.ring(self.ctx.core).map_or(0, |r| r.used());
+        let word = |w: usize| self.stat(w).map_or(0, |a| a.load(Ordering::Relaxed));
+        for (counter, v) in [
+            (&s.ring_applied_seq, self.applied),
+            (&s.ring_lag, published.saturating_sub(self.applied)),
+            (&s.ring_pending_bytes, pending),
+            (&s.ring_snapshots, word(stat::SNAPSHOTS)),
+            (&s.ring_resync_requests, word(stat::RESYNC_REQUESTS)),
+        ] {
+            counter.store(v, Ordering::Relaxed);
+        }
+    }
+
     fn stat(&self, word: usize) -> Option<&std::sync::atomic::AtomicU64> {
         self.region.stat(self.ctx.core, word)
     }
@@ -407,6 +426,7 @@ impl Poller {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        self.mirror_ring_state();
         for ((_, v), slot) in self.ctx.stats.snapshot().iter().zip(&self.counter_slots) {
             if let Some(w) = slot.and_then(|i| self.stat(stat::COUNTERS_AT + i)) {
                 w.store(*v, Ordering::Relaxed);

@@ -100,6 +100,29 @@ impl Rejection {
         }
     }
 
+    /// The rejection's name in metrics (`reason` label), one per variant.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Head(_) => "bad_head",
+            Rejection::Intent(_) => "bad_intent",
+            Rejection::HeadTimeout(_) => "head_timeout",
+            Rejection::UnknownHost(_) => "unknown_host",
+            Rejection::NoConnectTunnel => "no_connect_tunnel",
+            Rejection::Auth(_) => "unauthorized",
+            Rejection::Forbidden(_) => "forbidden_network",
+            Rejection::UpgradeNotAllowed(_) => "upgrade_not_allowed",
+            Rejection::ConnectNotAllowed => "connect_not_allowed",
+            Rejection::WrongPath(_) => "wrong_path",
+            Rejection::NotUpgrade => "not_upgrade",
+            Rejection::UpstreamUnreachable { .. } => "upstream_unreachable",
+            Rejection::UpstreamTimeout { .. } => "upstream_timeout",
+            Rejection::UpstreamBadAnswer(_) => "upstream_bad_answer",
+            Rejection::Misdirected(_) => "misdirected",
+            Rejection::BodyTooLarge(_) => "body_too_large",
+            Rejection::NotSupported(_) => "not_supported",
+        }
+    }
+
     /// Who is at fault.
     pub fn side(&self) -> Side {
         match self {

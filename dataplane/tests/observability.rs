@@ -257,9 +257,14 @@ allow_connect = true
             "bytes_down",
             "duration_ms",
             "end",
+            "ended_by",
         ] {
             assert!(l.get(field).is_some(), "{field} missing: {l}");
         }
+        assert!(
+            ["downstream", "upstream", "edge"].contains(&l["ended_by"].as_str().unwrap()),
+            "{l}"
+        );
         seen.push((
             l["tunnel"].as_str().unwrap().into(),
             l["kind"].as_str().unwrap().into(),
@@ -388,6 +393,41 @@ allow_connect = true
         .map(|c| c["tunnels"]["chat"]["rejected_total"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(rejected, 1);
+
+    // The labeled families, summed over the cores: every relay above by
+    // its downstream version and kind, each with a handshake observation,
+    // and the refused try by reason and answer.
+    let sum = |metric: &str, labels: &str| -> u64 {
+        (0..2)
+            .filter_map(|core| sample(&metrics, metric, &format!("core=\"{core}\"{labels}")))
+            .sum()
+    };
+    for (version, kind) in [
+        ("h1", "httpupgrade"),
+        ("h1", "websocket"),
+        ("h1", "connect"),
+        ("h2", "websocket"),
+        ("h3", "websocket"),
+    ] {
+        let labels = format!(",downstream=\"{version}\",kind=\"{kind}\"");
+        assert_eq!(sum("switchyard_relays_started_total", &labels), 1, "{labels}\n{metrics}");
+        assert_eq!(sum("switchyard_relays_active", &labels), 0, "{labels}\n{metrics}");
+    }
+    assert_eq!(sum("switchyard_handshake_seconds_count", ""), 5, "{metrics}");
+    assert_eq!(sum("switchyard_handshake_seconds_bucket", ",le=\"+Inf\""), 5, "{metrics}");
+    assert_eq!(
+        sum("switchyard_rejections_total", ",reason=\"unauthorized\",answer=\"401\""),
+        1,
+        "{metrics}"
+    );
+    let ended: u64 = ["splice", "copy"]
+        .iter()
+        .flat_map(|p| ["closed", "reset", "idle_timeout"].map(move |e| (p, e)))
+        .map(|(p, e)| sum("switchyard_relays_ended_total", &format!(",path=\"{p}\",end=\"{e}\"")))
+        .sum();
+    assert_eq!(ended, 5, "{metrics}");
+    assert!(sum("switchyard_relays_ended_total", ",path=\"splice\",end=\"closed\"") >= 1, "{metrics}");
+    assert_eq!(sum("switchyard_upstream_errors_by_kind_total", ",kind=\"timeout\""), 0, "{metrics}");
 
     // A real Prometheus scrapes the edge; PromQL gives the HTTPUpgrade
     // tunnel's bytes up, equal to what its client sent.

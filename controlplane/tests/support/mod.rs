@@ -99,6 +99,8 @@ pub struct Plane {
     pub grpc: SocketAddr,
     /// Edge cleartext listener.
     pub edge: SocketAddr,
+    /// The data plane's admin listener (`/stats`, `/metrics`).
+    pub admin: SocketAddr,
     /// Shared-memory file.
     pub shm: PathBuf,
     /// Store file.
@@ -113,6 +115,7 @@ impl Plane {
         let dir = tempfile::tempdir().unwrap();
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let shm = PathBuf::from(format!(
             "/dev/shm/switchyard-test-{}-{}",
             std::process::id(),
@@ -120,7 +123,7 @@ impl Plane {
         ));
         let store = dir.path().join("var/store.db");
         let text = format!(
-            "[edge]\ncores = 2\nidle_timeout_ms = 60000\nshutdown_grace_ms = 1000\n\
+            "[edge]\ncores = 2\nidle_timeout_ms = 60000\nshutdown_grace_ms = 1000\nadmin = \"{admin}\"\n\
              [control]\ngrpc = \"{grpc}\"\nstore = \"{}\"\nshm = \"{}\"\nadmin_token_file = \"{}\"\n{extra_control}\n\
              [[listener]]\naddr = \"{edge}\"\n{tunnels}\n",
             store.display(),
@@ -134,6 +137,7 @@ impl Plane {
             config,
             grpc,
             edge,
+            admin,
             shm,
             store,
             log_seq: std::cell::Cell::new(0),

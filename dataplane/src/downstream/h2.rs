@@ -225,6 +225,7 @@ pub async fn serve<T>(
             }
             Next::Close(Close::Calm) => {
                 stats::add(&core.stats.rejected_total, 1);
+                core.stats.families.rejected("h2_enhance_your_calm", crate::stats::families::AnswerLabel::Closed);
                 tracing::warn!(core = core.core, client = %conn.client, "h2 connection closed with ENHANCE_YOUR_CALM: too many streams reset before their answer from this address");
                 h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
                 let _ =
@@ -363,6 +364,7 @@ async fn tunnel(
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
 ) {
+    let asked = Instant::now();
     let core = &conn.core;
     let edge = &core.edge;
     let limits = Deadlines {
@@ -431,7 +433,7 @@ async fn tunnel(
                     return;
                 }
             };
-            let route = crate::access::Route { kind: what, downstream: crate::plan::Version::H2, status: 200 };
+            let route = crate::access::Route { kind: what, downstream: crate::plan::Version::H2, status: 200, asked };
             let relayed = crate::access::Relayed::start(core, t, conn.client, route, &head.target);
             drop((head, fields));
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h2 relay started");

@@ -397,6 +397,7 @@ async fn unless_cancelled<T>(send: &mut SendStream, work: impl std::future::Futu
 
 /// WebSocket or CONNECT: open the upstream session, answer 200, relay.
 async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head: RequestHead, mut open: Opening) {
+    let asked = std::time::Instant::now();
     let core = &conn.core;
     let edge = &core.edge;
     let limits = Deadlines { connect: edge.upstream_connect_timeout, handshake: edge.upstream_handshake_timeout };
@@ -427,7 +428,7 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
     let what = if kind == AskKind::WebSocket { "websocket" } else { "connect" };
     match opened {
         Opened::Open { leg, early, fields } => {
-            let Some(relayed) = accept(conn, &mut open, t, what, &head, &fields).await else { return };
+            let Some(relayed) = accept(conn, &mut open, t, (what, asked), &head, &fields).await else { return };
             drop((head, fields));
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 relay started");
             let opts = RelayOptions { idle: edge.idle_timeout, splice: false, end_on_upstream_eof: false };
@@ -451,6 +452,7 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
 /// A session (WebTransport, CONNECT-UDP, CONNECT-IP): open its twin on the
 /// tunnel's h3 upstream, pass the answer back, relay (`relay::session`).
 async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionProtocol, head: RequestHead, mut open: Opening) {
+    let asked = std::time::Instant::now();
     let core = &conn.core;
     let edge = &core.edge;
     if t.config.http_version != crate::config::UpstreamVersion::H3 {
@@ -467,7 +469,7 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
     let what = protocol.token();
     match opened {
         crate::upstream::h3::Answer::Open { stream: up, fields } => {
-            let Some(relayed) = accept(conn, &mut open, t, what, &head, &fields).await else { return };
+            let Some(relayed) = accept(conn, &mut open, t, (what, asked), &head, &fields).await else { return };
             drop((head, fields));
             stats::add(&core.stats.sessions_total, 1);
             tracing::debug!(client = %conn.client, tunnel = %t.config.name, kind = what, "h3 session relay started");
@@ -498,7 +500,7 @@ async fn accept(
     conn: &Conn,
     open: &mut Opening,
     t: &crate::tunnel::Tunnel,
-    kind: &'static str,
+    (kind, asked): (&'static str, std::time::Instant),
     head: &RequestHead,
     fields: &[Field],
 ) -> Option<crate::access::Relayed> {
@@ -508,7 +510,7 @@ async fn accept(
         tracing::debug!(client = %conn.client, "stream gone before the answer: {e}");
         return None;
     }
-    let route = crate::access::Route { kind, downstream: Version::H3, status: 200 };
+    let route = crate::access::Route { kind, downstream: Version::H3, status: 200, asked };
     Some(crate::access::Relayed::start(&conn.core, t, conn.client, route, &head.target))
 }
 

@@ -66,6 +66,47 @@ pub enum RelayEnd {
     IdleTimeout,
 }
 
+impl RelayEnd {
+    /// Its name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayEnd::Closed => "closed",
+            RelayEnd::Reset => "reset",
+            RelayEnd::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+/// Whose event ended a relay: the side whose FIN came first, or whose reset
+/// (or vanishing) aborted it; the edge for an idle timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndedBy {
+    /// The client's side.
+    Downstream,
+    /// The upstream's side.
+    Upstream,
+    /// This edge (idle timeout, or a relay that could not be set up).
+    Edge,
+}
+
+impl EndedBy {
+    /// Its name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Downstream => "downstream",
+            EndedBy::Upstream => "upstream",
+            EndedBy::Edge => "edge",
+        }
+    }
+}
+
+/// How `both` ended: whether a reset was propagated, and by whom.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    reset: bool,
+    by: EndedBy,
+}
+
 /// Relay outcome for the log line and counters.
 #[derive(Debug)]
 pub struct Report {
@@ -75,6 +116,8 @@ pub struct Report {
     pub up_to_down: u64,
     /// How it ended.
     pub end: RelayEnd,
+    /// Who ended it.
+    pub ended_by: EndedBy,
     /// Whether the splice path was used.
     pub spliced: bool,
 }
@@ -220,7 +263,7 @@ pub fn relay(
                     })
                     .await
                 }
-                Legs::Failed => false,
+                Legs::Failed => Ended { reset: false, by: EndedBy::Edge },
             }
         });
         let outcome = until_idle(work, &activity, opts.idle).await;
@@ -236,16 +279,16 @@ pub fn relay(
 /// The idle timer is polled only after the core's reactor fired timers:
 /// the relay's task wakes for every message, and polling a timer costs a
 /// clock read and a timer-map lookup each time.
-async fn until_idle<F: Future<Output = bool>>(
+async fn until_idle<F: Future<Output = Ended>>(
     mut work: std::pin::Pin<&mut F>,
     activity: &Activity,
     idle: Duration,
-) -> Option<bool> {
+) -> Option<Ended> {
     let mut timer = pin!(activity.expired(idle));
     let mut timers_seen = None;
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(reset) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(reset));
+        if let Poll::Ready(ended) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(ended));
         }
         let fired = glommio::timer::timers_fired();
         if timers_seen != Some(fired) {
@@ -301,23 +344,24 @@ pub async fn forward_request(
 /// future argument and the copy it awaits both in its state, which every
 /// idle relay would carry.
 fn book(
-    outcome: Option<bool>,
+    outcome: Option<Ended>,
     d2u: &Moved,
     u2d: &Moved,
     spliced: bool,
     stats: &CoreStats,
 ) -> Report {
-    let end = match outcome {
+    let (end, ended_by) = match outcome {
         None => {
             stats::add(&stats.idle_timeouts, 1);
-            RelayEnd::IdleTimeout
+            (RelayEnd::IdleTimeout, EndedBy::Edge)
         }
-        Some(true) => {
+        Some(Ended { reset: true, by }) => {
             stats::add(&stats.resets_propagated, 1);
-            RelayEnd::Reset
+            (RelayEnd::Reset, by)
         }
-        Some(false) => RelayEnd::Closed,
+        Some(Ended { reset: false, by }) => (RelayEnd::Closed, by),
     };
+    stats.families.relay_ended(spliced, end.as_str());
     let total = d2u.get() + u2d.get();
     if spliced {
         let copied = d2u.copied.get() + u2d.copied.get();
@@ -332,6 +376,7 @@ fn book(
         down_to_up: d2u.get(),
         up_to_down: u2d.get(),
         end,
+        ended_by,
         spliced,
     }
 }
@@ -426,7 +471,7 @@ fn linger_zero(fd: RawFd) -> impl FnOnce() {
 /// upstream finished and `end_on_upstream_eof` is set. On an abort, resets
 /// the leg that has not failed yet (TCP: SO_LINGER 0 armed while the socket
 /// is still open, so that dropping it sends RST; h2: RST_STREAM). Returns
-/// whether a reset was propagated.
+/// whether a reset was propagated, and whose event ended the relay.
 ///
 /// The directions come pinned by the caller, made in place: pinning them
 /// here would move each into a second slot of this fn's state.
@@ -436,16 +481,20 @@ async fn both(
     opts: RelayOptions,
     down_reset: impl FnOnce(),
     up_reset: impl FnOnce(),
-) -> bool {
+) -> Ended {
     let (mut a, mut b) = (None, None);
+    // Whose event ended the first direction to end.
+    let mut first = None;
     std::future::poll_fn(|cx| {
         if a.is_none() {
             if let Poll::Ready(r) = d2u.as_mut().poll(cx) {
+                first = first.or(Some(culprit(&r, EndedBy::Downstream, EndedBy::Upstream)));
                 a = Some(r);
             }
         }
         if b.is_none() {
             if let Poll::Ready(r) = u2d.as_mut().poll(cx) {
+                first = first.or(Some(culprit(&r, EndedBy::Upstream, EndedBy::Downstream)));
                 b = Some(r);
             }
         }
@@ -477,7 +526,23 @@ async fn both(
     }) {
         tracing::debug!(error = %e, "relay aborted");
     }
-    reset_up || reset_down
+    // An abort is blamed on the side that aborted, even if the other side's
+    // FIN came first.
+    let by = match (&a, &b) {
+        (Some(d), _) if d.is_abort() => culprit(d, EndedBy::Downstream, EndedBy::Upstream),
+        (_, Some(d)) if d.is_abort() => culprit(d, EndedBy::Upstream, EndedBy::Downstream),
+        _ => first.unwrap_or(EndedBy::Edge),
+    };
+    Ended { reset: reset_up || reset_down, by }
+}
+
+/// Whose event ended a direction that reads from `source` and writes to
+/// `destination`.
+fn culprit(end: &DirEnd, source: EndedBy, destination: EndedBy) -> EndedBy {
+    match end {
+        DirEnd::Eof | DirEnd::SourceReset(_) => source,
+        DirEnd::DestinationGone(_) => destination,
+    }
 }
 
 /// Whether an I/O error means the peer reset or vanished.

@@ -67,6 +67,7 @@ pub(crate) async fn proceed(
         early,
         deadline,
     } = request;
+    let asked = Instant::now();
     let t = &plan.tunnel;
     let edge = &core.edge;
     let mut framing = BodyFraming::of_request(&head);
@@ -129,7 +130,7 @@ pub(crate) async fn proceed(
             up.write_all(&after).await?;
         }
         // Nothing of the handshake outlives it: an idle relay keeps only its task state.
-        let route = Route { kind: "httpupgrade", downstream: Version::H1, status: 101 };
+        let route = Route { kind: "httpupgrade", downstream: Version::H1, status: 101, asked };
         let relayed = Relayed::start(core, t, client, route, &head.target);
         drop((head, after));
         return run_relay(core, down, up, opts, relayed, t);
@@ -156,7 +157,7 @@ pub(crate) async fn proceed(
             }
             let method = std::mem::take(&mut head.method);
             // The status is the upstream's, passed on inside the relay.
-            let route = Route { kind: "request", downstream: Version::H1, status: 0 };
+            let route = Route { kind: "request", downstream: Version::H1, status: 0, asked };
             let relayed = Relayed::start(core, t, client, route, &head.target);
             drop((head, after));
             let request = (method.as_str(), framing, core.alt_svc(&down));
@@ -199,7 +200,7 @@ pub(crate) async fn proceed(
         if !after.is_empty() {
             up.write_all(&after).await?;
         }
-        let relayed = Relayed::start(core, t, client, Route { kind, downstream: Version::H1, status }, &head.target);
+        let relayed = Relayed::start(core, t, client, Route { kind, downstream: Version::H1, status, asked }, &head.target);
         drop((answer, head, after));
         return run_relay(core, down, up, opts, relayed, t);
     }

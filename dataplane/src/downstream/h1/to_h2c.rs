@@ -31,6 +31,7 @@ pub(crate) async fn to_h2c(
     early: Vec<u8>,
     plan: Plan,
 ) -> std::io::Result<()> {
+    let asked = std::time::Instant::now();
     let t = &plan.tunnel;
     let edge = &core.edge;
     let (kind, accept) = match &plan.intent {
@@ -104,7 +105,7 @@ pub(crate) async fn to_h2c(
             } else {
                 ("connect", 200)
             };
-            let route = crate::access::Route { kind, downstream: crate::plan::Version::H1, status };
+            let route = crate::access::Route { kind, downstream: crate::plan::Version::H1, status, asked };
             let relayed = crate::access::Relayed::start(core, t, client, route, &head.target);
             drop((answer, fields, head));
             tracing::debug!(%client, tunnel = %t.config.name, kind, "relay to the multiplexed upstream started");

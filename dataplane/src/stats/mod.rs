@@ -8,6 +8,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod families;
+
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
         /// Counters of one core. Single writer: the owning core.
@@ -17,6 +19,8 @@ macro_rules! counters {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             /// The same core's counters per tunnel.
             pub tunnels: TunnelStats,
+            /// The same core's labeled families (`/metrics` only).
+            pub families: families::Families,
         }
 
         impl CoreStats {
@@ -94,6 +98,17 @@ counters! {
     webtransport_streams_rejected,
     /// Access-log lines not written: the writer was behind (never waited for).
     access_log_dropped,
+    /// The last table change (store sequence) this core applied from its ring.
+    ring_applied_seq,
+    /// Store sequences the control plane published that this core has not
+    /// applied yet.
+    ring_lag,
+    /// Bytes waiting in this core's ring.
+    ring_pending_bytes,
+    /// Table snapshots this core applied.
+    ring_snapshots,
+    /// Snapshots this core asked for (attach, overflow, gap, bad record).
+    ring_resync_requests,
 }
 
 /// Counters of one tunnel on one core (single writer: that core).
@@ -167,7 +182,7 @@ pub fn sub(c: &AtomicU64, n: u64) {
 }
 
 /// Counters that are gauges (they go down too).
-const GAUGES: [&str; 1] = ["connections_active"];
+const GAUGES: [&str; 4] = ["connections_active", "ring_applied_seq", "ring_lag", "ring_pending_bytes"];
 
 /// A label value in the Prometheus text format.
 fn label(v: &str) -> String {
@@ -209,6 +224,8 @@ pub fn to_prometheus(cores: &[(usize, std::sync::Arc<CoreStats>)]) -> String {
             }
         }
     }
+    let families: Vec<_> = cores.iter().map(|(_, s)| &s.families).collect();
+    families::render(&mut out, &families);
     out
 }
 
