@@ -294,6 +294,8 @@ allow_connect = true
         "{raw_line}"
     );
     assert_eq!(raw_line["status"], 101);
+    // Its client's FIN came first (the echo origin closes only after it).
+    assert_eq!(raw_line["ended_by"], "downstream", "{raw_line}");
     // The token the h1 WebSocket carried in its query was consumed by auth:
     // neither forwarded nor logged.
     assert!(
