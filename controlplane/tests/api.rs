@@ -338,7 +338,10 @@ fn per_tunnel_counters_through_the_control_plane() {
     // the two creations (after its first snapshot) and lags by nothing.
     let sample = |metrics: &str, metric: &str, core: usize| -> Option<u64> {
         let key = format!("{metric}{{core=\"{core}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -353,9 +356,43 @@ fn per_tunnel_counters_through_the_control_plane() {
                 && sample(&metrics, "switchyard_ring_pending_bytes", core) == Some(0)
         });
         if ok {
+            // The same per-tunnel totals as the CLI's, summed over the cores.
+            for (name, t) in [("one", &one), ("two", &two)] {
+                for key in [
+                    "relays_total",
+                    "bytes_downstream_to_upstream",
+                    "bytes_upstream_to_downstream",
+                ] {
+                    let metric = format!(
+                        "switchyard_tunnel_{key}{}",
+                        if key.ends_with("_total") {
+                            ""
+                        } else {
+                            "_total"
+                        }
+                    );
+                    let summed: u64 = (0..2)
+                        .filter_map(|core| {
+                            let k = format!("{metric}{{core=\"{core}\",tunnel=\"{name}\"}} ");
+                            metrics
+                                .lines()
+                                .find_map(|l| l.strip_prefix(&k))
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                        })
+                        .sum();
+                    assert_eq!(
+                        Some(summed),
+                        t[key].as_u64(),
+                        "{name} {key}: /metrics vs the CLI\n{metrics}"
+                    );
+                }
+            }
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "ring state on /metrics:\n{metrics}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ring state on /metrics:\n{metrics}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -412,24 +412,61 @@ allow_connect = true
         ("h3", "websocket"),
     ] {
         let labels = format!(",downstream=\"{version}\",kind=\"{kind}\"");
-        assert_eq!(sum("switchyard_relays_started_total", &labels), 1, "{labels}\n{metrics}");
-        assert_eq!(sum("switchyard_relays_active", &labels), 0, "{labels}\n{metrics}");
+        assert_eq!(
+            sum("switchyard_relays_started_total", &labels),
+            1,
+            "{labels}\n{metrics}"
+        );
+        assert_eq!(
+            sum("switchyard_relays_active", &labels),
+            0,
+            "{labels}\n{metrics}"
+        );
     }
-    assert_eq!(sum("switchyard_handshake_seconds_count", ""), 5, "{metrics}");
-    assert_eq!(sum("switchyard_handshake_seconds_bucket", ",le=\"+Inf\""), 5, "{metrics}");
     assert_eq!(
-        sum("switchyard_rejections_total", ",reason=\"unauthorized\",answer=\"401\""),
+        sum("switchyard_handshake_seconds_count", ""),
+        5,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum("switchyard_handshake_seconds_bucket", ",le=\"+Inf\""),
+        5,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            "switchyard_rejections_total",
+            ",reason=\"unauthorized\",answer=\"401\""
+        ),
         1,
         "{metrics}"
     );
     let ended: u64 = ["splice", "copy"]
         .iter()
         .flat_map(|p| ["closed", "reset", "idle_timeout"].map(move |e| (p, e)))
-        .map(|(p, e)| sum("switchyard_relays_ended_total", &format!(",path=\"{p}\",end=\"{e}\"")))
+        .map(|(p, e)| {
+            sum(
+                "switchyard_relays_ended_total",
+                &format!(",path=\"{p}\",end=\"{e}\""),
+            )
+        })
         .sum();
     assert_eq!(ended, 5, "{metrics}");
-    assert!(sum("switchyard_relays_ended_total", ",path=\"splice\",end=\"closed\"") >= 1, "{metrics}");
-    assert_eq!(sum("switchyard_upstream_errors_by_kind_total", ",kind=\"timeout\""), 0, "{metrics}");
+    assert!(
+        sum(
+            "switchyard_relays_ended_total",
+            ",path=\"splice\",end=\"closed\""
+        ) >= 1,
+        "{metrics}"
+    );
+    assert_eq!(
+        sum(
+            "switchyard_upstream_errors_by_kind_total",
+            ",kind=\"timeout\""
+        ),
+        0,
+        "{metrics}"
+    );
 
     // A real Prometheus scrapes the edge; PromQL gives the HTTPUpgrade
     // tunnel's bytes up, equal to what its client sent.
