@@ -495,17 +495,16 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
         edge.log()
     );
 
-    // The edge speaks draft-02 only: it does not advertise SETTINGS_WT_ENABLED
-    // (0x2c7cf000), so the draft-15 token is an unknown protocol (3).
-    assert!(r["settings"].get("0x2c7cf000").is_none());
+    // A token of no draft the edge knows is an unknown protocol (18); the
+    // draft-15 token is accepted (3, `webtransport_drafts_are_rewritten_per_hop`).
     let r = ok(
-        "webtransport-h3",
+        "webtransport-h9",
         &session(
             "wt.test",
             "/echo",
             &[
                 "--protocol",
-                "webtransport-h3",
+                "webtransport-h9",
                 "--expect-status",
                 "501",
                 "--no-settings-check",
@@ -601,4 +600,126 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
     );
     assert_eq!(r["status"], 501);
     assert!(edge.total("webtransport_streams_total") > 0);
+}
+
+/// Each hop speaks its own WebTransport draft (3, 4): a draft-02 client
+/// (aioquic) reaches a draft-15 server, and a draft-15 client a draft-02
+/// server, with only `:protocol` and the draft-02 headers rewritten; the
+/// edge advertises SETTINGS_WT_ENABLED (0x2c7cf000) next to draft-02's
+/// setting, and accepts `webtransport-h3`.
+#[test]
+fn webtransport_drafts_are_rewritten_per_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = QuicPeer::start("wt_server.py", &dir.path().join("draft02"), &[]);
+    let new = QuicPeer::start(
+        "wt_server.py",
+        &dir.path().join("draft15"),
+        &["--draft", "15"],
+    );
+    let tunnel = |name: &str, peer: &QuicPeer| {
+        format!(
+            "[[tunnel]]\nname = \"{name}\"\nhostnames = [\"{name}.test\"]\nupstream = \"{}\"\nhttp_version = \"h3\"\n\
+             upstream_tls = {{ ca = \"{}\", server_name = \"origin.internal\" }}\n",
+            peer.addr,
+            peer.ca.display()
+        )
+    };
+    let edge = Edge::start(&format!(
+        "[edge]\ncores = 1\n[[listener]]\naddr = \"@TLS_LISTEN@\"\ntls = {{ cert = \"@CERT@\", key = \"@KEY@\" }}\nquic = true\n{}{}",
+        tunnel("wt02", &old),
+        tunnel("wt15", &new),
+    ));
+    let session = |host: &str, draft: &str| {
+        let (code, r, out) = run(
+            &edge,
+            "wt_client.py",
+            &[
+                "--authority",
+                host,
+                "--path",
+                "/echo",
+                "--draft",
+                draft,
+                "--bidi",
+                "2",
+                "--uni",
+                "2",
+                "--datagrams",
+                "20",
+                "--bytes",
+                "50000",
+            ],
+        );
+        assert_eq!(
+            code,
+            0,
+            "{host} with draft {draft}: {out}\nedge:\n{}\ndraft-02 upstream:\n{}\ndraft-15 upstream:\n{}",
+            edge.log(),
+            old.log(),
+            new.log()
+        );
+        assert_eq!(
+            (r["bidi"]["ok"].as_bool(), r["uni"]["ok"].as_bool()),
+            (Some(true), Some(true)),
+            "{r}"
+        );
+        assert!(r["datagrams"]["received"].as_u64().unwrap() > 0, "{r}");
+        r
+    };
+    // What an upstream saw: the `saw=` JSON of its last session line
+    // (written when the session ends, soon after the client is done).
+    let sessions_seen = std::cell::Cell::new((0, 0));
+    let saw = |peer: &QuicPeer| -> Value {
+        let count = |log: &str| log.lines().filter(|l| l.contains(" saw=")).count();
+        let is_new = std::ptr::eq(peer, &new);
+        let (old_n, new_n) = sessions_seen.get();
+        let want = if is_new { new_n } else { old_n } + 1;
+        let t0 = std::time::Instant::now();
+        while count(&peer.log()) < want {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(10),
+                "no session line:\n{}",
+                peer.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        sessions_seen.set(if is_new { (old_n, want) } else { (want, new_n) });
+        let log = peer.log();
+        let line = log.lines().rev().find(|l| l.contains(" saw=")).unwrap();
+        serde_json::from_str(line.split(" saw=").nth(1).unwrap()).unwrap()
+    };
+
+    // draft-02 client → draft-15 upstream (4): `webtransport-h3` and no
+    // draft-02 header upstream (the server answers 400 to one); the client
+    // still gets draft-02's answer header.
+    let r = session("wt15.test", "2");
+    let up = saw(&new);
+    assert_eq!(up[":protocol"], "webtransport-h3", "{up}");
+    assert!(up.get("sec-webtransport-http3-draft02").is_none(), "{up}");
+    assert_eq!(
+        r["headers"]["sec-webtransport-http3-draft"], "draft02",
+        "{r}"
+    );
+    assert_eq!(r["settings"]["0x2b603742"], 1, "{}", r["settings"]);
+
+    // draft-15 client → draft-02 upstream (3): the edge advertised
+    // 0x2c7cf000 and took `webtransport-h3`; upstream it is `webtransport`
+    // with the draft-02 header, and the client gets no draft header back.
+    let r = session("wt02.test", "15");
+    assert_eq!(r["settings"]["0x2c7cf000"], 1, "{}", r["settings"]);
+    let up = saw(&old);
+    assert_eq!(up[":protocol"], "webtransport", "{up}");
+    assert_eq!(up["sec-webtransport-http3-draft02"], "1", "{up}");
+    assert!(
+        r["headers"].get("sec-webtransport-http3-draft").is_none(),
+        "{r}"
+    );
+
+    // draft-15 on both hops.
+    let r = session("wt15.test", "15");
+    assert!(
+        r["headers"].get("sec-webtransport-http3-draft").is_none(),
+        "{r}"
+    );
+    assert_eq!(saw(&new)[":protocol"], "webtransport-h3");
 }

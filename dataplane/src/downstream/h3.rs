@@ -112,10 +112,12 @@ pub async fn serve(core: Rc<CoreCtx>, lis: Rc<ListenerCtx>, quic: quic::Connecti
     local.set(id::MAX_FIELD_SECTION_SIZE, max_field_section);
     local.set(id::ENABLE_CONNECT_PROTOCOL, 1);
     // HTTP datagrams (RFC 9297) and WebTransport draft-02, with the
-    // datagram setting's draft value that Chromium also sends.
+    // datagram setting's draft value that Chromium also sends, and
+    // draft-15 (`:protocol webtransport-h3`).
     local.set(id::H3_DATAGRAM, 1);
     local.set(wt::setting::H3_DATAGRAM_DRAFT04, 1);
     local.set(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02, 1);
+    local.set(wt::setting::WT_ENABLED, 1);
     let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Server, local)));
     // Our critical streams: held open for the connection's life.
     let preface = h3.borrow().control_preface();
@@ -333,6 +335,8 @@ async fn stream(conn: Rc<Conn>, mut send: SendStream, mut recv: RecvStream) {
     };
     drop(fields);
     let (mut head, protocol) = (request.head, request.protocol);
+    // WebTransport: which draft this client speaks (its `:protocol` token).
+    let draft = protocol.as_deref().and_then(wt::Draft::from_token).unwrap_or(wt::Draft::Draft02);
     let intent = match crate::intent::classify_extended(&head, protocol.as_deref()) {
         Ok(i) => i,
         Err(e) => return refuse(&conn, &mut open, e.into(), Some(&head), None),
@@ -373,7 +377,7 @@ async fn stream(conn: Rc<Conn>, mut send: SendStream, mut recv: RecvStream) {
     match plan.intent {
         Intent::Request => forward::request(&conn, &t, head, open).await,
         Intent::WebSocket | Intent::Connect { .. } => tunnel(&conn, &t, plan.intent, head, open).await,
-        Intent::Session { protocol } => session(&conn, &t, protocol, head, open).await,
+        Intent::Session { protocol } => session(&conn, &t, (protocol, draft), head, open).await,
         Intent::Upgrade { token } => refuse(
             &conn,
             &mut open,
@@ -451,7 +455,13 @@ async fn tunnel(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, intent: Intent, head
 
 /// A session (WebTransport, CONNECT-UDP, CONNECT-IP): open its twin on the
 /// tunnel's h3 upstream, pass the answer back, relay (`relay::session`).
-async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionProtocol, head: RequestHead, mut open: Opening) {
+async fn session(
+    conn: &Conn,
+    t: &Rc<crate::tunnel::Tunnel>,
+    (protocol, draft): (SessionProtocol, wt::Draft),
+    head: RequestHead,
+    mut open: Opening,
+) {
     let asked = std::time::Instant::now();
     let core = &conn.core;
     let edge = &core.edge;
@@ -460,7 +470,7 @@ async fn session(conn: &Conn, t: &Rc<crate::tunnel::Tunnel>, protocol: SessionPr
         return refuse(conn, &mut open, Rejection::NotSupported(why), Some(&head), Some(t));
     }
     let limits = Deadlines { connect: edge.upstream_connect_timeout, handshake: edge.upstream_handshake_timeout };
-    let opening = crate::upstream::h3::open_session(core, t, protocol, &head, limits);
+    let opening = crate::upstream::h3::open_session(core, t, (protocol, draft), &head, limits);
     let (opened, dedicated) = match unless_cancelled(&mut open.send, opening).await {
         None => return,
         Some(Ok(o)) => o,

@@ -113,8 +113,13 @@ impl Protocol {
 
     /// The protocol a `:protocol` token names (tokens are case-sensitive
     /// in RFC 8441, compared as sent).
+    /// `webtransport-h3` (WebTransport draft-15+, which the edge
+    /// advertises too) is WebTransport.
     pub fn from_token(token: &str) -> Option<Protocol> {
-        [Protocol::WebTransport, Protocol::ConnectUdp, Protocol::ConnectIp].into_iter().find(|p| p.token() == token)
+        if super::webtransport::Draft::from_token(token).is_some() {
+            return Some(Protocol::WebTransport);
+        }
+        [Protocol::ConnectUdp, Protocol::ConnectIp].into_iter().find(|p| p.token() == token)
     }
 }
 

@@ -6,9 +6,17 @@
 //!
 //! Versions (`../shared/RELAY-FACTS.md`): Chromium 156 and aioquic 1.7.2
 //! speak draft-02 (setting 0x2b603742, `:protocol webtransport`,
-//! `sec-webtransport-http3-draft02: 1`); both hops of a relay speak it, so
-//! stream bodies, reset codes and capsules cross unchanged and only session
-//! ids (the CONNECT stream of each hop) are rewritten.
+//! `sec-webtransport-http3-draft02: 1`); draft-15 and later (setting
+//! 0x2c7cf000, `:protocol webtransport-h3`, no draft header) is what
+//! webtransport-go speaks. Each hop of a relay speaks the newest of the two
+//! that hop enabled ([`Draft`]); stream bodies, reset codes and capsules
+//! cross unchanged, and only the session ids (the CONNECT stream of each
+//! hop), the `:protocol` token and the draft-02 headers are rewritten.
+//!
+//! Not relayed yet: draft-15's flow control. Toward a draft-15 upstream the
+//! edge offers unbounded initial credit (so the upstream never waits for
+//! it) but does not count the upstream's credit; an upstream that enforces
+//! small limits may end the session with WT_FLOW_CONTROL_ERROR.
 
 use super::varint;
 
@@ -24,6 +32,72 @@ pub mod setting {
     pub const WT_MAX_SESSIONS: u64 = 0x14e9_cd29;
     /// draft-15+: SETTINGS_WT_ENABLED.
     pub const WT_ENABLED: u64 = 0x2c7c_f000;
+    /// draft-13+: SETTINGS_WT_INITIAL_MAX_DATA (session flow control).
+    pub const WT_INITIAL_MAX_DATA: u64 = 0x2b61;
+    /// draft-13+: SETTINGS_WT_INITIAL_MAX_STREAMS_UNI.
+    pub const WT_INITIAL_MAX_STREAMS_UNI: u64 = 0x2b64;
+    /// draft-13+: SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI.
+    pub const WT_INITIAL_MAX_STREAMS_BIDI: u64 = 0x2b65;
+}
+
+/// The draft-02 request header (value `1`).
+pub const DRAFT02_REQUEST_HEADER: &str = "sec-webtransport-http3-draft02";
+/// The draft-02 answer header (value `draft02`).
+pub const DRAFT02_ANSWER_HEADER: &str = "sec-webtransport-http3-draft";
+
+/// The WebTransport draft one hop speaks, as far as a relay sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draft {
+    /// draft-02: `:protocol webtransport` with the draft-02 headers.
+    Draft02,
+    /// draft-15 and later: `:protocol webtransport-h3`, no draft header.
+    Draft15,
+}
+
+impl Draft {
+    /// The `:protocol` token of an extended CONNECT in this draft.
+    pub fn token(self) -> &'static str {
+        match self {
+            Draft::Draft02 => "webtransport",
+            Draft::Draft15 => "webtransport-h3",
+        }
+    }
+
+    /// The draft a client's `:protocol` token names.
+    pub fn from_token(token: &str) -> Option<Draft> {
+        [Draft::Draft02, Draft::Draft15].into_iter().find(|d| d.token() == token)
+    }
+
+    /// The newest draft a peer's SETTINGS enable (`get` reads one).
+    pub fn of_peer(get: impl Fn(u64) -> Option<u64>) -> Option<Draft> {
+        if get(setting::WT_ENABLED) == Some(1) {
+            Some(Draft::Draft15)
+        } else if get(setting::ENABLE_WEBTRANSPORT_DRAFT02) == Some(1) {
+            Some(Draft::Draft02)
+        } else {
+            None
+        }
+    }
+
+    /// A request's end-to-end fields as a hop of this draft expects them:
+    /// draft-02 carries `sec-webtransport-http3-draft02: 1`, later drafts
+    /// no draft header.
+    pub fn request_fields(self, fields: &mut Vec<(String, Vec<u8>)>) {
+        fields.retain(|(name, _)| !name.eq_ignore_ascii_case(DRAFT02_REQUEST_HEADER));
+        if self == Draft::Draft02 {
+            fields.push((DRAFT02_REQUEST_HEADER.into(), b"1".to_vec()));
+        }
+    }
+
+    /// An answer's end-to-end fields as a client of this draft expects
+    /// them: draft-02 gets `sec-webtransport-http3-draft: draft02`, later
+    /// drafts no draft header.
+    pub fn answer_fields(self, fields: &mut Vec<(String, Vec<u8>)>) {
+        fields.retain(|(name, _)| !name.eq_ignore_ascii_case(DRAFT02_ANSWER_HEADER));
+        if self == Draft::Draft02 {
+            fields.push((DRAFT02_ANSWER_HEADER.into(), b"draft02".to_vec()));
+        }
+    }
 }
 
 /// The frame type that opens a client- or server-initiated bidirectional
@@ -135,6 +209,31 @@ pub fn stream_header(bidi: bool, session_id: u64, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_hop_gets_its_drafts_token_and_headers() {
+        let peer = |pairs: &'static [(u64, u64)]| move |id: u64| pairs.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
+        assert_eq!(Draft::of_peer(peer(&[(0x2b60_3742, 1)])), Some(Draft::Draft02));
+        assert_eq!(Draft::of_peer(peer(&[(0x2b60_3742, 1), (0x2c7c_f000, 1)])), Some(Draft::Draft15));
+        assert_eq!(Draft::of_peer(peer(&[(0x2b60_3742, 0)])), None);
+        assert_eq!(Draft::from_token("webtransport-h3"), Some(Draft::Draft15));
+        assert_eq!(Draft::from_token("webtransport"), Some(Draft::Draft02));
+        assert_eq!(Draft::from_token("WebTransport"), None);
+        // draft-02 client → draft-15 upstream: the draft header goes,
+        // everything else stays in order.
+        let mut f = vec![("origin".to_string(), b"https://a".to_vec()), ("Sec-WebTransport-HTTP3-Draft02".into(), b"1".to_vec()), ("x".into(), b"y".to_vec())];
+        Draft::Draft15.request_fields(&mut f);
+        assert_eq!(f, vec![("origin".to_string(), b"https://a".to_vec()), ("x".into(), b"y".to_vec())]);
+        // ... and back: added once, even if the client sent it already.
+        Draft::Draft02.request_fields(&mut f);
+        Draft::Draft02.request_fields(&mut f);
+        assert_eq!(f.iter().filter(|(n, _)| n == DRAFT02_REQUEST_HEADER).count(), 1);
+        let mut a = vec![("sec-webtransport-http3-draft".to_string(), b"draft02".to_vec())];
+        Draft::Draft15.answer_fields(&mut a);
+        assert!(a.is_empty());
+        Draft::Draft02.answer_fields(&mut a);
+        assert_eq!(a, vec![("sec-webtransport-http3-draft".to_string(), b"draft02".to_vec())]);
+    }
 
     #[test]
     fn datagrams_are_readdressed_with_the_payload_untouched() {

@@ -174,6 +174,12 @@ async fn start(core: &Rc<CoreCtx>, quic: quic::Connection, t: &Tunnel) -> Result
     local.set(id::MAX_FIELD_SECTION_SIZE, core.edge.max_head_bytes as u64);
     local.set(id::H3_DATAGRAM, 1);
     local.set(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02, 1);
+    // draft-15, with initial WebTransport credit the upstream never runs
+    // out of (the relay does not send flow-control capsules).
+    local.set(wt::setting::WT_ENABLED, 1);
+    local.set(wt::setting::WT_INITIAL_MAX_DATA, (1 << 62) - 1);
+    local.set(wt::setting::WT_INITIAL_MAX_STREAMS_UNI, 1 << 60);
+    local.set(wt::setting::WT_INITIAL_MAX_STREAMS_BIDI, 1 << 60);
     let h3 = Rc::new(RefCell::new(h3conn::Connection::new(Side::Client, local)));
     let preface = h3.borrow().control_preface();
     let own = crate::http3::own_streams(&quic, preface)
@@ -274,10 +280,12 @@ pub enum Answer {
 /// Opens a session (`protocol`) for `head` (its `:authority`, path and
 /// end-to-end fields) on `t`'s h3 upstream: the upstream end of a session
 /// relay, and the dedicated connection to close after it (WebTransport).
+/// WebTransport goes up in the newest draft the upstream enabled, and its
+/// answer comes back in the client's `down_draft`.
 pub async fn open_session(
     core: &Rc<CoreCtx>,
     t: &Tunnel,
-    protocol: SessionProtocol,
+    (protocol, down_draft): (SessionProtocol, wt::Draft),
     head: &RequestHead,
     limits: Deadlines,
 ) -> Result<(Answer, Option<quic::Connection>), Rejection> {
@@ -293,21 +301,33 @@ pub async fn open_session(
         }
         bad(format!("h3 upstream did not enable {what}"))
     };
-    match peer_settings(&up, limits.handshake).await {
+    let up_draft = match peer_settings(&up, limits.handshake).await {
         Some(s) if !s.extended_connect() => return Err(refused("extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)")),
         Some(s) if !s.h3_datagram() || up.quic.max_datagram_size().is_none() => {
             return Err(refused("HTTP datagrams (SETTINGS_H3_DATAGRAM and max_datagram_frame_size)"))
         }
-        Some(s) if protocol == SessionProtocol::WebTransport && s.get(wt::setting::ENABLE_WEBTRANSPORT_DRAFT02) != Some(1) => {
-            return Err(refused("WebTransport draft-02 (SETTINGS_ENABLE_WEBTRANSPORT)"))
-        }
-        Some(_) => {}
+        Some(s) => wt::Draft::of_peer(|id| s.get(id)),
         None => return Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
-    }
+    };
+    let mut fields = crate::policy::request_fields(head);
+    let token = match (protocol, up_draft) {
+        (SessionProtocol::WebTransport, None) => {
+            return Err(refused("WebTransport (SETTINGS_ENABLE_WEBTRANSPORT draft-02 or SETTINGS_WT_ENABLED)"))
+        }
+        (SessionProtocol::WebTransport, Some(draft)) => {
+            draft.request_fields(&mut fields);
+            draft.token()
+        }
+        _ => protocol.token(),
+    };
     let mut headers = vec![Header { name: "host".into(), value: head.host().unwrap_or_default().as_bytes().to_vec() }];
-    headers.extend(crate::policy::request_fields(head).into_iter().map(|(name, value)| Header { name, value }));
+    headers.extend(fields.into_iter().map(|(name, value)| Header { name, value }));
     let request = RequestHead { method: "CONNECT".into(), target: head.target.clone(), minor_version: 1, headers };
-    match exchange(core, t, &up, &request, Some(protocol.token()), limits).await {
+    match exchange(core, t, &up, &request, Some(token), limits).await {
+        Ok(Answer::Open { stream, mut fields }) if protocol == SessionProtocol::WebTransport => {
+            down_draft.answer_fields(&mut fields);
+            Ok((Answer::Open { stream, fields }, dedicated))
+        }
         Ok(opened) => Ok((opened, dedicated)),
         Err(e) => {
             if let Some(q) = &dedicated {

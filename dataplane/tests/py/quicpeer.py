@@ -196,14 +196,26 @@ class DatagramH3(H3Connection):
         return s
 
 
+WT_ENABLED = 0x2C7CF000   # draft-ietf-webtrans-http3-15 SETTINGS_WT_ENABLED
+
+
 class WebTransportH3(H3Connection):
     """aioquic's H3Connection with WebTransport on. open_wt() fixes an aioquic gap: the peer's bytes
     on a bidi WT stream *we* opened carry no 0x41 signal, and aioquic would parse them as HTTP/3
     frames; pre-registering the stream as WEBTRANSPORT_STREAM makes them arrive as
     WebTransportStreamDataReceived."""
 
-    def __init__(self, quic):
+    def __init__(self, quic, draft15=False):
+        self.draft15 = draft15
         super().__init__(quic, enable_webtransport=True)
+
+    def _get_local_settings(self):
+        """draft15: SETTINGS_WT_ENABLED (0x2c7cf000) = 1 instead of draft-02's ENABLE_WEBTRANSPORT."""
+        settings = super()._get_local_settings()
+        if self.draft15:
+            del settings[Setting.ENABLE_WEBTRANSPORT]
+            settings[WT_ENABLED] = 1
+        return settings
 
     def open_wt(self, session_id, uni):
         """Opens a WT stream (uni or bidi) of session session_id: its stream id."""

@@ -10,6 +10,8 @@ check with --no-settings-check), then sends the extended CONNECT:
   :method CONNECT, :protocol webtransport, :scheme https, :authority A, :path P (+ ?NAME=T with
   --token-query NAME), sec-webtransport-http3-draft02: 1, origin: https://A (--origin overrides, ''
   omits), authorization: Bearer T (--token without --token-query), --header extras.
+  (--draft 15: SETTINGS_WT_ENABLED(0x2c7cf000)=1 instead of 0x2b603742, which the server must send too;
+  :protocol webtransport-h3 and no draft-02 header.)
 After a 2xx (session id = the CONNECT stream id):
   --send-capsule TYPE:HEX  capsules sent first on the CONNECT stream (one DATA frame each; GREASE tests)
   --bidi N      N bidi streams, stream i sends random.Random(seed + i).randbytes(B) + FIN; the echo must
@@ -56,7 +58,7 @@ from aioquic.h3.connection import Setting
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived, WebTransportStreamDataReceived
 import aioquic.quic.events as qe
 
-from quicpeer import (CLOSE_SESSION, WT_FIRST, AlpnFail, Capsules, Fail, QuicClient, WebTransportH3, add_connect,
+from quicpeer import (CLOSE_SESSION, WT_ENABLED, WT_FIRST, AlpnFail, Capsules, Fail, QuicClient, WebTransportH3, add_connect,
                       add_quic, add_timeouts, auth_headers, capsule, encode_headers, parser, send_fin, take_response,
                       with_token_query, wt_code)
 
@@ -129,7 +131,7 @@ class Client(QuicClient):
         self.dgram_payloads, self.dgram_recv, self.dgram_other = set(), 0, 0
 
     def new_h3(self):
-        return WebTransportH3(self.quic)
+        return WebTransportH3(self.quic, draft15=self.a.draft == 15)
 
     def loop(self, cond, what):   # and then write what the last events queued (echoes, FINs)
         super().loop(cond, what)
@@ -259,7 +261,9 @@ class Client(QuicClient):
 
 def request_headers(a):
     h = [(":method", "CONNECT"), (":protocol", a.protocol), (":scheme", "https"), (":authority", a.authority),
-         (":path", with_token_query(a, a.path)), ("sec-webtransport-http3-draft02", "1")]
+         (":path", with_token_query(a, a.path))]
+    if a.draft == 2:
+        h.append(("sec-webtransport-http3-draft02", "1"))
     origin = f"https://{a.authority}" if a.origin is None else a.origin
     if origin:
         h.append(("origin", origin))
@@ -269,8 +273,10 @@ def request_headers(a):
 def run(c, a, out):
     c.wait_settings()
     out["settings"] = {f"0x{k:x}": v for k, v in c.h3.received_settings.items()}
-    if not a.no_settings_check and c.h3.received_settings.get(Setting.ENABLE_WEBTRANSPORT) != 1:
-        raise Fail("peer did not enable WebTransport (SETTINGS_ENABLE_WEBTRANSPORT 0x2b603742 != 1)")
+    wanted = (WT_ENABLED, "SETTINGS_WT_ENABLED 0x2c7cf000") if a.draft == 15 else \
+        (Setting.ENABLE_WEBTRANSPORT, "SETTINGS_ENABLE_WEBTRANSPORT 0x2b603742")
+    if not a.no_settings_check and c.h3.received_settings.get(wanted[0]) != 1:
+        raise Fail(f"peer did not enable WebTransport ({wanted[1]} != 1)")
     c.session = c.quic.get_next_available_stream_id()
     out["session_id"] = c.session
     c.h3.send_headers(c.session, encode_headers(request_headers(a)))
@@ -388,7 +394,11 @@ def main():
     add_quic(p)
     p.add_argument("--authority", required=True, help=":authority (and origin: https://A)")
     p.add_argument("--path", required=True, help=":path")
-    p.add_argument("--protocol", default="webtransport", help=":protocol")
+    p.add_argument("--protocol", help=":protocol (default: webtransport, with --draft 15 webtransport-h3)")
+    p.add_argument("--draft", type=int, choices=(2, 15), default=2,
+                   help="15: speak draft-15 (SETTINGS_WT_ENABLED 0x2c7cf000 instead of 0x2b603742, :protocol "
+                        "webtransport-h3, no sec-webtransport-http3-draft02 header; the server must send "
+                        "0x2c7cf000=1)")
     p.add_argument("--origin", help="origin header value ('' = none; default https://AUTHORITY)")
     p.add_argument("--token", help="send authorization: Bearer TOKEN (or ?NAME=TOKEN with --token-query)")
     p.add_argument("--token-query", metavar="NAME", help="put the token in the :path query as NAME=TOKEN")
@@ -418,6 +428,8 @@ def main():
     p.add_argument("--linger", type=float, default=0.2,
                    help="s to wait for server capsules at the end (without --close / --expect-close)")
     a = p.parse_args()
+    if a.protocol is None:
+        a.protocol = "webtransport-h3" if a.draft == 15 else "webtransport"
     if a.reset_bidi is not None and a.stop_bidi is not None:
         p.error("--reset-bidi and --stop-bidi are exclusive")
     logging.getLogger("quic").setLevel(logging.CRITICAL)

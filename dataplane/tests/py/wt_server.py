@@ -7,6 +7,8 @@ on stdout once bound; everything else goes to stderr. SETTINGS (aioquic, enable_
 QPACK_MAX_TABLE_CAPACITY=4096, QPACK_BLOCKED_STREAMS=16, ENABLE_CONNECT_PROTOCOL=1, 0x21=1,
 H3_DATAGRAM(0x33)=1, ENABLE_WEBTRANSPORT(0x2b603742)=1; transport parameter max_datagram_frame_size=65536.
 
+  (--draft 15: SETTINGS_WT_ENABLED(0x2c7cf000)=1 instead of 0x2b603742; the token is webtransport-h3, a
+  request with `sec-webtransport-http3-draft02` gets 400, and the 200 carries no draft header.)
   extended CONNECT :protocol webtransport -> 200 + `sec-webtransport-http3-draft: draft02`, except
       path /reject -> 404 and /forbidden -> 403 (content-length 0, FIN). Other :protocol -> 501.
       Session behaviour by path (query string allowed on every path):
@@ -102,7 +104,7 @@ class WtServer(ServerConnection):
     # --- events ----------------------------------------------------------------------------------
     def quic_event_received(self, e):
         if isinstance(e, qe.ProtocolNegotiated) and self.h3 is None:
-            self.h3 = WebTransportH3(self._quic)
+            self.h3 = WebTransportH3(self._quic, draft15=self.a.draft == 15)
         sid = getattr(e, "stream_id", -1)
         if isinstance(e, qe.StreamReset):
             if sid in self.streams:
@@ -172,14 +174,18 @@ class WtServer(ServerConnection):
             log(f"request c{self.cid}#{sid} {method} {s.h.get(':authority', '-')} {s.path} status=200")
             return
         self.sessions[sid] = s
-        if proto != "webtransport":
+        draft15 = self.a.draft == 15
+        if proto != ("webtransport-h3" if draft15 else "webtransport"):
             return self.answer(s, 501)
+        if draft15 and "sec-webtransport-http3-draft02" in s.h:
+            return self.answer(s, 400)
         if s.route == "/reject":
             return self.answer(s, 404)
         if s.route == "/forbidden":
             return self.answer(s, 403)
         s.status, s.open = 200, True
-        self.h3.send_headers(sid, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
+        self.h3.send_headers(sid, [(b":status", b"200")] if draft15 else
+                             [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
         log(f"session c{self.cid}#{sid} accepted path={s.path} authority={s.h.get(':authority', '-')}")
         if s.route == "/goaway":
             # HTTP/3 GOAWAY on our control stream: no new requests past this one.
@@ -426,6 +432,10 @@ def main():
     p = server_parser(__doc__)
     p.add_argument("--timeout", type=float, default=20.0,
                    help="bound for the client's FIN after our WT_CLOSE_SESSION and for an echo's ack")
+    p.add_argument("--draft", type=int, choices=(2, 15), default=2,
+                   help="15: speak draft-15 (SETTINGS_WT_ENABLED 0x2c7cf000 instead of 0x2b603742, "
+                        ":protocol webtransport-h3 only, 400 if the draft-02 header comes, no draft header "
+                        "in the answer)")
     add_quic(p)
     a = p.parse_args()
     run_server(server_config(a), a.listen, lambda quic, **kw: WtServer(quic, a, **kw))
