@@ -369,9 +369,31 @@ fn webtransport_streams_datagrams_and_close_through_the_edge() {
     assert_eq!(r["bidi"]["ok"], true);
     assert_eq!(r["uni"]["ok"], true);
     assert!(r["datagrams"]["received"].as_u64().unwrap() > 0, "{r}");
-    for (id, v) in [("0x8", 1), ("0x33", 1), ("0x2b603742", 1)] {
+    for (id, v) in [
+        ("0x8", 1),
+        ("0x33", 1),
+        ("0x2b603742", 1),
+        ("0x2c7cf000", 1),
+    ] {
         assert_eq!(r["settings"][id], v, "setting {id}: {}", r["settings"]);
     }
+    // The session's bytes (counters, access log) include its streams'
+    // (4 bidi echoed, 4 uni echoed on server streams: 800,000 B each way)
+    // and its datagrams', not only its request stream's.
+    let t0 = std::time::Instant::now();
+    while edge.total("bytes_upstream_to_downstream") < 800_000 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            edge.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        edge.total("bytes_downstream_to_upstream") > 800_000,
+        "{:?}",
+        edge.stats()
+    );
 
     // Streams the server opens reach the client, on the client's session
     // id (5).

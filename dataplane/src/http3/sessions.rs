@@ -37,6 +37,9 @@ pub struct DatagramRoute {
     pub to: quic::Connection,
     pub quarter_id: u64,
     pub capsules: Option<Rc<Injection>>,
+    /// Payload bytes (after the quarter id) relayed as QUIC datagrams, for
+    /// the session's totals (capsuled ones count with the request stream).
+    pub moved: Rc<std::cell::Cell<u64>>,
 }
 
 /// Bytes of DATAGRAM capsules waiting for a request stream before more
@@ -224,7 +227,10 @@ impl Sessions {
         wt::readdress(&datagram[head.len..], route.quarter_id, scratch);
         // One copy per datagram: quinn-proto takes each as its own `Bytes`.
         match route.to.send_datagram(Bytes::copy_from_slice(scratch)) {
-            Ok(()) => stats::add(&self.stats.h3_datagrams_relayed, 1),
+            Ok(()) => {
+                stats::add(&self.stats.h3_datagrams_relayed, 1);
+                route.moved.set(route.moved.get() + (datagram.len() - head.len) as u64);
+            }
             Err(quinn_proto::SendDatagramError::TooLarge) => stats::add(&self.stats.h3_datagrams_dropped_too_large, 1),
             Err(_) => stats::add(&self.stats.h3_datagrams_dropped_unsupported, 1),
         }

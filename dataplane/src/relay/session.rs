@@ -10,11 +10,13 @@
 //!                  codes cross unchanged; the session's end resets what is left with WT_SESSION_GONE
 //! ```
 //!
-//! Both hops speak WebTransport draft-02 (what Chromium 156 and aioquic
-//! send): stream payloads, error codes and WT_CLOSE_SESSION need no
-//! rewriting, only the session ids of each hop.
+//! Each hop speaks its own WebTransport draft (draft-02 or draft-15, see
+//! `h3::webtransport`): stream payloads, error codes and WT_CLOSE_SESSION
+//! are the same in both, so only the session ids of each hop are rewritten
+//! here. The session's report counts the request stream's bytes, the
+//! datagrams' payloads and the WebTransport streams' bytes, each way.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
@@ -45,19 +47,38 @@ pub async fn relay(protocol: SessionProtocol, down: H3Stream, up: H3Stream, opts
     // reader: DATAGRAM capsules for a hop without QUIC datagrams, and
     // WT_DRAIN_SESSION toward the client.
     let (to_up, to_down) = (down.injection(), up.injection());
+    // Bytes moved outside the request stream: (downstream → upstream,
+    // upstream → downstream).
+    let moved: (Rc<Cell<u64>>, Rc<Cell<u64>>) = Default::default();
     let _routes = (
         down_sessions.route_datagrams(
             wt::quarter_id(down_id),
-            DatagramRoute { to: up_conn.clone(), quarter_id: wt::quarter_id(up_id), capsules: to_up },
+            DatagramRoute { to: up_conn.clone(), quarter_id: wt::quarter_id(up_id), capsules: to_up, moved: moved.0.clone() },
         ),
         up_sessions.route_datagrams(
             wt::quarter_id(up_id),
-            DatagramRoute { to: down_conn.clone(), quarter_id: wt::quarter_id(down_id), capsules: to_down.clone() },
+            DatagramRoute {
+                to: down_conn.clone(),
+                quarter_id: wt::quarter_id(down_id),
+                capsules: to_down.clone(),
+                moved: moved.1.clone(),
+            },
         ),
     );
+    // Booked like the request stream's bytes: in the report (tunnel
+    // counters, access log) and in the core's totals (all copied).
+    let with_moved = |mut r: Report| {
+        let (up, down) = (moved.0.get(), moved.1.get());
+        r.down_to_up += up;
+        r.up_to_down += down;
+        stats::add(&stats.bytes_downstream_to_upstream, up);
+        stats::add(&stats.bytes_upstream_to_downstream, down);
+        stats::add(&stats.bytes_copied, up + down);
+        r
+    };
     let legs = relay_legs(Leg::H3(down), Leg::H3(up), Prelude::default(), opts, stats);
     if protocol != SessionProtocol::WebTransport {
-        return legs.await;
+        return with_moved(legs.await);
     }
     // The upstream's GOAWAY: the session should end soon; the client hears
     // it as WT_DRAIN_SESSION on its request stream.
@@ -76,21 +97,23 @@ pub async fn relay(protocol: SessionProtocol, down: H3Stream, up: H3Stream, opts
         loop {
             // A stream one hop opened is opened on the other, for the
             // session's id there.
-            let (incoming, to, session_id) = async { (down_inbox.next().await, up_conn.clone(), up_id) }
-                .or(async { (up_inbox.next().await, down_conn.clone(), down_id) })
-                .await;
+            let (incoming, to, session_id, counts) =
+                async { (down_inbox.next().await, up_conn.clone(), up_id, (moved.0.clone(), moved.1.clone())) }
+                    .or(async { (up_inbox.next().await, down_conn.clone(), down_id, (moved.1.clone(), moved.0.clone())) })
+                    .await;
             stats::add(&stats.webtransport_streams_total, 1);
-            glommio::spawn_local(stream(incoming, to, session_id, gone.clone())).detach();
+            glommio::spawn_local(stream(incoming, (to, session_id), counts, gone.clone())).detach();
         }
     };
     let report = legs.or(async { futures_util::future::join(streams, drain).await.0 }).await;
     gone.fire();
-    report
+    with_moved(report)
 }
 
 /// Relays one WebTransport stream: opens its twin on `to` for `session_id`,
-/// then moves bytes each way until both directions end.
-async fn stream(incoming: Incoming, to: quic::Connection, session_id: u64, gone: Gone) {
+/// then moves bytes each way until both directions end, counting them in
+/// `(forth, back)` (toward `to`, and back from it).
+async fn stream(incoming: Incoming, (to, session_id): (quic::Connection, u64), (forth, back): (Rc<Cell<u64>>, Rc<Cell<u64>>), gone: Gone) {
     let Incoming { stream, rest } = incoming;
     match stream {
         WtStream::Uni(recv) => {
@@ -99,7 +122,8 @@ async fn stream(incoming: Incoming, to: quic::Connection, session_id: u64, gone:
                 None
             });
             let Some(send) = opened.await else { return refuse_uni(recv) };
-            pipe(recv, send, header(false, session_id, &rest), &gone).await;
+            forth.set(forth.get() + rest.len() as u64);
+            pipe(recv, send, (header(false, session_id, &rest), &forth), &gone).await;
         }
         WtStream::Bidi(send, recv) => {
             let opened = async { to.open_bi().await.ok() }.or(async {
@@ -107,13 +131,16 @@ async fn stream(incoming: Incoming, to: quic::Connection, session_id: u64, gone:
                 None
             });
             let Some((twin_send, twin_recv)) = opened.await else { return refuse_bidi(send, recv) };
-            let forth = pipe(recv, twin_send, header(true, session_id, &rest), &gone);
-            let back = pipe(twin_recv, send, Vec::new(), &gone);
-            futures_util::future::join(forth, back).await;
+            forth.set(forth.get() + rest.len() as u64);
+            let there = pipe(recv, twin_send, (header(true, session_id, &rest), &forth), &gone);
+            let back_again = pipe(twin_recv, send, (Vec::new(), &back), &gone);
+            futures_util::future::join(there, back_again).await;
         }
     }
 }
 
+/// The stream's header on the other hop, and the payload that came with
+/// the header on this one (read while looking for its session id).
 fn header(bidi: bool, session_id: u64, rest: &Bytes) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + rest.len());
     wt::stream_header(bidi, session_id, &mut out);
@@ -141,7 +168,7 @@ enum End {
 /// Moves `first`, then what `from` receives, to `to`: FIN as FIN, the
 /// peer's RESET_STREAM as a reset with its code, a STOP_SENDING on `to`
 /// as a STOP_SENDING on `from` with its code.
-async fn pipe(mut from: RecvStream, mut to: SendStream, first: Vec<u8>, gone: &Gone) {
+async fn pipe(mut from: RecvStream, mut to: SendStream, (first, moved): (Vec<u8>, &Cell<u64>), gone: &Gone) {
     let work = async {
         if !first.is_empty() {
             if let Err(e) = to.write_all(&first).await {
@@ -175,6 +202,7 @@ async fn pipe(mut from: RecvStream, mut to: SendStream, first: Vec<u8>, gone: &G
                         from.stop(code_of(&e));
                         return End::Done;
                     }
+                    moved.set(moved.get() + bytes.len() as u64);
                 }
                 Ok(Ok(None)) => {
                     let _ = to.finish();
