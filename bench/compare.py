@@ -398,7 +398,7 @@ def run_scenario(target, name, sc, proxy):
     if sc.get("h3"):
         args += ["--tls", "--ca", os.path.join(TMP, "ca.pem"), "--sni", "localhost"]
     env = {"switchyard-nogso": NO_GSO, "switchyard-jumbo": JUMBO_ENV}.get(target)
-    tracer = None
+    tracer, perf_out = None, None
     if sc.get("strace"):
         if not proxy:
             return {"skipped": "no proxy process"}
@@ -423,14 +423,15 @@ def run_scenario(target, name, sc, proxy):
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
     try:
-        return measure(target, sc, proxy, args, env, tracer)
+        return measure(target, sc, proxy, args, env, (tracer, perf_out))
     finally:
         if recorder:
             recorder.send_signal(signal.SIGINT)
             recorder.wait(timeout=60)
 
 
-def measure(target, sc, proxy, args, env, tracer):
+def measure(target, sc, proxy, args, env, tracing):
+    tracer, perf_out = tracing
     before_cpu = cpu_seconds(proxy) if proxy else 0
     before_rss = rss_kib(proxy) if proxy else 0
     if sc["mode"] == "idle" and proxy:
