@@ -169,53 +169,47 @@ fn family(out: &mut String, metric: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {metric} {kind}");
 }
 
+/// A label's name and its values.
+type Labels<'a> = (&'a str, &'a [&'a str]);
+
+/// The samples of a family with two labels: one per core and pair of label
+/// values for which `sample` has a value.
+fn grid(
+    out: &mut String,
+    cores: &[&Families],
+    metric: &str,
+    ((first, firsts), (second, seconds)): (Labels<'_>, Labels<'_>),
+    sample: impl Fn(&Families, usize, usize) -> Option<u64>,
+) {
+    for (core, f) in cores.iter().enumerate() {
+        for (i, a) in firsts.iter().enumerate() {
+            for (j, b) in seconds.iter().enumerate() {
+                if let Some(n) = sample(f, i, j) {
+                    let _ = writeln!(out, "{metric}{{core=\"{core}\",{first}=\"{a}\",{second}=\"{b}\"}} {n}");
+                }
+            }
+        }
+    }
+}
+
 /// Every core's families in the Prometheus text format (label sets never
 /// counted are left out).
 pub fn render(out: &mut String, cores: &[&Families]) {
+    let counted = |n: u64| (n > 0).then_some(n);
     family(out, "switchyard_relays_started_total", "counter", "Relays started, by downstream version and what is relayed.");
-    for (core, f) in cores.iter().enumerate() {
-        for (v, version) in VERSIONS.iter().enumerate() {
-            for (k, kind) in KINDS.iter().enumerate() {
-                let n = load(&f.relays_started[v][k]);
-                if n > 0 {
-                    let _ = writeln!(out, "switchyard_relays_started_total{{core=\"{core}\",downstream=\"{version}\",kind=\"{kind}\"}} {n}");
-                }
-            }
-        }
-    }
+    grid(out, cores, "switchyard_relays_started_total", (("downstream", &VERSIONS), ("kind", &KINDS)), |f, v, k| {
+        counted(load(&f.relays_started[v][k]))
+    });
     family(out, "switchyard_relays_active", "gauge", "Relays in progress, by downstream version and what is relayed.");
-    for (core, f) in cores.iter().enumerate() {
-        for (v, version) in VERSIONS.iter().enumerate() {
-            for (k, kind) in KINDS.iter().enumerate() {
-                if load(&f.relays_started[v][k]) > 0 {
-                    let n = load(&f.relays_active[v][k]);
-                    let _ = writeln!(out, "switchyard_relays_active{{core=\"{core}\",downstream=\"{version}\",kind=\"{kind}\"}} {n}");
-                }
-            }
-        }
-    }
+    grid(out, cores, "switchyard_relays_active", (("downstream", &VERSIONS), ("kind", &KINDS)), |f, v, k| {
+        counted(load(&f.relays_started[v][k])).map(|_| load(&f.relays_active[v][k]))
+    });
     family(out, "switchyard_relays_ended_total", "counter", "Relays ended, by data path (splice or copy) and how they ended.");
-    for (core, f) in cores.iter().enumerate() {
-        for (p, path) in PATHS.iter().enumerate() {
-            for (e, end) in ENDS.iter().enumerate() {
-                let n = load(&f.relays_ended[p][e]);
-                if n > 0 {
-                    let _ = writeln!(out, "switchyard_relays_ended_total{{core=\"{core}\",path=\"{path}\",end=\"{end}\"}} {n}");
-                }
-            }
-        }
-    }
+    grid(out, cores, "switchyard_relays_ended_total", (("path", &PATHS), ("end", &ENDS)), |f, p, e| counted(load(&f.relays_ended[p][e])));
     family(out, "switchyard_rejections_total", "counter", "Refusals, by reason and answer.");
-    for (core, f) in cores.iter().enumerate() {
-        for (r, reason) in REASONS.iter().enumerate() {
-            for (a, answer) in ANSWERS.iter().enumerate() {
-                let n = load(&f.rejections[r][a]);
-                if n > 0 {
-                    let _ = writeln!(out, "switchyard_rejections_total{{core=\"{core}\",reason=\"{reason}\",answer=\"{answer}\"}} {n}");
-                }
-            }
-        }
-    }
+    grid(out, cores, "switchyard_rejections_total", (("reason", &REASONS), ("answer", &ANSWERS)), |f, r, a| {
+        counted(load(&f.rejections[r][a]))
+    });
     family(out, "switchyard_upstream_errors_by_kind_total", "counter", "Upstream dials and handshakes that failed, by kind (unreachable, timeout, bad_answer).");
     for (core, f) in cores.iter().enumerate() {
         for kind in ["unreachable", "timeout", "bad_answer"] {
