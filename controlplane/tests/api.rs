@@ -161,20 +161,7 @@ fn cli_creates_tunnel_and_token() {
     let origin = tcp_echo();
     let plane = Plane::new("", "");
     let _up = plane.up();
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
-            .arg("--config")
-            .arg(&plane.config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let cli = |args: &[&str]| plane.cli(args);
     let upstream = origin.to_string();
     let made = cli(&[
         "tunnel",
@@ -221,20 +208,7 @@ fn per_tunnel_counters_through_the_control_plane() {
     let origin = tcp_echo();
     let plane = Plane::new("", "");
     let _up = plane.up();
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
-            .arg("--config")
-            .arg(&plane.config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let cli = |args: &[&str]| plane.cli(args);
     let upstream = origin.to_string();
     for (name, host) in [("one", "one.test"), ("two", "two.test")] {
         cli(&[
@@ -336,13 +310,6 @@ fn per_tunnel_counters_through_the_control_plane() {
 
     // The rings' state on the data plane's /metrics: every core applied
     // the two creations (after its first snapshot) and lags by nothing.
-    let sample = |metrics: &str, metric: &str, core: usize| -> Option<u64> {
-        let key = format!("{metric}{{core=\"{core}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .and_then(|v| v.trim().parse().ok())
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut c = std::net::TcpStream::connect(plane.admin).unwrap();
@@ -350,10 +317,22 @@ fn per_tunnel_counters_through_the_control_plane() {
         let mut metrics = String::new();
         let _ = std::io::Read::read_to_string(&mut c, &mut metrics);
         let ok = (0..2).all(|core| {
-            sample(&metrics, "switchyard_ring_applied_seq", core) >= Some(2)
-                && sample(&metrics, "switchyard_ring_lag", core) == Some(0)
-                && sample(&metrics, "switchyard_ring_snapshots_total", core) >= Some(1)
-                && sample(&metrics, "switchyard_ring_pending_bytes", core) == Some(0)
+            sample(
+                &metrics,
+                "switchyard_ring_applied_seq",
+                &format!("core=\"{core}\""),
+            ) >= Some(2)
+                && sample(&metrics, "switchyard_ring_lag", &format!("core=\"{core}\"")) == Some(0)
+                && sample(
+                    &metrics,
+                    "switchyard_ring_snapshots_total",
+                    &format!("core=\"{core}\""),
+                ) >= Some(1)
+                && sample(
+                    &metrics,
+                    "switchyard_ring_pending_bytes",
+                    &format!("core=\"{core}\""),
+                ) == Some(0)
         });
         if ok {
             // The same per-tunnel totals as the CLI's, summed over the cores.
@@ -373,11 +352,11 @@ fn per_tunnel_counters_through_the_control_plane() {
                     );
                     let summed: u64 = (0..2)
                         .filter_map(|core| {
-                            let k = format!("{metric}{{core=\"{core}\",tunnel=\"{name}\"}} ");
-                            metrics
-                                .lines()
-                                .find_map(|l| l.strip_prefix(&k))
-                                .and_then(|v| v.trim().parse::<u64>().ok())
+                            sample(
+                                &metrics,
+                                &metric,
+                                &format!("core=\"{core}\",tunnel=\"{name}\""),
+                            )
                         })
                         .sum();
                     assert_eq!(

@@ -224,6 +224,23 @@ impl Plane {
         s
     }
 
+    /// Runs `controlplane --config <this plane's config> ARGS`, which must
+    /// succeed: its stdout, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// The admin token (written by the first start).
     pub fn admin_token(&self) -> String {
         let p = self.dir.path().join("var/admin.token");
@@ -410,4 +427,13 @@ pub fn python() -> String {
 pub fn file_contains(path: &Path, needle: &str) -> bool {
     let b = std::fs::read(path).unwrap_or_default();
     b.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// One sample of a Prometheus text page: the value of `metric{labels}`.
+pub fn sample(metrics: &str, metric: &str, labels: &str) -> Option<u64> {
+    let key = format!("{metric}{{{labels}}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
 }
