@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, on a fresh machine too: installs what the
 # interop tests need (Python `websockets` and `pproxy` in .venv/, curl,
-# Debian's chromium and the npm package playwright-core, cargo-nextest if
-# missing), then runs the whole suite. Used by README and .ci/run.
+# Debian's chromium, prometheus and etcd-server and the npm package
+# playwright-core, cargo-nextest if missing), then runs the whole suite.
+# Used by README and .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,12 @@ command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq cur
 # is not started by the test).
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+fi
+
+# etcd (controlplane/tests/fleet.rs): a 3-member cluster on loopback, one
+# process per member, started by the test (the packaged service is not).
+if ! command -v etcd >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server
 fi
 
 # Chromium interop (dataplane/tests/chromium.rs): Debian's chromium, driven

@@ -17,7 +17,7 @@ use subtle_eq::ct_eq;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::hub::{Done, Hub, Key, Op};
+use crate::hub::{Backend, Done, Hub, Key, Op};
 use crate::model::{self, TokenEntry};
 use crate::pb;
 
@@ -121,14 +121,16 @@ impl pb::tunnels_server::Tunnels for Api {
         req: Request<pb::ListTunnelsRequest>,
     ) -> Result<Response<pb::ListTunnelsResponse>, Status> {
         let sel = req.into_inner().label_selector;
-        let tunnels = self.hub.read(|st| {
-            st.tunnels
+        let (tunnels, revision) = self.hub.read(|st| {
+            let list = st
+                .tunnels
                 .values()
                 .filter(|t| sel.iter().all(|(k, v)| t.labels.get(k) == Some(v)))
                 .map(|t| t.to_pb())
-                .collect()
+                .collect();
+            (list, st.version)
         });
-        Ok(Response::new(pb::ListTunnelsResponse { tunnels }))
+        Ok(Response::new(pb::ListTunnelsResponse { tunnels, revision }))
     }
 
     async fn update_tunnel(
@@ -228,10 +230,10 @@ impl pb::tokens_server::Tokens for Api {
         &self,
         _req: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        let tokens = self
+        let (tokens, revision) = self
             .hub
-            .read(|st| st.tokens.values().map(|t| t.to_pb()).collect());
-        Ok(Response::new(pb::ListTokensResponse { tokens }))
+            .read(|st| (st.tokens.values().map(|t| t.to_pb()).collect(), st.version));
+        Ok(Response::new(pb::ListTokensResponse { tokens, revision }))
     }
 
     async fn revoke_token(
@@ -342,6 +344,23 @@ impl Api {
             cores,
             tunnels,
             store_version: version,
+            store: Some(self.store_state()),
+        }
+    }
+
+    fn store_state(&self) -> pb::StoreState {
+        match &self.hub.backend {
+            Backend::File(_) => pb::StoreState {
+                kind: "file".into(),
+                connected: true,
+                ..Default::default()
+            },
+            Backend::Etcd(f) => pb::StoreState {
+                kind: "etcd".into(),
+                node: f.cfg.node.clone(),
+                connected: f.connected(),
+                followed_revision: f.followed(),
+            },
         }
     }
 }
@@ -382,5 +401,17 @@ impl pb::stats_server::Stats for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn get_fleet(
+        &self,
+        _req: Request<pb::GetFleetRequest>,
+    ) -> Result<Response<pb::FleetSnapshot>, Status> {
+        let Backend::Etcd(fleet) = &self.hub.backend else {
+            return Err(Status::failed_precondition(
+                "this node uses the embedded store: there is no fleet (control.store = \"etcd://…\")",
+            ));
+        };
+        Ok(Response::new(crate::fleet::nodes::view(fleet).await?))
     }
 }

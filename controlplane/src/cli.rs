@@ -490,3 +490,54 @@ pub async fn stats(
     }
     Ok(())
 }
+
+/// `stats --fleet`: every node of an etcd fleet, as the asked node sees it.
+pub async fn fleet(t: &Target) -> Result<(), CliError> {
+    let mut c = pb::stats_client::StatsClient::new(channel(t).await?);
+    let f = c.get_fleet(pb::GetFleetRequest {}).await?.into_inner();
+    if t.json {
+        let nodes: Vec<_> = f
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "node": n.node, "grpc": n.grpc, "reachable": n.reachable, "error": n.error,
+                    "store_version": n.store_version, "followed_revision": n.followed_revision,
+                    "lag": n.lag, "cores": n.cores, "cores_current": n.cores_current,
+                    "etcd_connected": n.etcd_connected,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"cluster_revision": f.cluster_revision, "nodes": nodes})
+        );
+        return Ok(());
+    }
+    println!(
+        "etcd revision {}, {} nodes",
+        f.cluster_revision,
+        f.nodes.len()
+    );
+    println!(
+        "{:<16} {:<22} {:>10} {:>6} {:>10} {:>7} {:<5}",
+        "NODE", "GRPC", "REVISION", "LAG", "TABLES", "CORES", "ETCD"
+    );
+    for n in &f.nodes {
+        if !n.reachable {
+            println!("{:<16} {:<22} unreachable: {}", n.node, n.grpc, n.error);
+            continue;
+        }
+        println!(
+            "{:<16} {:<22} {:>10} {:>6} {:>10} {:>7} {:<5}",
+            n.node,
+            n.grpc,
+            n.followed_revision,
+            n.lag,
+            n.store_version,
+            format!("{}/{}", n.cores_current, n.cores),
+            if n.etcd_connected { "up" } else { "down" }
+        );
+    }
+    Ok(())
+}

@@ -22,8 +22,19 @@ use shmring::{Body, Record, Region};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::fleet::Fleet;
 use crate::model::{self, TokenEntry, TunnelEntry};
 use crate::store::{Change, Loaded, Store};
+
+/// Where changes are made durable.
+#[derive(Debug)]
+pub enum Backend {
+    /// One node: the writer commits to the redb file, then publishes.
+    File(Arc<Store>),
+    /// A fleet: the writer commits to etcd; the node's follower publishes
+    /// what the watch brings back (its own writes included).
+    Etcd(Arc<Fleet>),
+}
 
 /// A tunnel reference from the API: by id or by name.
 #[derive(Debug, Clone)]
@@ -35,7 +46,7 @@ pub enum Key {
 }
 
 /// A change request (already validated field by field).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Op {
     /// New tunnel.
     CreateTunnel(TunnelEntry),
@@ -143,7 +154,21 @@ pub struct State {
 }
 
 impl State {
-    fn from_loaded(l: Loaded) -> State {
+    /// A copy of the tables (the fleet's local cache is rewritten from it).
+    pub fn to_loaded(&self) -> Loaded {
+        Loaded {
+            version: self.version,
+            tunnels: self.tunnels.values().cloned().collect(),
+            tokens: self.tokens.values().cloned().collect(),
+        }
+    }
+
+    /// Tables equal (versions included)?
+    pub fn same_tables(&self, other: &State) -> bool {
+        self.tunnels == other.tunnels && self.tokens == other.tokens
+    }
+
+    pub(crate) fn from_loaded(l: Loaded) -> State {
         let mut s = State {
             version: l.version,
             ..Default::default()
@@ -155,6 +180,19 @@ impl State {
             s.tokens.insert(t.id.clone(), t);
         }
         s
+    }
+
+    fn apply(&mut self, change: Change) {
+        match change {
+            Change::PutTunnel(t) => self.put_tunnel(t),
+            Change::DelTunnel(n) => self.del_tunnel(&n),
+            Change::PutToken(t) => {
+                self.tokens.insert(t.id.clone(), t);
+            }
+            Change::DelToken(id) => {
+                self.tokens.remove(&id);
+            }
+        }
     }
 
     fn put_tunnel(&mut self, t: TunnelEntry) {
@@ -199,7 +237,7 @@ impl State {
     }
 }
 
-type Reply = oneshot::Sender<Result<Done, ApiError>>;
+pub(crate) type Reply = oneshot::Sender<Result<Done, ApiError>>;
 
 /// Shared handle: read the state, submit changes, take snapshots.
 #[derive(Debug)]
@@ -211,6 +249,8 @@ pub struct Hub {
     ops: mpsc::Sender<(Op, Reply)>,
     cores: Vec<mpsc::UnboundedSender<Arc<Vec<u8>>>>,
     region: Option<Arc<Region>>,
+    /// Where the writer makes changes durable.
+    pub backend: Backend,
 }
 
 /// A full table encoded as consecutive ring frames (see
@@ -262,13 +302,15 @@ const ENCODE_CHUNK: usize = 1 << 20;
 pub type CoreFeeds = Vec<mpsc::UnboundedReceiver<Arc<Vec<u8>>>>;
 
 impl Hub {
-    /// Loads the store and starts the writer task.
+    /// Starts the writer task on `loaded` (the file's tables, or in a
+    /// fleet the local cache until the follower has read etcd).
     pub fn start(
-        store: Store,
+        backend: Backend,
+        loaded: Loaded,
         cores: usize,
         region: Option<Arc<Region>>,
     ) -> Result<(Arc<Hub>, CoreFeeds), ApiError> {
-        let state = State::from_loaded(store.load()?);
+        let state = State::from_loaded(loaded);
         let (ops, rx) = mpsc::channel(8192);
         let mut txs = Vec::new();
         let mut rxs = Vec::new();
@@ -287,9 +329,129 @@ impl Hub {
             ops,
             cores: txs,
             region,
+            backend,
         });
-        tokio::spawn(writer(hub.clone(), Arc::new(store), rx));
+        tokio::spawn(writer(hub.clone(), rx));
         Ok((hub, rxs))
+    }
+
+    /// Sends `rec` to every core and applies `change`, so the cores end at
+    /// `st.version == rec.seq`. Called with the write lock held (deltas go
+    /// out in version order; a snapshot taken under the read lock sees a
+    /// state and a feed that agree). A version gap (etcd revisions that
+    /// touched no table) goes first as a `Rebase`.
+    fn publish_locked(&self, st: &mut State, change: Change, rec: Record) {
+        if rec.seq > st.version + 1 {
+            self.broadcast(&Record {
+                seq: rec.seq - 1,
+                body: Body::Rebase { from: st.version },
+            });
+        }
+        self.broadcast(&rec);
+        st.apply(change);
+        st.version = rec.seq;
+    }
+
+    fn broadcast(&self, rec: &Record) {
+        if let Ok(bytes) = rec.to_bytes() {
+            let bytes = Arc::new(bytes);
+            for tx in &self.cores {
+                let _ = tx.send(bytes.clone());
+            }
+        }
+    }
+
+    fn publish_version(&self, st: &State) {
+        if let Some(r) = &self.region {
+            r.header(shmring::layout::H_STORE_VERSION)
+                .store(st.version, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Applies what a fleet's watch brought: changes grouped by the etcd
+    /// revision that made them, in revision order. A revision with one table
+    /// change is one delta; one with several (a foreign multi-key
+    /// transaction) cannot be numbered for the cores and resyncs them with a
+    /// snapshot instead.
+    pub(crate) fn apply_revisions(&self, revisions: Vec<(u64, Vec<Change>)>) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut resync = false;
+        for (rev, changes) in revisions {
+            if rev <= st.version {
+                continue;
+            }
+            let body = match changes.as_slice() {
+                [one] => body_of(&st, one),
+                _ => None,
+            };
+            match body {
+                Some(Some(body)) if changes.len() == 1 => {
+                    let change = changes.into_iter().next().expect("one change");
+                    self.publish_locked(&mut st, change, Record { seq: rev, body });
+                }
+                Some(None) => {
+                    // No table effect for the cores (e.g. a token id that
+                    // was never granted): move them along.
+                    self.broadcast(&Record {
+                        seq: rev,
+                        body: Body::Rebase { from: st.version },
+                    });
+                    for c in changes {
+                        st.apply(c);
+                    }
+                    st.version = rev;
+                }
+                _ => {
+                    for c in changes {
+                        st.apply(c);
+                    }
+                    st.version = rev;
+                    resync = true;
+                }
+            }
+        }
+        self.publish_version(&st);
+        drop(st);
+        if resync {
+            self.request_snapshots("several table changes in one etcd revision");
+        }
+    }
+
+    /// Replaces the whole state (a fleet's full read of etcd, at revision
+    /// `loaded.version`). Equal tables only move the cores' version along;
+    /// different ones go to every core as a snapshot.
+    pub(crate) fn replace(&self, loaded: Loaded) -> bool {
+        let fresh = State::from_loaded(loaded);
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let same = st.same_tables(&fresh);
+        if same {
+            if fresh.version > st.version {
+                self.broadcast(&Record {
+                    seq: fresh.version,
+                    body: Body::Rebase { from: st.version },
+                });
+                st.version = fresh.version;
+            }
+        } else {
+            *st = fresh;
+        }
+        self.publish_version(&st);
+        drop(st);
+        if !same {
+            self.request_snapshots("tables read again from etcd");
+        }
+        !same
+    }
+
+    /// Asks every core's producer for a snapshot (as if the core had).
+    fn request_snapshots(&self, why: &str) {
+        let Some(r) = &self.region else { return };
+        tracing::info!(why, "sending every core a snapshot");
+        for core in 0..r.layout().cores as usize {
+            if let Some(need) = r.stat(core, shmring::layout::stat::NEED_SNAPSHOT) {
+                need.store(1, std::sync::atomic::Ordering::Release);
+            }
+        }
     }
 
     /// Runs `f` on the current state.
@@ -423,8 +585,35 @@ impl Hub {
     }
 }
 
+/// The delta a watched change is for the cores: `Some(None)` when it
+/// changes nothing they hold, `None` when it needs two records (a token id
+/// re-pointed at another digest).
+fn body_of(st: &State, change: &Change) -> Option<Option<Body>> {
+    Some(Some(match change {
+        Change::PutTunnel(t) => Body::TunnelUpsert(t.to_rec()),
+        Change::DelTunnel(n) if st.tunnels.contains_key(n) => {
+            Body::TunnelDelete { name: n.clone() }
+        }
+        Change::DelTunnel(_) => return Some(None),
+        Change::PutToken(t) => {
+            if st
+                .tokens
+                .get(&t.id)
+                .is_some_and(|old| old.sha256 != t.sha256)
+            {
+                return None;
+            }
+            Body::TokenUpsert(t.to_rec())
+        }
+        Change::DelToken(id) => match st.tokens.get(id) {
+            Some(t) => Body::TokenRevoke { digest: t.sha256 },
+            None => return Some(None),
+        },
+    }))
+}
+
 /// Validates one op against `st` plus what this batch already did.
-fn plan(
+pub(crate) fn plan(
     st: &State,
     op: Op,
     revoked: &mut HashSet<String>,
@@ -498,7 +687,7 @@ fn not_found(key: &Key) -> ApiError {
     }
 }
 
-async fn writer(hub: Arc<Hub>, store: Arc<Store>, mut rx: mpsc::Receiver<(Op, Reply)>) {
+async fn writer(hub: Arc<Hub>, mut rx: mpsc::Receiver<(Op, Reply)>) {
     let mut leftover = None;
     loop {
         let first = match leftover.take() {
@@ -525,7 +714,10 @@ async fn writer(hub: Arc<Hub>, store: Arc<Store>, mut rx: mpsc::Receiver<(Op, Re
                 }
             }
         }
-        process(&hub, &store, batch).await;
+        match &hub.backend {
+            Backend::File(store) => process(&hub, store, batch).await,
+            Backend::Etcd(fleet) => crate::fleet::write::process(&hub, fleet, batch).await,
+        }
     }
 }
 
@@ -572,29 +764,10 @@ async fn process(hub: &Hub, store: &Arc<Store>, batch: Vec<(Op, Reply)>) {
     {
         let mut st = hub.state.write().unwrap_or_else(|e| e.into_inner());
         for (change, done, rec, reply) in planned {
-            match change {
-                Change::PutTunnel(t) => st.put_tunnel(t),
-                Change::DelTunnel(n) => st.del_tunnel(&n),
-                Change::PutToken(t) => {
-                    st.tokens.insert(t.id.clone(), t);
-                }
-                Change::DelToken(id) => {
-                    st.tokens.remove(&id);
-                }
-            }
-            st.version = rec.seq;
-            if let Ok(bytes) = rec.to_bytes() {
-                let bytes = Arc::new(bytes);
-                for tx in &hub.cores {
-                    let _ = tx.send(bytes.clone());
-                }
-            }
+            hub.publish_locked(&mut st, change, rec);
             replies.push((reply, done));
         }
-        if let Some(r) = &hub.region {
-            r.header(shmring::layout::H_STORE_VERSION)
-                .store(st.version, std::sync::atomic::Ordering::Release);
-        }
+        hub.publish_version(&st);
     }
     for (reply, done) in replies {
         let _ = reply.send(Ok(done));

@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod hub;
 pub mod model;
 pub mod pusher;

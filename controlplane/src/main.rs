@@ -63,6 +63,9 @@ enum Command {
         /// Watch interval.
         #[arg(long, default_value_t = 1000)]
         interval_ms: u32,
+        /// Every node of the etcd fleet: revision, lag, cores current.
+        #[arg(long, conflicts_with_all = ["tunnel", "watch"])]
+        fleet: bool,
     },
 }
 
@@ -149,10 +152,15 @@ async fn run(cli: Cli) -> ExitCode {
             Ok(t) => cli::token(&t, c).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
+        Command::Stats { fleet: true, .. } => match target() {
+            Ok(t) => cli::fleet(&t).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
         Command::Stats {
             tunnel,
             watch,
             interval_ms,
+            ..
         } => match target() {
             Ok(t) => cli::stats(&t, watch, interval_ms, tunnel.as_deref())
                 .await

@@ -15,15 +15,19 @@ use shmring::Region;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::api::{admin_check, Api};
-use crate::config::{admin_token, ControlConfig};
+use crate::config::{admin_token, ControlConfig, StoreConfig};
 use crate::error::StartError;
-use crate::hub::Hub;
+use crate::fleet::Fleet;
+use crate::hub::{Backend, Hub};
 use crate::pb;
 use crate::store::Store;
 
 /// The encoded descriptor set, for server reflection.
 pub const DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/switchyard_descriptor.bin"));
+
+/// How long a fleet node waits for etcd's tables before it serves its cache.
+const START_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Maps the region at `cfg.shm`, re-using a compatible one.
 pub fn open_region(cfg: &ControlConfig) -> Result<Arc<Region>, StartError> {
@@ -59,12 +63,45 @@ pub async fn serve(
     ready: impl FnOnce() + Send,
 ) -> Result<(), StartError> {
     let token = Arc::new(admin_token(&cfg.admin_token_file)?);
-    let store = Store::open(&cfg.store)?;
+    let (backend, loaded, cache) = match &cfg.store {
+        StoreConfig::File(path) => {
+            let store = Store::open(path)?;
+            let loaded = store.load()?;
+            (Backend::File(Arc::new(store)), loaded, None)
+        }
+        StoreConfig::Etcd(e) => {
+            let cache = Arc::new(Store::open(&e.cache)?);
+            let loaded = cache.load()?;
+            let fleet = Fleet::new(e.clone(), loaded.version, token.clone());
+            (Backend::Etcd(fleet), loaded, Some(cache))
+        }
+    };
     let region = open_region(&cfg)?;
-    let (hub, feeds) = Hub::start(store, cfg.cores as usize, Some(region.clone()))
+    let (hub, feeds) = Hub::start(backend, loaded, cfg.cores as usize, Some(region.clone()))
         .map_err(|e| StartError::Config(e.to_string()))?;
     for (core, feed) in feeds.into_iter().enumerate() {
         tokio::spawn(crate::pusher::run(hub.clone(), region.clone(), core, feed));
+    }
+    if let (Backend::Etcd(fleet), Some(cache)) = (&hub.backend, cache) {
+        tokio::spawn(crate::fleet::follow::run(hub.clone(), fleet.clone()));
+        tokio::spawn(crate::fleet::cache_writer(
+            hub.clone(),
+            fleet.clone(),
+            cache,
+        ));
+        tokio::spawn(crate::fleet::nodes::register(fleet.clone()));
+        // A node whose etcd answers serves the fleet's tables from its first
+        // answer on; one that cannot reach etcd serves its cache and says so.
+        let t0 = std::time::Instant::now();
+        while !fleet.connected() && t0.elapsed() < START_WAIT {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if !fleet.connected() {
+            let (tunnels, tokens, revision) =
+                hub.read(|s| (s.tunnels.len(), s.tokens.len(), s.version));
+            tracing::warn!(tunnels, tokens, revision, cache = %fleet.cfg.cache.display(),
+                "etcd unreachable at start: serving the cached tables until it answers");
+        }
     }
     let api = Api {
         hub: hub.clone(),
@@ -89,7 +126,7 @@ pub async fn serve(
         .map_err(|e| StartError::Grpc(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(cfg.grpc).await?;
     let (tunnels, version) = hub.read(|s| (s.tunnels.len(), s.version));
-    tracing::info!(addr = %cfg.grpc, store = %cfg.store.display(), shm = %cfg.shm.display(),
+    tracing::info!(addr = %cfg.grpc, store = %cfg.store.describe(), shm = %cfg.shm.display(),
         cores = cfg.cores, tunnels, version, "control plane serving");
     ready();
     tonic::transport::Server::builder()

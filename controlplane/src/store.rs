@@ -86,6 +86,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Replaces every table with `all` in one transaction.
+    pub fn replace(&self, all: &Loaded) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.delete_table(TUNNELS)?;
+        tx.delete_table(TOKENS)?;
+        {
+            let mut tunnels = tx.open_table(TUNNELS)?;
+            for t in &all.tunnels {
+                tunnels.insert(t.name.as_str(), serde_json::to_vec(t)?.as_slice())?;
+            }
+            let mut tokens = tx.open_table(TOKENS)?;
+            for t in &all.tokens {
+                tokens.insert(t.id.as_str(), serde_json::to_vec(t)?.as_slice())?;
+            }
+            tx.open_table(META)?.insert("version", all.version)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Applies a batch and the new version in one durable transaction.
     pub fn commit(&self, changes: &[Change], version: u64) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
@@ -138,8 +158,16 @@ mod tests {
         let s = Store::open(&p).unwrap();
         let l = s.load().unwrap();
         assert_eq!(l.version, 3);
-        assert_eq!(l.tokens, vec![t]);
+        assert_eq!(l.tokens, vec![t.clone()]);
         s.commit(&[Change::DelToken("tok_1".into())], 4).unwrap();
         assert!(s.load().unwrap().tokens.is_empty());
+        s.replace(&Loaded {
+            version: 9,
+            tunnels: vec![],
+            tokens: vec![t.clone()],
+        })
+        .unwrap();
+        let l = s.load().unwrap();
+        assert_eq!((l.version, l.tokens), (9, vec![t]));
     }
 }

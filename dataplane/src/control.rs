@@ -8,6 +8,7 @@
 //! connections, while a full batch was found (a snapshot streams in):
 //!   overflow flag? ─► request snapshot
 //!   pop ≤ BATCH frames, ≤ SLICE of CPU ─► decode ─► Synced:     delta seq == applied+1 → apply in place
+//!                                               Rebase from == applied → applied = seq
 //!                                               seq gap → request snapshot
 //!                                   Resyncing:  drop until SnapshotBegin
 //!                                   Building:   add to a fresh table; SnapshotEnd → swap
@@ -359,6 +360,16 @@ impl Poller {
                 if r.seq <= self.applied {
                     return;
                 }
+                if let Body::Rebase { from } = r.body {
+                    if from != self.applied {
+                        let why = format!("rebase from {from} at applied {}", self.applied);
+                        self.request_snapshot(&why);
+                        return;
+                    }
+                    self.applied = r.seq;
+                    self.publish_applied();
+                    return;
+                }
                 if r.seq != self.applied + 1 {
                     let why = format!("sequence gap: applied {} got {}", self.applied, r.seq);
                     self.request_snapshot(&why);
@@ -374,7 +385,9 @@ impl Poller {
                         Body::TunnelDelete { name } => m.delete_tunnel(&name),
                         Body::TokenUpsert(t) => m.upsert_token(t),
                         Body::TokenRevoke { digest } => m.revoke_token(&digest),
-                        Body::SnapshotBegin { .. } | Body::SnapshotEnd { .. } => {}
+                        Body::SnapshotBegin { .. }
+                        | Body::SnapshotEnd { .. }
+                        | Body::Rebase { .. } => {}
                     }
                 }
                 self.applied = r.seq;

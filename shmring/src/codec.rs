@@ -11,6 +11,7 @@
 //!   4 TunnelDelete   name: str
 //!   5 TokenUpsert    TokenRec
 //!   6 TokenRevoke    digest: [u8; 32]
+//!   7 Rebase         from: u64                         (no table change: the store moved from `from` to `seq`)
 //! str  = u16 LE length + UTF-8 bytes      list = u16 LE count + items
 //! TunnelRec = name str, hostnames list<str>, upstream str, mode u8 (1 http, 2 httpupgrade),
 //!             http_version u8 (1 http/1.1, 2 h2c, 3 h3), flags u8 (bit 0 token_auth,
@@ -22,8 +23,11 @@
 //!
 //! Sequence numbers: a delta carries the store version it produces, so the
 //! deltas a core sees are consecutive (`applied + 1`); records inside a
-//! snapshot carry the snapshot's version. Token secrets never appear here:
-//! only their SHA-256 digests.
+//! snapshot carry the snapshot's version. A store whose versions have gaps
+//! (etcd: revisions also count writes outside the tables) says so with a
+//! `Rebase` from the core's version to the one before the next delta, so a
+//! lost record is still told from a gap by design. Token secrets never
+//! appear here: only their SHA-256 digests.
 
 /// Largest body the decoder accepts (and the encoder produces).
 pub const MAX_RECORD: usize = 64 * 1024;
@@ -69,6 +73,12 @@ pub enum Body {
     TokenRevoke {
         /// SHA-256 of the secret.
         digest: [u8; 32],
+    },
+    /// No table change: the store's version moved from `from` to this
+    /// record's `seq` (versions between them touched no table).
+    Rebase {
+        /// The version the core must be at for this to apply.
+        from: u64,
     },
 }
 
@@ -172,6 +182,7 @@ const K_TUNNEL_UPSERT: u8 = 3;
 const K_TUNNEL_DELETE: u8 = 4;
 const K_TOKEN_UPSERT: u8 = 5;
 const K_TOKEN_REVOKE: u8 = 6;
+const K_REBASE: u8 = 7;
 
 impl Record {
     /// Appends the body (without the frame length) to `out`.
@@ -224,6 +235,10 @@ impl Record {
             Body::TokenRevoke { digest } => {
                 w.head(K_TOKEN_REVOKE, self.seq);
                 w.out.extend_from_slice(digest);
+            }
+            Body::Rebase { from } => {
+                w.head(K_REBASE, self.seq);
+                w.u64(*from);
             }
         }
         if out.len() - start > MAX_RECORD {
@@ -313,6 +328,7 @@ impl Record {
             K_TOKEN_REVOKE => Body::TokenRevoke {
                 digest: r.digest()?,
             },
+            K_REBASE => Body::Rebase { from: r.u64()? },
             k => return Err(DecodeError::UnknownKind(k)),
         };
         if !r.b.is_empty() {
@@ -457,6 +473,10 @@ mod tests {
             Record {
                 seq: 3,
                 body: Body::TokenRevoke { digest: [1; 32] },
+            },
+            Record {
+                seq: 9,
+                body: Body::Rebase { from: 3 },
             },
         ]
     }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use controlplane::pb;
 use tonic::transport::Channel;
 
+pub mod etcd;
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -112,6 +114,26 @@ impl Plane {
     /// Writes a config (2 cores) with `extra_control` lines in `[control]`
     /// and `tunnels` appended.
     pub fn new(extra_control: &str, tunnels: &str) -> Plane {
+        Plane::with_store(None, extra_control, tunnels)
+    }
+
+    /// A node of an etcd fleet: `store = "etcd://{endpoints}/{prefix}"`,
+    /// `node = "{node}"`, the cache in its directory; the fleet's admin
+    /// token is written to its token file.
+    pub fn fleet_node(endpoints: &str, prefix: &str, node: &str, admin_token: &str) -> Plane {
+        let p = Plane::with_store(
+            Some(format!("etcd://{endpoints}/{prefix}")),
+            &format!("node = \"{node}\"\n"),
+            "",
+        );
+        let token = p.dir.path().join("var/admin.token");
+        std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+        std::fs::write(token, format!("{admin_token}\n")).unwrap();
+        p
+    }
+
+    /// As [`Plane::new`], with `store` (default: a file in the directory).
+    pub fn with_store(store_url: Option<String>, extra_control: &str, tunnels: &str) -> Plane {
         let dir = tempfile::tempdir().unwrap();
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -122,11 +144,13 @@ impl Plane {
             free_port()
         ));
         let store = dir.path().join("var/store.db");
+        let store_value = store_url.unwrap_or_else(|| store.display().to_string());
+        let cache = dir.path().join("var/cache.db");
         let text = format!(
             "[edge]\ncores = 2\nidle_timeout_ms = 60000\nshutdown_grace_ms = 1000\nadmin = \"{admin}\"\n\
-             [control]\ngrpc = \"{grpc}\"\nstore = \"{}\"\nshm = \"{}\"\nadmin_token_file = \"{}\"\n{extra_control}\n\
+             [control]\ngrpc = \"{grpc}\"\nstore = \"{store_value}\"\ncache = \"{}\"\nshm = \"{}\"\nadmin_token_file = \"{}\"\n{extra_control}\n\
              [[listener]]\naddr = \"{edge}\"\n{tunnels}\n",
-            store.display(),
+            cache.display(),
             shm.display(),
             dir.path().join("var/admin.token").display(),
         );

@@ -1,0 +1,489 @@
+//! A fleet on etcd, over real processes: a 3-member etcd cluster on
+//! loopback (Debian's `etcd-server`) and `controlplane up` nodes (control
+//! plane + data plane, 2 cores each) that share its prefix.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use controlplane::pb;
+use support::etcd::Cluster;
+use support::*;
+
+const TOKEN: &str = "fleet-admin-token-for-tests-0123456789";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `n` nodes on the cluster's prefix `prefix`, each running `up`.
+fn nodes(etcd: &Cluster, prefix: &str, names: &[&str]) -> Vec<(Plane, Proc)> {
+    names
+        .iter()
+        .map(|n| {
+            let p = Plane::fleet_node(&etcd.endpoints(), prefix, n, TOKEN);
+            let up = p.up();
+            (p, up)
+        })
+        .collect()
+}
+
+/// Waits until the node's tables are at `rev` or later and every core of
+/// it is attached and has applied them.
+async fn current(plane: &Plane, rev: u64, within: Duration) -> pb::StatsSnapshot {
+    let mut c = plane.client().await;
+    let t0 = Instant::now();
+    loop {
+        let s = c
+            .stats
+            .get_stats(pb::GetStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if s.store_version >= rev
+            && !s.cores.is_empty()
+            && s.cores
+                .iter()
+                .all(|c| c.attached && c.applied_seq == s.store_version)
+        {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "node not current at {rev}: {s:?}\n{}",
+            plane.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A relay through `plane` to `host` that echoes, retried briefly.
+fn relays(plane: &Plane, host: &str, token: Option<&str>) -> bool {
+    (0..10).any(|_| {
+        let ok = open_relay(plane.edge, host, token).is_some_and(|mut s| echo(&mut s, b"ping\n"));
+        if !ok {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok
+    })
+}
+
+fn token_tunnel(name: &str, host: &str, origin: std::net::SocketAddr) -> pb::Tunnel {
+    pb::Tunnel {
+        token_auth: true,
+        ..httpupgrade(name, host, origin)
+    }
+}
+
+#[test]
+fn changes_through_one_node_route_on_every_core_of_every_node() {
+    let etcd = Cluster::start(3);
+    let origin = tcp_echo();
+    let fleet = nodes(&etcd, "sy", &["a", "b", "c"]);
+    let (a, b, c) = (&fleet[0].0, &fleet[1].0, &fleet[2].0);
+    let rt = rt();
+    let (secret, token_id, rev) = rt.block_on(async {
+        let mut ca = a.client().await;
+        let t = ca
+            .create_tunnel(token_tunnel("raw", "raw.test", origin))
+            .await;
+        assert!(t.id.starts_with("tun_"), "{t:?}");
+        let made = ca
+            .tokens
+            .create_token(pb::CreateTokenRequest {
+                name: "t".into(),
+                tunnels: vec!["raw".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let rev = ca
+            .tokens
+            .list_tokens(pb::ListTokensRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+        (made.secret, made.token.unwrap().id, rev)
+    });
+    for node in [a, b, c] {
+        let s = rt.block_on(current(node, rev, Duration::from_secs(10)));
+        assert!(
+            s.cores.iter().all(|c| c.tunnels == 1 && c.tokens == 1),
+            "{s:?}"
+        );
+        assert!(
+            relays(node, "raw.test", Some(&secret)),
+            "routes with the token"
+        );
+        assert!(
+            open_relay(node.edge, "raw.test", None).is_none(),
+            "401 without"
+        );
+    }
+
+    // Revoked through C: A and B refuse it.
+    let rev = rt.block_on(async {
+        let mut cc = c.client().await;
+        cc.tokens
+            .revoke_token(pb::RevokeTokenRequest { id: token_id })
+            .await
+            .unwrap();
+        cc.tokens
+            .list_tokens(pb::ListTokensRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    });
+    for node in [a, b] {
+        let s = rt.block_on(current(node, rev, Duration::from_secs(10)));
+        assert!(s.cores.iter().all(|c| c.tokens == 0), "{s:?}");
+        assert!(
+            open_relay(node.edge, "raw.test", Some(&secret)).is_none(),
+            "revoked token refused"
+        );
+    }
+
+    // The fleet view: three nodes, each current, none lagging.
+    // (Registration is asynchronous: wait for the three keys.)
+    let t0 = Instant::now();
+    let (out, v) = loop {
+        let out = a.cli(&["stats", "--fleet", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if v["nodes"].as_array().is_some_and(|n| n.len() == 3) {
+            break (out, v);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "{out}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let nodes = v["nodes"].as_array().unwrap();
+    for n in nodes {
+        assert_eq!(n["reachable"], true, "{out}");
+        assert_eq!(n["cores_current"], 2, "{out}");
+        assert_eq!(n["etcd_connected"], true, "{out}");
+    }
+    println!("{}", a.cli(&["stats", "--fleet"]));
+}
+
+#[test]
+fn one_name_created_on_two_nodes_at_once_succeeds_once_and_no_secret_reaches_etcd() {
+    let etcd = Cluster::start(3);
+    let origin = tcp_echo();
+    let fleet = nodes(&etcd, "race", &["a", "b"]);
+    let rt = rt();
+    rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        let mut cb = fleet[1].0.client().await;
+        for i in 0..20 {
+            let name = format!("dup{i}");
+            let (ra, rb) = tokio::join!(
+                ca.tunnels.create_tunnel(pb::CreateTunnelRequest {
+                    tunnel: Some(httpupgrade(&name, &format!("a{i}.test"), origin)),
+                }),
+                cb.tunnels.create_tunnel(pb::CreateTunnelRequest {
+                    tunnel: Some(httpupgrade(&name, &format!("b{i}.test"), origin)),
+                }),
+            );
+            let oks = [ra.is_ok(), rb.is_ok()].iter().filter(|x| **x).count();
+            assert_eq!(oks, 1, "{name}: {ra:?} {rb:?}");
+            let err = ra.err().or(rb.err()).unwrap();
+            assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+        }
+        // The same hostname claimed by two names at once: one wins too.
+        let (ra, rb) = tokio::join!(
+            ca.tunnels.create_tunnel(pb::CreateTunnelRequest {
+                tunnel: Some(httpupgrade("hx", "shared.test", origin)),
+            }),
+            cb.tunnels.create_tunnel(pb::CreateTunnelRequest {
+                tunnel: Some(httpupgrade("hy", "shared.test", origin)),
+            }),
+        );
+        assert_eq!(ra.is_ok() as u8 + rb.is_ok() as u8, 1, "{ra:?} {rb:?}");
+
+        let mut secrets = Vec::new();
+        for i in 0..10 {
+            let c = if i % 2 == 0 { &mut ca } else { &mut cb };
+            let made = c
+                .tokens
+                .create_token(pb::CreateTokenRequest {
+                    name: format!("t{i}"),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            secrets.push(made.secret);
+        }
+        let all = etcd.dump("/race/").await;
+        let tokens = all
+            .iter()
+            .filter(|(k, _)| k.starts_with("/race/tokens/"))
+            .count();
+        assert_eq!(tokens, 10, "{all:?}");
+        for (k, v) in &all {
+            for s in &secrets {
+                assert!(
+                    !k.contains(s.as_str()) && !v.contains(s.as_str()),
+                    "secret in etcd at {k}"
+                );
+            }
+        }
+    });
+}
+
+#[test]
+fn etcd_down_nodes_serve_their_last_tables_and_a_restarted_node_its_cache() {
+    let mut etcd = Cluster::start(3);
+    let origin = tcp_echo();
+    let mut fleet = nodes(&etcd, "down", &["a", "b"]);
+    let rt = rt();
+    let rev = rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        ca.create_tunnel(httpupgrade("raw", "raw.test", origin))
+            .await;
+        ca.tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    });
+    for (node, _) in &fleet {
+        rt.block_on(current(node, rev, Duration::from_secs(10)));
+    }
+    let mut held = open_relay(fleet[1].0.edge, "raw.test", None).expect("relay opens");
+
+    etcd.kill_all();
+    std::thread::sleep(Duration::from_millis(300));
+    for (node, _) in &fleet {
+        assert!(relays(node, "raw.test", None), "new relays with etcd down");
+    }
+    assert!(echo(&mut held, b"still here\n"), "established relay");
+    rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        let t0 = Instant::now();
+        let err = ca
+            .tunnels
+            .create_tunnel(pb::CreateTunnelRequest {
+                tunnel: Some(httpupgrade("new", "new.test", origin)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "answered in {:?}",
+            t0.elapsed()
+        );
+        let list = ca
+            .tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (list.tunnels.len(), list.revision),
+            (1, rev),
+            "reads from the last state"
+        );
+    });
+
+    // Node B restarted while etcd is down: it serves its cached tables.
+    fleet[1].1.stop();
+    let b_up = fleet[1].0.up();
+    fleet[1].1 = b_up;
+    assert!(
+        relays(&fleet[1].0, "raw.test", None),
+        "restarted node serves its cache"
+    );
+    assert!(
+        fleet[1]
+            .0
+            .logs()
+            .contains("etcd unreachable at start: serving the cached tables"),
+        "{}",
+        fleet[1].0.logs()
+    );
+
+    // etcd back: writes work again and both nodes converge on one revision.
+    etcd.restart_all();
+    let rev = rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        let t0 = Instant::now();
+        loop {
+            match ca
+                .tunnels
+                .create_tunnel(pb::CreateTunnelRequest {
+                    tunnel: Some(httpupgrade("after", "after.test", origin)),
+                })
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "writes resume: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        ca.tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    });
+    for (node, _) in &fleet {
+        rt.block_on(current(node, rev, Duration::from_secs(20)));
+    }
+    // Converged: every node has followed etcd to its current revision, every
+    // core of every node is current, and the nodes hold the same tables.
+    let t0 = Instant::now();
+    loop {
+        let out = fleet[0].0.cli(&["stats", "--fleet", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let cluster = v["cluster_revision"].as_u64().unwrap();
+        let nodes = v["nodes"].as_array().unwrap();
+        if nodes.len() == 2
+            && nodes.iter().all(|n| {
+                n["followed_revision"].as_u64() == Some(cluster) && n["cores_current"] == 2
+            })
+        {
+            println!("converged at revision {cluster}: {out}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "not converged: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lists: Vec<Vec<String>> = rt.block_on(async {
+        let mut out = Vec::new();
+        for (node, _) in &fleet {
+            let mut c = node.client().await;
+            let l = c
+                .tunnels
+                .list_tunnels(pb::ListTunnelsRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            out.push(
+                l.tunnels
+                    .iter()
+                    .map(|t| format!("{}:{}", t.name, t.id))
+                    .collect(),
+            );
+        }
+        out
+    });
+    assert_eq!(lists[0], lists[1]);
+    for (node, _) in &fleet {
+        assert!(relays(node, "after.test", None), "{}", node.logs());
+    }
+}
+
+#[test]
+fn leader_killed_under_relay_load_drops_no_relay_and_writes_resume() {
+    let mut etcd = Cluster::start(3);
+    let origin = tcp_echo();
+    let fleet = nodes(&etcd, "lead", &["a", "b"]);
+    let rt = rt();
+    let rev = rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        ca.create_tunnel(httpupgrade("raw", "raw.test", origin))
+            .await;
+        ca.tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    });
+    for (node, _) in &fleet {
+        rt.block_on(current(node, rev, Duration::from_secs(10)));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for i in 0..16 {
+        let mut s = open_relay(fleet[i % 2].0.edge, "raw.test", None).expect("relay opens");
+        let (stop, rounds) = (stop.clone(), rounds.clone());
+        workers.push(std::thread::spawn(move || {
+            let msg = format!("relay {i}\n");
+            while !stop.load(Ordering::Relaxed) {
+                if !echo(&mut s, msg.as_bytes()) {
+                    return false;
+                }
+                rounds.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            echo(&mut s, b"last\n")
+        }));
+    }
+    let leader = etcd.wait_leader(Duration::from_secs(5));
+    etcd.kill(leader);
+    let t0 = Instant::now();
+    let rev = rt.block_on(async {
+        let mut cb = fleet[1].0.client().await;
+        loop {
+            match cb
+                .tunnels
+                .create_tunnel(pb::CreateTunnelRequest {
+                    tunnel: Some(httpupgrade("after", "after.test", origin)),
+                })
+                .await
+            {
+                Ok(t) => break t,
+                Err(e) => {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(20),
+                        "writes resume: {e:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    println!(
+        "write accepted {:?} after the leader was killed",
+        t0.elapsed()
+    );
+    let _ = rev;
+    let rev = rt.block_on(async {
+        let mut cb = fleet[1].0.client().await;
+        cb.tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    });
+    for (node, _) in &fleet {
+        rt.block_on(current(node, rev, Duration::from_secs(20)));
+        assert!(relays(node, "after.test", None));
+    }
+    let before = rounds.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rounds.load(Ordering::Relaxed) > before,
+        "relays keep moving"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let dropped = workers
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .filter(|ok| !ok)
+        .count();
+    assert_eq!(dropped, 0, "relays dropped");
+}

@@ -1,0 +1,277 @@
+//! A real etcd cluster on loopback (Debian's `etcd-server`), one process per
+//! member, each with its own data directory and log in a temp directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// One member.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+/// A cluster of `n` members.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+    initial: String,
+}
+
+/// The `etcd` binary (`SWITCHYARD_ETCD`, else `etcd` on the PATH).
+fn etcd_bin() -> String {
+    std::env::var("SWITCHYARD_ETCD").unwrap_or_else(|_| "etcd".into())
+}
+
+impl Cluster {
+    /// Starts `n` members and waits until the cluster has a leader.
+    pub fn start(n: usize) -> Cluster {
+        let ok = Command::new(etcd_bin())
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "etcd is not installed: apt-get install etcd-server (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            dir,
+            members,
+            initial,
+        };
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_ready(Duration::from_secs(30));
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let data: PathBuf = self.dir.path().join(&self.members[i].name);
+        let log = self
+            .dir
+            .path()
+            .join(format!("{}.log", self.members[i].name));
+        let m = &mut self.members[i];
+        let child = Command::new(etcd_bin())
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &self.initial,
+                "--initial-cluster-state",
+                "new",
+                "--initial-cluster-token",
+                "switchyard-test",
+                // Loopback: short heartbeats make a leader election take
+                // well under a second.
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
+            ])
+            .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("etcd starts");
+        m.child = Some(child);
+    }
+
+    /// `host:port,host:port,…` of every member.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn endpoint_list(&self, only_running: bool) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| !only_running || m.child.is_some())
+            .map(|m| format!("127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// `kill -9` member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills every member.
+    pub fn kill_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        if self.members[i].child.is_none() {
+            self.spawn(i);
+        }
+    }
+
+    /// Starts every stopped member and waits for a leader.
+    pub fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.restart(i);
+        }
+        self.wait_ready(Duration::from_secs(30));
+    }
+
+    /// The index of the current leader, once the running members agree on
+    /// one (panics after `within`).
+    pub fn wait_leader(&self, within: Duration) -> usize {
+        let t0 = Instant::now();
+        loop {
+            if let Some(i) = self.leader() {
+                return i;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "etcd has no leader after {within:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running member answers and one leads.
+    pub fn wait_ready(&self, within: Duration) {
+        let t0 = Instant::now();
+        while self.answering() < self.members.iter().filter(|m| m.child.is_some()).count() {
+            assert!(
+                t0.elapsed() < within,
+                "etcd members not answering:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.wait_leader(within);
+    }
+
+    fn answering(&self) -> usize {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return 0;
+        };
+        rt.block_on(async {
+            let mut n = 0;
+            for m in self.members.iter().filter(|m| m.child.is_some()) {
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(500))
+                    .with_timeout(Duration::from_millis(800));
+                let ep = format!("127.0.0.1:{}", m.client);
+                if let Ok(mut c) = etcd_client::Client::connect([ep], Some(opts)).await {
+                    if c.status().await.is_ok_and(|s| s.leader() != 0) {
+                        n += 1;
+                    }
+                }
+            }
+            n
+        })
+    }
+
+    fn leader(&self) -> Option<usize> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                let ep = format!("127.0.0.1:{}", m.client);
+                let opts = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(500))
+                    .with_timeout(Duration::from_millis(800));
+                let Ok(mut c) = etcd_client::Client::connect([ep], Some(opts)).await else {
+                    continue;
+                };
+                let Ok(s) = c.status().await else { continue };
+                let me = s.header().map(|h| h.member_id()).unwrap_or(0);
+                if s.leader() != 0 && s.leader() == me {
+                    return Some(i);
+                }
+            }
+            None
+        })
+    }
+
+    /// Every key and value under `prefix`.
+    pub async fn dump(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut c = etcd_client::Client::connect(self.endpoint_list(true), None)
+            .await
+            .unwrap();
+        let r = c
+            .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+            .await
+            .unwrap();
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The members' logs.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for m in &self.members {
+            let p = self.dir.path().join(format!("{}.log", m.name));
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            s.push_str(&format!("== {}\n", p.display()));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
