@@ -91,7 +91,8 @@ if [ -z "$runtime" ]; then
 fi
 echo "== OCI runtime: $runtime"
 
-for crate in dataplane controlplane; do
+# etcd: the fleet profile's members (Debian's etcd-server on the runtime base).
+for crate in dataplane controlplane etcd; do
     echo "== localhost/switchyard/$crate:$tag"
     start=$(date +%s)
     # --format docker: OCI images have no HEALTHCHECK.

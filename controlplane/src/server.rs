@@ -99,8 +99,13 @@ pub async fn serve(
         if !fleet.connected() {
             let (tunnels, tokens, revision) =
                 hub.read(|s| (s.tunnels.len(), s.tokens.len(), s.version));
-            tracing::warn!(tunnels, tokens, revision, cache = %fleet.cfg.cache.display(),
-                "etcd unreachable at start: serving the cached tables until it answers");
+            if fleet.answered() {
+                tracing::info!(tunnels, tokens, revision, cache = %fleet.cfg.cache.display(),
+                    "still reading the fleet's tables from etcd: serving the cached tables meanwhile");
+            } else {
+                tracing::warn!(tunnels, tokens, revision, cache = %fleet.cfg.cache.display(),
+                    "etcd unreachable at start: serving the cached tables until it answers");
+            }
         }
     }
     let api = Api {

@@ -22,8 +22,10 @@ use super::{Fleet, CALL};
 use crate::hub::Hub;
 use crate::store::{Change, Loaded};
 
-/// Keys per page of the full read.
-const PAGE: i64 = 5000;
+/// Keys per page of the full read. etcd 3.4 walks the rest of the range
+/// for every page (to count it), so pages are large: a page of token
+/// records is ~10 MB.
+const PAGE: i64 = 50_000;
 
 /// Largest etcd answer accepted (a page of tunnels with CA bundles).
 const MAX_MESSAGE: usize = 64 << 20;
@@ -50,7 +52,9 @@ pub async fn run(hub: Arc<Hub>, fleet: Arc<Fleet>) {
         let step = async {
             let client = fleet.ensure_client().await?;
             if full_read {
+                let started = Instant::now();
                 let loaded = read_all(&fleet, &client).await?;
+                let took = started.elapsed();
                 let (tunnels, tokens, rev) =
                     (loaded.tunnels.len(), loaded.tokens.len(), loaded.version);
                 let changed = hub.replace(loaded);
@@ -61,6 +65,7 @@ pub async fn run(hub: Arc<Hub>, fleet: Arc<Fleet>) {
                     tokens,
                     revision = rev,
                     changed,
+                    ?took,
                     "fleet tables read from etcd"
                 );
             }
@@ -139,6 +144,9 @@ async fn read_all(fleet: &Fleet, client: &Client) -> Result<Loaded, String> {
                 .map_err(|e| e.to_string())?;
             if at == 0 {
                 at = resp.header().map(|h| h.revision()).unwrap_or(0);
+                fleet
+                    .answered
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             for kvp in resp.kvs() {
                 match fleet

@@ -64,6 +64,8 @@ pub struct Fleet {
     /// full read): the watch resumes after it.
     applied: watch::Sender<u64>,
     connected: AtomicBool,
+    /// etcd has answered at least once since the start.
+    answered: AtomicBool,
     progress: mpsc::UnboundedSender<()>,
     progress_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     cache: mpsc::UnboundedSender<CacheOp>,
@@ -97,6 +99,7 @@ impl Fleet {
             followed: watch::channel(cached).0,
             applied: watch::channel(cached).0,
             connected: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             progress,
             progress_rx: Mutex::new(Some(progress_rx)),
             cache,
@@ -110,7 +113,16 @@ impl Fleet {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Whether etcd has answered since this node started (a first read of a
+    /// big table can take a while after that).
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
     fn set_connected(&self, up: bool) {
+        if up {
+            self.answered.store(true, Ordering::Relaxed);
+        }
         self.connected.store(up, Ordering::Relaxed);
     }
 

@@ -1,0 +1,415 @@
+//! Fleet benchmark (not a test): how fast a change made through one node
+//! reaches every core of every node, and what a new node's cold start costs
+//! with a big table. Needs Debian's `etcd-server` (`etcd` on the PATH).
+//!
+//! ```sh
+//! cargo build --release -p controlplane -p dataplane
+//! cargo run --release -p controlplane --example fleet_bench -- --changes 1000 --tunnels 100000 --tokens 1000000
+//! ```
+//!
+//! 1. A 3-member etcd cluster on loopback and three nodes (`controlplane up`,
+//!    2 data-plane cores each) on one prefix. `--changes` CreateTunnel calls
+//!    through node A, one at a time; for each, the time from the call until
+//!    every core of the three nodes has applied the revision it made (their
+//!    `applied_seq` words in shared memory). An HTTPUpgrade request for the
+//!    new hostname through each node is checked every 100 changes (101).
+//! 2. `--tunnels` tunnels and `--tokens` token digests are written straight
+//!    into etcd under a second prefix (128 keys per transaction, in the
+//!    layout the nodes write), then a new node starts on that prefix: the
+//!    time until every one of its cores serves the full table, and the RSS of
+//!    its two processes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use controlplane::fleet::keys::Keys;
+use controlplane::model::{TokenEntry, TunnelEntry};
+use controlplane::pb;
+use shmring::layout::{self, stat};
+
+#[allow(dead_code)]
+#[path = "../tests/support/etcd.rs"]
+mod etcd;
+
+const TOKEN: &str = "fleet-bench-admin-token-0123456789abcdef";
+
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn upgrade_ok(edge: SocketAddr, host: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(edge) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!(
+        "GET /t HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 12];
+    s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 101"
+}
+
+/// One node: `controlplane up` on its own config, region and ports.
+struct Node {
+    up: Child,
+    grpc: String,
+    edge: SocketAddr,
+    region: shmring::Region,
+    shm: PathBuf,
+}
+
+impl Node {
+    fn start(dir: &Path, bin: &Path, endpoints: &str, prefix: &str, name: &str) -> Node {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).expect("node dir");
+        std::fs::write(d.join("admin.token"), TOKEN).expect("token");
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin = format!("127.0.0.1:{}", free_port());
+        let shm = PathBuf::from(format!(
+            "/dev/shm/switchyard-fleet-bench-{}-{name}",
+            std::process::id()
+        ));
+        let cfg = d.join("edge.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[edge]\ncores = 2\nadmin = \"{admin}\"\n[control]\ngrpc = \"{grpc}\"\n\
+                 store = \"etcd://{endpoints}/{prefix}\"\nnode = \"{name}\"\ncache = \"{}\"\n\
+                 shm = \"{}\"\nadmin_token_file = \"{}\"\nring_bytes = {}\nsnapshot_wait_ms = 120000\n\
+                 [[listener]]\naddr = \"{edge}\"\n",
+                d.join("cache.db").display(),
+                shm.display(),
+                d.join("admin.token").display(),
+                16 << 20,
+            ),
+        )
+        .expect("config");
+        let up = Command::new(bin.join("controlplane"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("up")
+            .arg("--dataplane")
+            .arg(bin.join("dataplane"))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("up.log")).expect("log"))
+            .spawn()
+            .expect("controlplane up starts");
+        let t0 = Instant::now();
+        let region = loop {
+            if let Ok(r) = shmring::Region::attach(&shm) {
+                break r;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{name}: no region");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Node {
+            up,
+            grpc,
+            edge,
+            region,
+            shm,
+        }
+    }
+
+    fn wait_edge(&self) {
+        let t0 = Instant::now();
+        while TcpStream::connect(self.edge).is_err() {
+            assert!(t0.elapsed() < Duration::from_secs(120), "edge not up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn word(&self, core: usize, w: usize) -> u64 {
+        self.region
+            .stat(core, w)
+            .map(|a| a.load(Ordering::Acquire))
+            .unwrap_or(0)
+    }
+
+    fn cores(&self) -> usize {
+        self.region.layout().cores as usize
+    }
+
+    fn version(&self) -> u64 {
+        self.region
+            .header(layout::H_STORE_VERSION)
+            .load(Ordering::Acquire)
+    }
+
+    fn dataplane_pid(&self) -> u32 {
+        self.region
+            .header(layout::H_DATAPLANE_PID)
+            .load(Ordering::Acquire) as u32
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let pid = self.dataplane_pid();
+        let _ = self.up.kill();
+        let _ = self.up.wait();
+        if pid != 0 {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let _ = std::fs::remove_file(&self.shm);
+    }
+}
+
+fn tunnel_entry(name: &str, origin: &str) -> TunnelEntry {
+    TunnelEntry {
+        id: format!("tun_{name}"),
+        name: name.into(),
+        hostnames: vec![format!("{name}.bench")],
+        mode: "httpupgrade".into(),
+        upstream: origin.into(),
+        http_version: "http/1.1".into(),
+        token_auth: false,
+        trusted_cidrs: vec![],
+        labels: Default::default(),
+        path: "/t".into(),
+        stealth: false,
+        created_at: 1,
+        version: 0,
+        upstream_tls: None,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let changes = arg("--changes", 1000);
+    let n_tunnels = arg("--tunnels", 100_000);
+    let n_tokens = arg("--tokens", 1_000_000);
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(PathBuf::from)
+        .ok_or("no target dir")?;
+    let dir = tempfile::tempdir()?;
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("bench dir: {}", dir.path().display());
+    }
+    let origin = format!("127.0.0.1:{}", free_port());
+    dataplane::demo::spawn_tcp_echo(&origin)?;
+    let cluster = tokio::task::spawn_blocking(|| etcd::Cluster::start(3)).await?;
+    let endpoints = cluster.endpoints();
+
+    // 1. Propagation across three nodes.
+    let nodes: Vec<Node> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Node::start(dir.path(), &bin, &endpoints, "bench", n))
+        .collect();
+    for n in &nodes {
+        n.wait_edge();
+    }
+    let bearer = Bearer(format!("Bearer {TOKEN}").parse()?);
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", nodes[0].grpc))?
+        .connect()
+        .await?;
+    let mut tunnels = pb::tunnels_client::TunnelsClient::with_interceptor(ch, bearer);
+    let mut call = Vec::with_capacity(changes);
+    let mut everywhere = Vec::with_capacity(changes);
+    let (mut checked, mut routed) = (0, 0);
+    for i in 0..changes {
+        let t = tunnel_entry(&format!("p{i}"), &origin);
+        let start = Instant::now();
+        tunnels
+            .create_tunnel(pb::CreateTunnelRequest {
+                tunnel: Some(pb::Tunnel {
+                    name: t.name.clone(),
+                    hostnames: t.hostnames.clone(),
+                    upstream: origin.clone(),
+                    mode: pb::Mode::Httpupgrade as i32,
+                    path: "/t".into(),
+                    ..Default::default()
+                }),
+            })
+            .await?;
+        call.push(start.elapsed());
+        // Node A answers once its own watch brought the change back: its
+        // tables' revision is the one the change made.
+        let rev = nodes[0].version();
+        let t0 = Instant::now();
+        while nodes
+            .iter()
+            .any(|n| (0..n.cores()).any(|c| n.word(c, stat::APPLIED_SEQ) < rev))
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "change {i} not everywhere"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        everywhere.push(start.elapsed());
+        if i % 100 == 0 {
+            for n in &nodes {
+                checked += 1;
+                routed += upgrade_ok(n.edge, &format!("p{i}.bench")) as usize;
+            }
+        }
+    }
+    call.sort();
+    everywhere.sort();
+    println!("fleet: 3 etcd members, 3 nodes x 2 cores, {changes} tunnel creations through node A");
+    println!(
+        "  API call (etcd txn + own watch echo): p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        pct(&call, 0.5).as_secs_f64() * 1e3,
+        pct(&call, 0.99).as_secs_f64() * 1e3,
+        pct(&call, 1.0).as_secs_f64() * 1e3
+    );
+    println!(
+        "  create -> routed on all 6 cores of 3 nodes: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+        pct(&everywhere, 0.5).as_secs_f64() * 1e3,
+        pct(&everywhere, 0.99).as_secs_f64() * 1e3,
+        pct(&everywhere, 1.0).as_secs_f64() * 1e3
+    );
+    println!("  HTTPUpgrade to the new hostname: {routed}/{checked} answered 101");
+    drop(nodes);
+
+    // 2. A new node's cold start on a big table.
+    let keys = Keys::new("/big");
+    let client =
+        etcd_client::Client::connect(endpoints.split(',').collect::<Vec<_>>(), None).await?;
+    let t0 = Instant::now();
+    let mut puts: Vec<(String, Vec<u8>)> = Vec::with_capacity(n_tunnels * 2 + n_tokens);
+    for i in 0..n_tunnels {
+        let t = tunnel_entry(&format!("t{i}"), &origin);
+        puts.push((keys.host(&t.hostnames[0]), t.name.clone().into_bytes()));
+        puts.push((keys.tunnel(&t.name), serde_json::to_vec(&t)?));
+    }
+    for i in 0..n_tokens {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        digest[8] = 0x5a;
+        let t = TokenEntry {
+            id: format!("tok_{i:016x}"),
+            name: String::new(),
+            sha256: digest,
+            tunnels: vec![],
+            expires_at: 0,
+            created_at: 1,
+        };
+        puts.push((keys.token(&t.id), serde_json::to_vec(&t)?));
+    }
+    let chunks: Vec<Vec<(String, Vec<u8>)>> = puts.chunks(128).map(|c| c.to_vec()).collect();
+    drop(puts);
+    let mut set = tokio::task::JoinSet::new();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(chunks));
+    for _ in 0..32 {
+        let (queue, mut kv) = (queue.clone(), client.kv_client());
+        set.spawn(async move {
+            loop {
+                let Some(chunk) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                    return Ok::<(), etcd_client::Error>(());
+                };
+                let ops: Vec<etcd_client::TxnOp> = chunk
+                    .into_iter()
+                    .map(|(k, v)| etcd_client::TxnOp::put(k, v, None))
+                    .collect();
+                kv.txn(etcd_client::Txn::new().and_then(ops)).await?;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+    println!(
+        "cold start: {n_tunnels} tunnels + {n_tokens} token digests written to etcd in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let start = Instant::now();
+    let node = Node::start(dir.path(), &bin, &endpoints, "big", "d");
+    let (mut peak_cp, mut peak_dp) = (0, 0);
+    loop {
+        peak_cp = peak_cp.max(rss_kib(node.up.id()));
+        peak_dp = peak_dp.max(rss_kib(node.dataplane_pid()));
+        let full = (0..node.cores()).all(|c| {
+            node.word(c, stat::TUNNELS) == n_tunnels as u64
+                && node.word(c, stat::TOKENS) == n_tokens as u64
+                && node.word(c, stat::APPLIED_SEQ) == node.version()
+        });
+        if full && node.version() > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "cold start did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    node.wait_edge();
+    let served = upgrade_ok(node.edge, &format!("t{}.bench", n_tunnels - 1));
+    // The cache file is written after the cores are served: RSS settles.
+    for _ in 0..100 {
+        peak_cp = peak_cp.max(rss_kib(node.up.id()));
+        peak_dp = peak_dp.max(rss_kib(node.dataplane_pid()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "  new node d: process start -> every core serves the full table: {:.2} s (edge answers 101 for the last tunnel: {served})",
+        took.as_secs_f64()
+    );
+    println!(
+        "  RSS: control plane {} MiB (peak {}), data plane {} MiB (peak {}) [2 cores]",
+        rss_kib(node.up.id()) / 1024,
+        peak_cp / 1024,
+        rss_kib(node.dataplane_pid()) / 1024,
+        peak_dp / 1024
+    );
+    drop(node);
+    drop(cluster);
+    Ok(())
+}
