@@ -487,3 +487,50 @@ fn leader_killed_under_relay_load_drops_no_relay_and_writes_resume() {
         .count();
     assert_eq!(dropped, 0, "relays dropped");
 }
+
+#[test]
+fn a_node_behind_a_compaction_reads_the_tables_again() {
+    let etcd = Cluster::start(3);
+    let origin = tcp_echo();
+    let fleet = nodes(&etcd, "compact", &["a", "b"]);
+    let rt = rt();
+    // Node B's control plane is frozen while A makes changes and etcd
+    // compacts them away: B cannot resume its watch where it stopped.
+    let b_pid = fleet[1].1.pid();
+    signal(b_pid, "STOP");
+    let rev = rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        for i in 0..5 {
+            ca.create_tunnel(httpupgrade(&format!("t{i}"), &format!("t{i}.test"), origin))
+                .await;
+        }
+        let rev = ca
+            .tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision;
+        let mut c =
+            etcd_client::Client::connect(etcd.endpoints().split(',').collect::<Vec<_>>(), None)
+                .await
+                .unwrap();
+        c.compact(
+            rev as i64,
+            Some(etcd_client::CompactionOptions::new().with_physical()),
+        )
+        .await
+        .unwrap();
+        rev
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    signal(b_pid, "CONT");
+    let s = rt.block_on(current(&fleet[1].0, rev, Duration::from_secs(20)));
+    assert!(s.cores.iter().all(|c| c.tunnels == 5), "{s:?}");
+    assert!(relays(&fleet[1].0, "t4.test", None));
+    let logs = fleet[1].0.logs();
+    assert!(
+        logs.contains("etcd compacted past this node's revision"),
+        "{logs}"
+    );
+}
