@@ -534,3 +534,104 @@ fn a_node_behind_a_compaction_reads_the_tables_again() {
         "{logs}"
     );
 }
+
+/// `[control.etcd]` lines for a node of `etcd` (its TLS files, a user).
+fn etcd_section(etcd: &Cluster, user: Option<(&str, &std::path::Path)>) -> String {
+    let mut s = String::from("[control.etcd]\n");
+    if let Some(t) = etcd.tls() {
+        s.push_str(&format!(
+            "ca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            t.ca.display(),
+            t.client.0.display(),
+            t.client.1.display()
+        ));
+    }
+    if let Some((u, file)) = user {
+        s.push_str(&format!(
+            "user = \"{u}\"\npassword_file = \"{}\"\n",
+            file.display()
+        ));
+    }
+    s
+}
+
+#[test]
+fn a_node_reaches_etcd_over_mutual_tls_with_a_user() {
+    let etcd = Cluster::start_with(1, true);
+    let rt = rt();
+    // etcd with authentication on: a root user, then auth enabled.
+    rt.block_on(async {
+        let mut c = etcd.connect(vec![], None).await.unwrap();
+        c.user_add("root", "root-pw", None).await.unwrap();
+        c.user_grant_role("root", "root").await.unwrap();
+        c.auth_enable().await.unwrap();
+    });
+    let origin = tcp_echo();
+    let pw = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pw.path(), "root-pw\n").unwrap();
+    let node = Plane::with_store(
+        Some(format!("etcd://{}/sec", etcd.endpoints())),
+        &format!(
+            "node = \"s\"\n{}",
+            etcd_section(&etcd, Some(("root", pw.path())))
+        ),
+        "",
+    );
+    let token = node.dir.path().join("var/admin.token");
+    std::fs::create_dir_all(token.parent().unwrap()).unwrap();
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let _up = node.up();
+    rt.block_on(async {
+        let mut c = node.client().await;
+        c.create_tunnel(httpupgrade("raw", "raw.test", origin))
+            .await;
+    });
+    assert!(relays(&node, "raw.test", None), "{}", node.logs());
+    // What the node wrote is there for the user, over TLS.
+    let keys = rt.block_on(async {
+        let mut c = etcd
+            .connect(vec![], Some(("root", "root-pw")))
+            .await
+            .unwrap();
+        let r = c
+            .get(
+                "/sec/tunnels/",
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .unwrap();
+        r.kvs().len()
+    });
+    assert_eq!(keys, 1);
+
+    // Without the user, etcd refuses: the node says why and writes answer
+    // UNAVAILABLE.
+    let anonymous = Plane::with_store(
+        Some(format!("etcd://{}/sec", etcd.endpoints())),
+        &format!("node = \"anon\"\n{}", etcd_section(&etcd, None)),
+        "",
+    );
+    std::fs::create_dir_all(anonymous.dir.path().join("var")).unwrap();
+    std::fs::write(
+        anonymous.dir.path().join("var/admin.token"),
+        format!("{TOKEN}\n"),
+    )
+    .unwrap();
+    let _up2 = anonymous.up();
+    rt.block_on(async {
+        let mut c = anonymous.client().await;
+        let err = c
+            .tunnels
+            .create_tunnel(pb::CreateTunnelRequest {
+                tunnel: Some(httpupgrade("x", "x.test", origin)),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    });
+    assert!(
+        anonymous.logs().contains("etcd unreachable"),
+        "{}",
+        anonymous.logs()
+    );
+}

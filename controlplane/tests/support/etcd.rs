@@ -20,6 +20,51 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial: String,
+    tls: Option<Tls>,
+}
+
+/// Certificates for a cluster that speaks TLS to its clients and asks them
+/// for a certificate (`--client-cert-auth`). PEM files in the cluster's
+/// directory.
+pub struct Tls {
+    /// The CA that signed both certificates.
+    pub ca: PathBuf,
+    /// Client certificate and key.
+    pub client: (PathBuf, PathBuf),
+    server: (PathBuf, PathBuf),
+}
+
+impl Tls {
+    fn make(dir: &std::path::Path) -> Tls {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let leaf = |names: Vec<String>, stem: &str| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca_cert, &ca_key)
+                .unwrap();
+            let (c, k) = (
+                dir.join(format!("{stem}.pem")),
+                dir.join(format!("{stem}.key")),
+            );
+            std::fs::write(&c, cert.pem()).unwrap();
+            std::fs::write(&k, key.serialize_pem()).unwrap();
+            (c, k)
+        };
+        let server = leaf(vec!["127.0.0.1".into(), "localhost".into()], "server");
+        let client = leaf(vec!["switchyard-node".into()], "client");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+        Tls {
+            ca: ca_path,
+            client,
+            server,
+        }
+    }
 }
 
 /// The `etcd` binary (`SWITCHYARD_ETCD`, else `etcd` on the PATH).
@@ -30,6 +75,17 @@ fn etcd_bin() -> String {
 impl Cluster {
     /// Starts `n` members and waits until the cluster has a leader.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, false)
+    }
+
+    /// The cluster's certificates, if it speaks TLS.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// As [`Cluster::start`]; with `tls`, clients speak TLS and must
+    /// present a certificate of the cluster's CA.
+    pub fn start_with(n: usize, tls: bool) -> Cluster {
         let ok = Command::new(etcd_bin())
             .arg("--version")
             .output()
@@ -52,10 +108,12 @@ impl Cluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = tls.then(|| Tls::make(dir.path()));
         let mut c = Cluster {
             dir,
             members,
             initial,
+            tls,
         };
         for i in 0..n {
             c.spawn(i);
@@ -70,6 +128,16 @@ impl Cluster {
             .dir
             .path()
             .join(format!("{}.log", self.members[i].name));
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let tls_args: Vec<String> = match &self.tls {
+            None => vec![],
+            Some(t) => vec![
+                format!("--cert-file={}", t.server.0.display()),
+                format!("--key-file={}", t.server.1.display()),
+                format!("--trusted-ca-file={}", t.ca.display()),
+                "--client-cert-auth".into(),
+            ],
+        };
         let m = &mut self.members[i];
         let child = Command::new(etcd_bin())
             .args(["--name", &m.name])
@@ -77,9 +145,9 @@ impl Cluster {
             .arg(&data)
             .args([
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -97,6 +165,7 @@ impl Cluster {
                 "--election-timeout",
                 "500",
             ])
+            .args(&tls_args)
             .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -192,11 +261,8 @@ impl Cluster {
         rt.block_on(async {
             let mut n = 0;
             for m in self.members.iter().filter(|m| m.child.is_some()) {
-                let opts = etcd_client::ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_millis(500))
-                    .with_timeout(Duration::from_millis(800));
                 let ep = format!("127.0.0.1:{}", m.client);
-                if let Ok(mut c) = etcd_client::Client::connect([ep], Some(opts)).await {
+                if let Ok(mut c) = self.connect(vec![ep], None).await {
                     if c.status().await.is_ok_and(|s| s.leader() != 0) {
                         n += 1;
                     }
@@ -217,10 +283,7 @@ impl Cluster {
                     continue;
                 }
                 let ep = format!("127.0.0.1:{}", m.client);
-                let opts = etcd_client::ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_millis(500))
-                    .with_timeout(Duration::from_millis(800));
-                let Ok(mut c) = etcd_client::Client::connect([ep], Some(opts)).await else {
+                let Ok(mut c) = self.connect(vec![ep], None).await else {
                     continue;
                 };
                 let Ok(s) = c.status().await else { continue };
@@ -233,11 +296,41 @@ impl Cluster {
         })
     }
 
+    /// A client of the running members (TLS with the client certificate if
+    /// the cluster speaks it; `user` as (name, password)).
+    pub async fn connect(
+        &self,
+        endpoints: Vec<String>,
+        user: Option<(&str, &str)>,
+    ) -> Result<etcd_client::Client, etcd_client::Error> {
+        let endpoints = if endpoints.is_empty() {
+            self.endpoint_list(true)
+        } else {
+            endpoints
+        };
+        let mut opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_timeout(Duration::from_millis(2000));
+        if let Some((u, p)) = user {
+            opts = opts.with_user(u, p);
+        }
+        if let Some(t) = &self.tls {
+            let pem = |p: &PathBuf| std::fs::read(p).unwrap();
+            opts = opts.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(pem(&t.ca)))
+                    .identity(etcd_client::Identity::from_pem(
+                        pem(&t.client.0),
+                        pem(&t.client.1),
+                    )),
+            );
+        }
+        etcd_client::Client::connect(endpoints, Some(opts)).await
+    }
+
     /// Every key and value under `prefix`.
     pub async fn dump(&self, prefix: &str) -> Vec<(String, String)> {
-        let mut c = etcd_client::Client::connect(self.endpoint_list(true), None)
-            .await
-            .unwrap();
+        let mut c = self.connect(vec![], None).await.unwrap();
         let r = c
             .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
             .await
