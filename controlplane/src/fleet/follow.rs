@@ -58,7 +58,7 @@ pub async fn run(hub: Arc<Hub>, fleet: Arc<Fleet>) {
                 let (tunnels, tokens, rev) =
                     (loaded.tunnels.len(), loaded.tokens.len(), loaded.version);
                 let changed = hub.replace(loaded);
-                fleet.applied_to(hub.read(|s| s.version).max(rev));
+                fleet.reset_to(hub.read(|s| s.version));
                 fleet.cache_replace();
                 tracing::info!(
                     tunnels,

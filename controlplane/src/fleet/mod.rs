@@ -136,6 +136,13 @@ impl Fleet {
         raise(&self.followed, rev);
     }
 
+    /// After a full read: this node is at exactly `rev`, even if that is
+    /// below where it was (etcd replaced by a new cluster).
+    fn reset_to(&self, rev: u64) {
+        self.applied.send_replace(rev);
+        self.followed.send_replace(rev);
+    }
+
     fn applied_to(&self, rev: u64) {
         raise(&self.applied, rev);
         raise(&self.followed, rev);

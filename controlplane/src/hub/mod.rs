@@ -3,10 +3,17 @@
 //! ring producer.
 //!
 //! ```text
+//! one node (redb):
 //! API call ─► ops channel ─► writer: validate batch → store.commit (durable)
 //!                                   → state (write lock) → version += n
 //!                                   → encoded deltas to every core's channel ─► pusher ─► ring
+//! fleet (etcd, crate::fleet):
+//! API call ─► ops channel ─► writer: validate → etcd txn ─► … watch ─► apply_revisions
+//!                                   (state + deltas numbered by revision, Rebase across gaps)
 //! ```
+//!
+//! `batch` decides which queued changes share a batch; `snapshot` encodes
+//! full tables for cores that (re)attach or fell behind.
 //!
 //! Group commit: consecutive token operations waiting in the channel are
 //! validated and committed as one transaction (one fsync), which is what
@@ -58,76 +65,6 @@ pub enum Op {
     CreateToken(TokenEntry),
     /// Remove a token grant by id.
     RevokeToken(String),
-}
-
-/// What one batch touches. Ops go into the same batch (one transaction)
-/// only while they touch disjoint names, hostnames and token ids, so that
-/// validating each against the pre-batch state gives the same answers as
-/// applying them one by one.
-#[derive(Debug, Default)]
-struct Touched {
-    names: HashSet<String>,
-    hosts: HashSet<String>,
-    tokens: HashSet<String>,
-}
-
-impl Touched {
-    /// Records `op`'s keys; `false` (nothing recorded) if it overlaps.
-    fn admit<'a>(&mut self, st: &'a State, op: &'a Op) -> bool {
-        let mut names: Vec<&'a str> = Vec::new();
-        let mut hosts: Vec<&'a str> = Vec::new();
-        let mut tokens: Vec<&'a str> = Vec::new();
-        let old = |key: &'a Key, names: &mut Vec<&'a str>, hosts: &mut Vec<&'a str>| {
-            if let Some(t) = st.find(key) {
-                names.push(&t.name);
-                hosts.extend(t.hostnames.iter().map(String::as_str));
-            }
-        };
-        match op {
-            Op::CreateTunnel(t) => {
-                names.push(&t.name);
-                hosts.extend(t.hostnames.iter().map(String::as_str));
-            }
-            Op::UpdateTunnel(k, t) => {
-                names.push(&t.name);
-                hosts.extend(t.hostnames.iter().map(String::as_str));
-                old(k, &mut names, &mut hosts);
-                if let Key::Id(id) = k {
-                    names.push(id);
-                }
-            }
-            Op::DeleteTunnel(k) => {
-                old(k, &mut names, &mut hosts);
-                match k {
-                    Key::Id(id) => names.push(id),
-                    Key::Name(n) => names.push(n),
-                }
-            }
-            Op::CreateToken(t) => names.extend(t.tunnels.iter().map(String::as_str)),
-            Op::RevokeToken(id) => tokens.push(id),
-        }
-        // A token scoped to a tunnel may share a batch with other tokens of
-        // that tunnel, never with a change of the tunnel itself.
-        let token_scope = matches!(op, Op::CreateToken(_));
-        let clash = names.iter().any(|n| {
-            if token_scope {
-                self.names.contains(&format!("tunnel:{n}"))
-            } else {
-                self.names.contains(&format!("tunnel:{n}"))
-                    || self.names.contains(&format!("scope:{n}"))
-            }
-        }) || hosts.iter().any(|h| self.hosts.contains(*h))
-            || tokens.iter().any(|t| self.tokens.contains(*t));
-        if clash {
-            return false;
-        }
-        let prefix = if token_scope { "scope:" } else { "tunnel:" };
-        self.names
-            .extend(names.iter().map(|n| format!("{prefix}{n}")));
-        self.hosts.extend(hosts.iter().map(|h| h.to_string()));
-        self.tokens.extend(tokens.iter().map(|t| t.to_string()));
-        true
-    }
 }
 
 /// What a change produced.
@@ -239,6 +176,12 @@ impl State {
 
 pub(crate) type Reply = oneshot::Sender<Result<Done, ApiError>>;
 
+mod batch;
+mod snapshot;
+
+use batch::Touched;
+pub use snapshot::Snapshot;
+
 /// Shared handle: read the state, submit changes, take snapshots.
 #[derive(Debug)]
 pub struct Hub {
@@ -252,51 +195,6 @@ pub struct Hub {
     /// Where the writer makes changes durable.
     pub backend: Backend,
 }
-
-/// A full table encoded as consecutive ring frames (see
-/// [`shmring::Ring::push_frames`]), filled by an encoder thread while the
-/// producers already stream what is there: encoding a million records takes
-/// about as long as a core takes to apply them, so they overlap.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    progress: std::sync::Mutex<Progress>,
-}
-
-#[derive(Debug, Default)]
-struct Progress {
-    /// `u32` LE length + body, whole records only.
-    frames: Vec<u8>,
-    records: usize,
-    done: bool,
-}
-
-impl Snapshot {
-    /// Runs `f` on the frames encoded so far and whether that is all.
-    pub fn with_frames<R>(&self, f: impl FnOnce(&[u8], bool) -> R) -> R {
-        let p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        f(&p.frames, p.done)
-    }
-
-    /// Records encoded so far.
-    pub fn records(&self) -> usize {
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .records
-    }
-
-    fn append(&self, frames: &mut Vec<u8>, records: &mut usize, done: bool) {
-        let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-        p.frames.extend_from_slice(frames);
-        p.records += *records;
-        p.done = done;
-        frames.clear();
-        *records = 0;
-    }
-}
-
-/// Bytes the encoder gathers before handing them to the producers.
-const ENCODE_CHUNK: usize = 1 << 20;
 
 /// Per-core delta receivers, one per ring producer.
 pub type CoreFeeds = Vec<mpsc::UnboundedReceiver<Arc<Vec<u8>>>>;
@@ -423,7 +321,9 @@ impl Hub {
     pub(crate) fn replace(&self, loaded: Loaded) -> bool {
         let fresh = State::from_loaded(loaded);
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let same = st.same_tables(&fresh);
+        // A revision below the cores' (etcd replaced by a new cluster) must
+        // reach them as a snapshot too: a delta at or below it is skipped.
+        let same = st.same_tables(&fresh) && fresh.version >= st.version;
         if same {
             if fresh.version > st.version {
                 self.broadcast(&Record {
@@ -468,120 +368,6 @@ impl Hub {
             .await
             .map_err(|_| ApiError::ShuttingDown)?;
         rx.await.map_err(|_| ApiError::ShuttingDown)?
-    }
-
-    /// A full snapshot for one core, as ring frames (possibly still being
-    /// encoded), and the discard of every delta already contained in it.
-    /// Deltas that race with the encoder carry sequence numbers the core
-    /// skips once the snapshot is in (`seq <= applied`).
-    pub fn snapshot(
-        self: &Arc<Self>,
-        feed: &mut mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
-        generation: u64,
-    ) -> Arc<Snapshot> {
-        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
-        while feed.try_recv().is_ok() {}
-        let seq = st.version;
-        drop(st);
-        // Cores that resync together (a restarted data plane) share one
-        // encoding.
-        let mut cache = self
-            .snapshot_cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some((v, g, snap)) = cache.as_ref() {
-            if *v == seq && *g == generation {
-                return snap.clone();
-            }
-        }
-        let snap = Arc::new(Snapshot::default());
-        // The previous encoding is freed by the encoder thread, off the
-        // producers' path.
-        let old = cache.replace((seq, generation, snap.clone()));
-        drop(cache);
-        let (hub, fill) = (self.clone(), snap.clone());
-        let spawned = std::thread::Builder::new()
-            .name("snapshot-encode".into())
-            .spawn(move || {
-                drop(old);
-                hub.encode(&fill, generation);
-            });
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the snapshot encoder: {e}; encoding inline");
-            self.encode(&snap, generation);
-        }
-        snap
-    }
-
-    /// Encodes the current state into `snap`, handing over whole records
-    /// every [`ENCODE_CHUNK`] bytes.
-    fn encode(&self, snap: &Snapshot, generation: u64) {
-        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let seq = st.version;
-        {
-            let mut p = snap.progress.lock().unwrap_or_else(|e| e.into_inner());
-            // ~70 bytes per token frame, more per tunnel.
-            p.frames
-                .reserve(st.tunnels.len() * 160 + st.tokens.len() * 72 + 128);
-        }
-        let mut chunk = Vec::with_capacity(ENCODE_CHUNK + 64 * 1024);
-        let mut records = 0usize;
-        let push = |body: Body, chunk: &mut Vec<u8>, records: &mut usize| {
-            if (Record { seq, body }).encode_frame(chunk).is_ok() {
-                *records += 1;
-            }
-            if chunk.len() >= ENCODE_CHUNK {
-                snap.append(chunk, records, false);
-            }
-        };
-        push(
-            Body::SnapshotBegin {
-                generation,
-                tunnels: st.tunnels.len() as u64,
-                tokens: st.tokens.len() as u64,
-            },
-            &mut chunk,
-            &mut records,
-        );
-        for t in st.tunnels.values() {
-            push(Body::TunnelUpsert(t.to_rec()), &mut chunk, &mut records);
-        }
-        // In the order the cores' token tables place them (shmring::order):
-        // sequential inserts instead of a cache miss each. The sort moves
-        // the few fields a record needs, so encoding reads memory in order.
-        let n = st.tokens.len();
-        let mut tokens: Vec<(u64, [u8; 32], u64, &[String])> = st
-            .tokens
-            .values()
-            .map(|t| {
-                let key = shmring::order::token_order_key(&t.sha256, n);
-                (
-                    key,
-                    t.sha256,
-                    t.expires_at.max(0) as u64,
-                    t.tunnels.as_slice(),
-                )
-            })
-            .collect();
-        tokens.sort_unstable_by_key(|t| t.0);
-        for (_, digest, expires_unix_s, tunnels) in tokens {
-            let rec = shmring::TokenRec {
-                digest,
-                expires_unix_s,
-                tunnels: tunnels.to_vec(),
-            };
-            push(Body::TokenUpsert(rec), &mut chunk, &mut records);
-        }
-        push(
-            Body::SnapshotEnd {
-                tunnels: st.tunnels.len() as u64,
-                tokens: st.tokens.len() as u64,
-            },
-            &mut chunk,
-            &mut records,
-        );
-        drop(st);
-        snap.append(&mut chunk, &mut records, true);
     }
 }
 
@@ -773,3 +559,6 @@ async fn process(hub: &Hub, store: &Arc<Store>, batch: Vec<(Op, Reply)>) {
         let _ = reply.send(Ok(done));
     }
 }
+
+#[cfg(test)]
+mod tests;
