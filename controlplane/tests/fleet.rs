@@ -635,3 +635,39 @@ fn a_node_reaches_etcd_over_mutual_tls_with_a_user() {
         anonymous.logs()
     );
 }
+
+#[test]
+fn a_restarted_node_resumes_its_watch_from_its_cache() {
+    let etcd = Cluster::start(3);
+    let origin = tcp_echo();
+    let mut fleet = nodes(&etcd, "resume", &["a", "b"]);
+    let rt = rt();
+    rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        ca.create_tunnel(httpupgrade("one", "one.test", origin))
+            .await;
+    });
+    fleet[1].1.stop();
+    let rev = rt.block_on(async {
+        let mut ca = fleet[0].0.client().await;
+        ca.create_tunnel(httpupgrade("two", "two.test", origin))
+            .await;
+        ca.tunnels
+            .list_tunnels(pb::ListTunnelsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .revision
+    });
+    fleet[1].1 = fleet[1].0.up();
+    let s = rt.block_on(current(&fleet[1].0, rev, Duration::from_secs(20)));
+    assert!(s.cores.iter().all(|c| c.tunnels == 2), "{s:?}");
+    assert!(relays(&fleet[1].0, "two.test", None));
+    // One full read (the first start); the restart resumed from its cache.
+    let logs = fleet[1].0.logs();
+    assert_eq!(
+        logs.matches("fleet tables read from etcd").count(),
+        1,
+        "{logs}"
+    );
+}

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! connect ──► read all (paged, at one revision R) ──► hub.replace ──► watch from R+1
+//!    │   (a node with a cache at revision C: watch from C+1 instead, unless etcd is below C)
 //!    ▲  (retry, backoff ≤ 2 s)                                          │ events → hub.apply_revisions
 //!    │                                                                  │ every 1 s: progress request
 //!    ├──────────── compacted (the revision is gone) ◄───────────────────┤
@@ -47,10 +48,25 @@ pub async fn run(hub: Arc<Hub>, fleet: Arc<Fleet>) {
         backoff: Duration::from_millis(100),
         down_since: None,
     };
-    let mut full_read = true;
+    // A node with a cache resumes from its revision (events since then
+    // replay onto the cached tables); one without reads everything.
+    let mut full_read = fleet.applied() == 0;
     loop {
         let step = async {
             let client = fleet.ensure_client().await?;
+            if !full_read {
+                // etcd behind this node (a new cluster): a watch from the
+                // node's revision would wait for revisions that never come.
+                let now = current_revision(&fleet, &client).await?;
+                if now < fleet.applied() {
+                    tracing::warn!(
+                        etcd = now,
+                        node = fleet.applied(),
+                        "etcd's revision is below this node's: reading the tables again"
+                    );
+                    full_read = true;
+                }
+            }
             if full_read {
                 let started = Instant::now();
                 let loaded = read_all(&fleet, &client).await?;
@@ -123,6 +139,20 @@ impl Link {
             tracing::debug!(error = %why, "etcd still unreachable");
         }
     }
+}
+
+/// etcd's current revision (a count-only read of the fleet's prefix).
+async fn current_revision(fleet: &Fleet, client: &Client) -> Result<u64, String> {
+    let mut kv = client.kv_client();
+    let opts = GetOptions::new().with_prefix().with_count_only();
+    let resp = tokio::time::timeout(CALL, kv.get(fleet.keys.root(), Some(opts)))
+        .await
+        .map_err(|_| "revision read timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    fleet
+        .answered
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(resp.header().map(|h| h.revision()).unwrap_or(0).max(0) as u64)
 }
 
 /// Reads every tunnel and token at one revision, a page at a time.
