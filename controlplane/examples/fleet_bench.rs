@@ -426,7 +426,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "  cache file written {:.1} s after the start: {} MiB",
-        (t0 + last.1.duration_since(t0)).duration_since(start).as_secs_f64(),
+        (t0 + last.1.duration_since(t0))
+            .duration_since(start)
+            .as_secs_f64(),
         last.0 >> 20
     );
     drop(node);
@@ -441,7 +443,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if full && node.version() > 0 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "restart did not finish");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "restart did not finish"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     println!(

@@ -19,6 +19,10 @@ use crate::hub::{plan, Done, Hub, Key, Op, Reply};
 /// Attempts before a change that keeps losing races answers UNAVAILABLE.
 const ATTEMPTS: usize = 4;
 
+/// How long a failed compare waits for the winning write's events before
+/// it asks etcd for a progress notification instead.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Makes a batch of changes (they touch disjoint keys, so they run at once).
 pub async fn process(hub: &Arc<Hub>, fleet: &Arc<Fleet>, batch: Vec<(Op, Reply)>) {
     let mut set = tokio::task::JoinSet::new();
@@ -71,7 +75,11 @@ async fn change(hub: &Hub, fleet: &Fleet, op: Op) -> Result<Done, ApiError> {
             ?op,
             "etcd compare failed: catching up, planning again"
         );
-        if !fleet.sync_to(rev, ECHO).await {
+        // The write that won has come back through the watch once the node
+        // holds revision `rev` (its events), or etcd confirms progress to it
+        // (when the last revisions touched nothing under the prefix).
+        let caught_up = fleet.wait_applied(rev, CATCH_UP).await || fleet.sync_to(rev, ECHO).await;
+        if !caught_up {
             return Err(unavailable(format!(
                 "another node changed these keys; this node has not seen revision {rev} yet"
             )));
