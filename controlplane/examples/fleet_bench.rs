@@ -19,10 +19,9 @@
 //!    time until every one of its cores serves the full table, and the RSS of
 //!    its two processes.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -37,65 +36,9 @@ mod etcd;
 
 const TOKEN: &str = "fleet-bench-admin-token-0123456789abcdef";
 
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn upgrade_ok(edge: SocketAddr, host: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(edge) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!(
-        "GET /t HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut b = [0u8; 12];
-    s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 101"
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, free_port, pct, rss_kib, spawn_up, upgrade_ok, Bearer};
 
 /// One node: `controlplane up` on its own config, region and ports.
 struct Node {
@@ -133,20 +76,7 @@ impl Node {
             ),
         )
         .expect("config");
-        let up = Command::new(bin.join("controlplane"))
-            .arg("--config")
-            .arg(&cfg)
-            .arg("up")
-            .arg("--dataplane")
-            .arg(bin.join("dataplane"))
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("up.log")).expect("log"))
-            .spawn()
-            .expect("controlplane up starts");
+        let up = spawn_up(bin, &cfg, &d.join("up.log")).expect("controlplane up starts");
         let t0 = Instant::now();
         let region = loop {
             if let Ok(r) = shmring::Region::attach(&shm) {
@@ -187,6 +117,16 @@ impl Node {
         self.region
             .header(layout::H_STORE_VERSION)
             .load(Ordering::Acquire)
+    }
+
+    /// Every core holds `tunnels` and `tokens` at the node's revision.
+    fn serves(&self, tunnels: usize, tokens: usize) -> bool {
+        self.version() > 0
+            && (0..self.cores()).all(|c| {
+                self.word(c, stat::TUNNELS) == tunnels as u64
+                    && self.word(c, stat::TOKENS) == tokens as u64
+                    && self.word(c, stat::APPLIED_SEQ) == self.version()
+            })
     }
 
     fn dataplane_pid(&self) -> u32 {
@@ -375,12 +315,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         peak_cp = peak_cp.max(rss_kib(node.up.id()));
         peak_dp = peak_dp.max(rss_kib(node.dataplane_pid()));
-        let full = (0..node.cores()).all(|c| {
-            node.word(c, stat::TUNNELS) == n_tunnels as u64
-                && node.word(c, stat::TOKENS) == n_tokens as u64
-                && node.word(c, stat::APPLIED_SEQ) == node.version()
-        });
-        if full && node.version() > 0 {
+        if node.serves(n_tunnels, n_tokens) {
             break;
         }
         assert!(
@@ -435,12 +370,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let node = Node::start(dir.path(), &bin, &endpoints, "big", "d");
     loop {
-        let full = (0..node.cores()).all(|c| {
-            node.word(c, stat::TUNNELS) == n_tunnels as u64
-                && node.word(c, stat::TOKENS) == n_tokens as u64
-                && node.word(c, stat::APPLIED_SEQ) == node.version()
-        });
-        if full && node.version() > 0 {
+        if node.serves(n_tunnels, n_tokens) {
             break;
         }
         assert!(

@@ -19,75 +19,18 @@
 //!    in, each core's own build time, and the data plane's RSS; then the same
 //!    after `kill -9` of the data plane (the supervisor restarts it).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use controlplane::pb;
 use shmring::layout::{self, stat};
 
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn upgrade_ok(edge: SocketAddr, host: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(edge) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!(
-        "GET /t HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut b = [0u8; 12];
-    s.read_exact(&mut b).is_ok() && &b == b"HTTP/1.1 101"
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::{arg, free_port, pct, rss_kib, spawn_up, upgrade_ok, Bearer};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -121,19 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             dir.path().join("admin.token").display()
         ),
     )?;
-    let mut up = Command::new(bin.join("controlplane"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("up")
-        .arg("--dataplane")
-        .arg(bin.join("dataplane"))
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("up.log"))?)
-        .spawn()?;
+    let mut up = spawn_up(&bin, &cfg, &dir.path().join("up.log"))?;
     let t0 = Instant::now();
     while TcpStream::connect(edge).is_err() {
         if t0.elapsed() > Duration::from_secs(30) {

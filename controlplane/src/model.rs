@@ -78,6 +78,27 @@ pub struct TokenEntry {
     pub created_at: i64,
 }
 
+/// A plain HTTP tunnel for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_tunnel(name: &str, hosts: &[&str], version: u64) -> TunnelEntry {
+    TunnelEntry {
+        id: format!("tun_{name}"),
+        name: name.into(),
+        hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+        mode: "http".into(),
+        upstream: "127.0.0.1:9".into(),
+        http_version: "http/1.1".into(),
+        token_auth: false,
+        trusted_cidrs: vec![],
+        labels: Default::default(),
+        path: "/".into(),
+        stealth: false,
+        created_at: 1,
+        version,
+        upstream_tls: None,
+    }
+}
+
 fn invalid(field: &str, reason: impl Into<String>) -> ApiError {
     ApiError::Invalid {
         field: field.to_owned(),

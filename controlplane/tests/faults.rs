@@ -4,20 +4,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use controlplane::pb;
 use support::*;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Opens `host` through the edge, retrying briefly (a new tunnel is on
 /// every core once `converged`; the retry only absorbs accept races).
@@ -46,27 +37,10 @@ fn control_plane_kill9_drops_no_relay_and_resyncs_on_restart() {
     });
 
     // Relay load: 16 relays echoing continuously from their own threads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let rounds = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for i in 0..16 {
-        let mut s = open_relay(plane.edge, "raw.test", None).expect("relay opens");
-        let (stop, rounds) = (stop.clone(), rounds.clone());
-        workers.push(std::thread::spawn(move || {
-            let msg = format!("relay {i} says hello\n");
-            while !stop.load(Ordering::Relaxed) {
-                if !echo(&mut s, msg.as_bytes()) {
-                    return false;
-                }
-                rounds.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            echo(&mut s, b"last\n")
-        }));
-    }
+    let load = RelayLoad::start(&[plane.edge], "raw.test", 16);
     std::thread::sleep(Duration::from_millis(300));
     cp.kill9();
-    let at_kill = rounds.load(Ordering::Relaxed);
+    let at_kill = load.rounds();
     // New connections keep being served with the last tables.
     for _ in 0..10 {
         assert!(
@@ -75,7 +49,7 @@ fn control_plane_kill9_drops_no_relay_and_resyncs_on_restart() {
         );
     }
     std::thread::sleep(Duration::from_millis(700));
-    let after = rounds.load(Ordering::Relaxed);
+    let after = load.rounds();
     assert!(
         after > at_kill + 16,
         "relays kept moving ({at_kill} → {after})"
@@ -94,13 +68,7 @@ fn control_plane_kill9_drops_no_relay_and_resyncs_on_restart() {
         relay_ok(&plane, "raw2.test", None),
         "tunnel created after restart routes"
     );
-    stop.store(true, Ordering::Relaxed);
-    let dropped = workers
-        .into_iter()
-        .map(|w| w.join().unwrap())
-        .filter(|ok| !ok)
-        .count();
-    assert_eq!(dropped, 0, "relays dropped");
+    assert_eq!(load.dropped(), 0, "relays dropped");
     let logs = plane.logs();
     assert!(
         logs.matches("snapshot applied").count() >= 4,

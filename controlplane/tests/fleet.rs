@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controlplane::pb;
@@ -13,14 +11,6 @@ use support::etcd::Cluster;
 use support::*;
 
 const TOKEN: &str = "fleet-admin-token-for-tests-0123456789";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// `n` nodes on the cluster's prefix `prefix`, each running `up`.
 fn nodes(etcd: &Cluster, prefix: &str, names: &[&str]) -> Vec<(Plane, Proc)> {
@@ -61,6 +51,50 @@ async fn current(plane: &Plane, rev: u64, within: Duration) -> pb::StatsSnapshot
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Creates `t` through `plane`, retrying while etcd recovers; then the
+/// revision of that node's tables and how long the write took to succeed.
+async fn create_retrying(plane: &Plane, t: pb::Tunnel, within: Duration) -> (u64, Duration) {
+    let mut c = plane.client().await;
+    let t0 = Instant::now();
+    loop {
+        let req = pb::CreateTunnelRequest {
+            tunnel: Some(t.clone()),
+        };
+        match c.tunnels.create_tunnel(req).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(t0.elapsed() < within, "writes resume: {e:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let took = t0.elapsed();
+    (revision(plane).await, took)
+}
+
+/// The revision of a node's tables (as its list answers carry it).
+async fn revision(plane: &Plane) -> u64 {
+    let mut c = plane.client().await;
+    c.tunnels
+        .list_tunnels(pb::ListTunnelsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .revision
+}
+
+/// Creates `t` through the first node and waits until every node has it on
+/// every core: the revision.
+fn create_everywhere(rt: &tokio::runtime::Runtime, fleet: &[(Plane, Proc)], t: pb::Tunnel) -> u64 {
+    let rev = rt
+        .block_on(create_retrying(&fleet[0].0, t, Duration::from_secs(10)))
+        .0;
+    for (node, _) in fleet {
+        rt.block_on(current(node, rev, Duration::from_secs(20)));
+    }
+    rev
 }
 
 /// A relay through `plane` to `host` that echoes, retried briefly.
@@ -245,20 +279,7 @@ fn etcd_down_nodes_serve_their_last_tables_and_a_restarted_node_its_cache() {
     let origin = tcp_echo();
     let mut fleet = nodes(&etcd, "down", &["a", "b"]);
     let rt = rt();
-    let rev = rt.block_on(async {
-        let mut ca = fleet[0].0.client().await;
-        ca.create_tunnel(httpupgrade("raw", "raw.test", origin))
-            .await;
-        ca.tunnels
-            .list_tunnels(pb::ListTunnelsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .revision
-    });
-    for (node, _) in &fleet {
-        rt.block_on(current(node, rev, Duration::from_secs(10)));
-    }
+    let rev = create_everywhere(&rt, &fleet, httpupgrade("raw", "raw.test", origin));
     let mut held = open_relay(fleet[1].0.edge, "raw.test", None).expect("relay opens");
 
     etcd.kill_all();
@@ -315,34 +336,11 @@ fn etcd_down_nodes_serve_their_last_tables_and_a_restarted_node_its_cache() {
 
     // etcd back: writes work again and both nodes converge on one revision.
     etcd.restart_all();
-    let rev = rt.block_on(async {
-        let mut ca = fleet[0].0.client().await;
-        let t0 = Instant::now();
-        loop {
-            match ca
-                .tunnels
-                .create_tunnel(pb::CreateTunnelRequest {
-                    tunnel: Some(httpupgrade("after", "after.test", origin)),
-                })
-                .await
-            {
-                Ok(_) => break,
-                Err(e) => {
-                    assert!(
-                        t0.elapsed() < Duration::from_secs(20),
-                        "writes resume: {e:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        ca.tunnels
-            .list_tunnels(pb::ListTunnelsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .revision
-    });
+    let (rev, _) = rt.block_on(create_retrying(
+        &fleet[0].0,
+        httpupgrade("after", "after.test", origin),
+        Duration::from_secs(20),
+    ));
     for (node, _) in &fleet {
         rt.block_on(current(node, rev, Duration::from_secs(20)));
     }
@@ -399,93 +397,25 @@ fn leader_killed_under_relay_load_drops_no_relay_and_writes_resume() {
     let origin = tcp_echo();
     let fleet = nodes(&etcd, "lead", &["a", "b"]);
     let rt = rt();
-    let rev = rt.block_on(async {
-        let mut ca = fleet[0].0.client().await;
-        ca.create_tunnel(httpupgrade("raw", "raw.test", origin))
-            .await;
-        ca.tunnels
-            .list_tunnels(pb::ListTunnelsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .revision
-    });
-    for (node, _) in &fleet {
-        rt.block_on(current(node, rev, Duration::from_secs(10)));
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let rounds = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for i in 0..16 {
-        let mut s = open_relay(fleet[i % 2].0.edge, "raw.test", None).expect("relay opens");
-        let (stop, rounds) = (stop.clone(), rounds.clone());
-        workers.push(std::thread::spawn(move || {
-            let msg = format!("relay {i}\n");
-            while !stop.load(Ordering::Relaxed) {
-                if !echo(&mut s, msg.as_bytes()) {
-                    return false;
-                }
-                rounds.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            echo(&mut s, b"last\n")
-        }));
-    }
+    create_everywhere(&rt, &fleet, httpupgrade("raw", "raw.test", origin));
+    let edges = [fleet[0].0.edge, fleet[1].0.edge];
+    let load = RelayLoad::start(&edges, "raw.test", 16);
     let leader = etcd.wait_leader(Duration::from_secs(5));
     etcd.kill(leader);
-    let t0 = Instant::now();
-    let rev = rt.block_on(async {
-        let mut cb = fleet[1].0.client().await;
-        loop {
-            match cb
-                .tunnels
-                .create_tunnel(pb::CreateTunnelRequest {
-                    tunnel: Some(httpupgrade("after", "after.test", origin)),
-                })
-                .await
-            {
-                Ok(t) => break t,
-                Err(e) => {
-                    assert!(
-                        t0.elapsed() < Duration::from_secs(20),
-                        "writes resume: {e:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-    });
-    println!(
-        "write accepted {:?} after the leader was killed",
-        t0.elapsed()
-    );
-    let _ = rev;
-    let rev = rt.block_on(async {
-        let mut cb = fleet[1].0.client().await;
-        cb.tunnels
-            .list_tunnels(pb::ListTunnelsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .revision
-    });
+    let (rev, took) = rt.block_on(create_retrying(
+        &fleet[1].0,
+        httpupgrade("after", "after.test", origin),
+        Duration::from_secs(20),
+    ));
+    println!("write accepted {took:?} after the leader was killed");
     for (node, _) in &fleet {
         rt.block_on(current(node, rev, Duration::from_secs(20)));
         assert!(relays(node, "after.test", None));
     }
-    let before = rounds.load(Ordering::Relaxed);
+    let before = load.rounds();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        rounds.load(Ordering::Relaxed) > before,
-        "relays keep moving"
-    );
-    stop.store(true, Ordering::Relaxed);
-    let dropped = workers
-        .into_iter()
-        .map(|w| w.join().unwrap())
-        .filter(|ok| !ok)
-        .count();
-    assert_eq!(dropped, 0, "relays dropped");
+    assert!(load.rounds() > before, "relays keep moving");
+    assert_eq!(load.dropped(), 0, "relays dropped");
 }
 
 #[test]
@@ -504,17 +434,8 @@ fn a_node_behind_a_compaction_reads_the_tables_again() {
             ca.create_tunnel(httpupgrade(&format!("t{i}"), &format!("t{i}.test"), origin))
                 .await;
         }
-        let rev = ca
-            .tunnels
-            .list_tunnels(pb::ListTunnelsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .revision;
-        let mut c =
-            etcd_client::Client::connect(etcd.endpoints().split(',').collect::<Vec<_>>(), None)
-                .await
-                .unwrap();
+        let rev = revision(&fleet[0].0).await;
+        let mut c = etcd.connect(vec![], None).await.unwrap();
         c.compact(
             rev as i64,
             Some(etcd_client::CompactionOptions::new().with_physical()),
@@ -642,23 +563,13 @@ fn a_restarted_node_resumes_its_watch_from_its_cache() {
     let origin = tcp_echo();
     let mut fleet = nodes(&etcd, "resume", &["a", "b"]);
     let rt = rt();
-    rt.block_on(async {
-        let mut ca = fleet[0].0.client().await;
-        ca.create_tunnel(httpupgrade("one", "one.test", origin))
-            .await;
-    });
+    create_everywhere(&rt, &fleet, httpupgrade("one", "one.test", origin));
     fleet[1].1.stop();
-    let rev = rt.block_on(async {
-        let mut ca = fleet[0].0.client().await;
-        ca.create_tunnel(httpupgrade("two", "two.test", origin))
-            .await;
-        ca.tunnels
-            .list_tunnels(pb::ListTunnelsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .revision
-    });
+    let (rev, _) = rt.block_on(create_retrying(
+        &fleet[0].0,
+        httpupgrade("two", "two.test", origin),
+        Duration::from_secs(10),
+    ));
     fleet[1].1 = fleet[1].0.up();
     let s = rt.block_on(current(&fleet[1].0, rev, Duration::from_secs(20)));
     assert!(s.cores.iter().all(|c| c.tunnels == 2), "{s:?}");

@@ -219,25 +219,7 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tunnel(name: &str, hosts: &[&str], version: u64) -> TunnelEntry {
-        TunnelEntry {
-            id: format!("tun_{name}"),
-            name: name.into(),
-            hostnames: hosts.iter().map(|h| h.to_string()).collect(),
-            mode: "http".into(),
-            upstream: "127.0.0.1:9".into(),
-            http_version: "http/1.1".into(),
-            token_auth: false,
-            trusted_cidrs: vec![],
-            labels: Default::default(),
-            path: "/".into(),
-            stealth: false,
-            created_at: 1,
-            version,
-            upstream_tls: None,
-        }
-    }
+    use crate::model::sample_tunnel as tunnel;
 
     #[test]
     fn classify_and_decode() {

@@ -5,22 +5,7 @@ use super::*;
 use crate::model::TokenEntry;
 
 fn tunnel(name: &str, version: u64) -> TunnelEntry {
-    TunnelEntry {
-        id: format!("tun_{name}"),
-        name: name.into(),
-        hostnames: vec![format!("{name}.test")],
-        mode: "http".into(),
-        upstream: "127.0.0.1:9".into(),
-        http_version: "http/1.1".into(),
-        token_auth: false,
-        trusted_cidrs: vec![],
-        labels: Default::default(),
-        path: "/".into(),
-        stealth: false,
-        created_at: 1,
-        version,
-        upstream_tls: None,
-    }
+    crate::model::sample_tunnel(name, &[&format!("{name}.test")], version)
 }
 
 fn drain(feed: &mut mpsc::UnboundedReceiver<Arc<Vec<u8>>>) -> Vec<Record> {

@@ -14,6 +14,15 @@ use tonic::transport::Channel;
 
 pub mod etcd;
 
+/// A tokio runtime for a test's client calls (2 workers).
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -460,4 +469,59 @@ pub fn sample(metrics: &str, metric: &str, labels: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix(&key))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Relays echoing continuously, each from its own thread, through the
+/// given edges in turn: traffic that a fault must not interrupt.
+pub struct RelayLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    workers: Vec<std::thread::JoinHandle<bool>>,
+}
+
+impl RelayLoad {
+    /// Opens `n` relays to `host` (each must answer 101) and starts them.
+    pub fn start(edges: &[SocketAddr], host: &str, n: usize) -> RelayLoad {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let workers = (0..n)
+            .map(|i| {
+                let mut s = open_relay(edges[i % edges.len()], host, None).expect("relay opens");
+                let (stop, rounds) = (stop.clone(), rounds.clone());
+                std::thread::spawn(move || {
+                    let msg = format!("relay {i} says hello\n");
+                    while !stop.load(Ordering::Relaxed) {
+                        if !echo(&mut s, msg.as_bytes()) {
+                            return false;
+                        }
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    echo(&mut s, b"last\n")
+                })
+            })
+            .collect();
+        RelayLoad {
+            stop,
+            rounds,
+            workers,
+        }
+    }
+
+    /// Echo round trips so far, all relays together.
+    pub fn rounds(&self) -> usize {
+        self.rounds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the relays: how many of them failed at some point.
+    pub fn dropped(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(false))
+            .filter(|ok| !ok)
+            .count()
+    }
 }
