@@ -1,6 +1,6 @@
-//! Switchyard control plane: gRPC API (tonic), embedded store (redb), and the
-//! producer side of the shared-memory rings that feed every data-plane core
-//! (DESIGN §4).
+//! Switchyard control plane: gRPC API (tonic), embedded store (redb) or a
+//! fleet's etcd (`fleet`), and the producer side of the shared-memory rings
+//! that feed every data-plane core (DESIGN §4).
 //!
 //! ```text
 //!  gRPC client ──► api ──► hub (writer: validate → store commit → state) ──► pusher[core] ──► ring ──► dataplane core
@@ -8,7 +8,8 @@
 //!                    └──────────── stats blocks (shm) ◄───────────────────────────┴─ need_snapshot ◄─┘
 //! ```
 //!
-//! `server` wires it together; `supervisor` is `controlplane up` (also runs
+//! `server` wires it together; `fleet` keeps a node on etcd (writes as
+//! transactions, a watch that feeds the hub, node registration); `supervisor` is `controlplane up` (also runs
 //! and restarts the data plane); `cli` is the client side of the binary.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

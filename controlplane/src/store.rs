@@ -1,4 +1,5 @@
-//! The embedded store: one redb file.
+//! The embedded store: one redb file (a fleet node's local cache of etcd's
+//! tables has the same format, `crate::fleet`).
 //!
 //! Tables: `tunnels` (name → JSON [`TunnelEntry`]), `tokens` (id → JSON
 //! [`TokenEntry`], digest only), `meta` ("version" → store version). A batch

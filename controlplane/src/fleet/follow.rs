@@ -7,7 +7,7 @@
 //!    ▲  (retry, backoff ≤ 2 s)                                          │ events → hub.apply_revisions
 //!    │                                                                  │ every 1 s: progress request
 //!    ├──────────── compacted (the revision is gone) ◄───────────────────┤
-//!    └──────────── stream lost (member down, no leader) ─► watch again from followed+1
+//!    └──────────── stream lost (member down, no leader) ─► watch again from applied+1
 //! ```
 //!
 //! While etcd is unreachable the cores keep their tables and this node
@@ -214,7 +214,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Watches the prefix from the revision after the followed one.
+/// Watches the prefix from the revision after the node's tables.
 async fn watch(
     hub: &Hub,
     fleet: &Fleet,
