@@ -9,8 +9,9 @@
 //! ```
 //!
 //! `server` wires it together; `fleet` keeps a node on etcd (writes as
-//! transactions, a watch that feeds the hub, node registration); `supervisor` is `controlplane up` (also runs
-//! and restarts the data plane); `cli` is the client side of the binary.
+//! transactions, a watch that feeds the hub, node registration);
+//! `supervisor` is `controlplane up` (also runs and restarts the data
+//! plane); `cli` is the client side of the binary.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
