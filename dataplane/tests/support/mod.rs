@@ -137,9 +137,12 @@ impl Edge {
             log,
             _dir: dir,
         };
+        // Quoted, as the config writes them: `127.0.0.1:4000` must not be
+        // found inside an upstream's `127.0.0.1:40001`.
+        let in_config = |a: &SocketAddr| text.contains(&format!("\"{a}\""));
         let wanted: Vec<SocketAddr> = [addr, tls_addr, pp_addr, xff_addr, admin]
             .into_iter()
-            .filter(|a| text.contains(&a.to_string()))
+            .filter(|a| in_config(a))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -152,7 +155,7 @@ impl Edge {
             let serving = log.matches("core serving").count();
             // The admin port answers only once the edge bound it: another
             // process on a port picked free must not pass for it.
-            let admin_up = !text.contains(&admin.to_string()) || log.contains("admin endpoint:");
+            let admin_up = !in_config(&admin) || log.contains("admin endpoint:");
             if serving > 0
                 && admin_up
                 && wanted
