@@ -224,11 +224,26 @@ fn etcd_config(rest: &str, control: &toml::Table, grpc: &str) -> Result<EtcdConf
     if identity.is_some() && ca.is_none() {
         return Err(bad("control.etcd", "`cert` needs `ca` (TLS toward etcd)"));
     }
+    let advertise =
+        string(control, "advertise", "control.advertise")?.unwrap_or_else(|| grpc.to_owned());
+    // Other nodes dial it (`stats --fleet`): a wildcard address reaches
+    // nobody.
+    if advertise
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_unspecified())
+    {
+        return Err(bad(
+            "control.advertise",
+            format!(
+                "`{advertise}` is not an address other nodes can reach \
+                 (control.grpc listens on a wildcard: set control.advertise to this node's host:port)"
+            ),
+        ));
+    }
     Ok(EtcdConfig {
         endpoints,
         prefix: format!("/{}", prefix.trim_start_matches('/')),
-        advertise: string(control, "advertise", "control.advertise")?
-            .unwrap_or_else(|| grpc.to_owned()),
+        advertise,
         cache: string(control, "cache", "control.cache")?
             .unwrap_or_else(|| format!("var/{node}-cache.db"))
             .into(),
@@ -327,6 +342,10 @@ mod tests {
             (
                 "store = \"etcd://h:1/p\"\n[control.etcd]\nuser = \"u\"",
                 "control.etcd",
+            ),
+            (
+                "store = \"etcd://h:1/p\"\ngrpc = \"0.0.0.0:50051\"",
+                "control.advertise",
             ),
         ] {
             let e = ControlConfig::parse(&format!("[control]\n{text}\n"))
