@@ -94,6 +94,23 @@ impl Cluster {
             ok,
             "etcd is not installed: apt-get install etcd-server (scripts/test.sh does)"
         );
+        // A port picked free can be taken by another test before etcd binds
+        // it: such a member exits, and the cluster starts again on new ports.
+        for _ in 0..3 {
+            let mut c = Cluster::spawn_all(n, tls);
+            if c.ready_or_exited(Duration::from_secs(30)) {
+                return c;
+            }
+            eprintln!(
+                "an etcd member exited at start; starting the cluster again:\n{}",
+                c.logs()
+            );
+            c.kill_all();
+        }
+        panic!("etcd did not start in 3 attempts");
+    }
+
+    fn spawn_all(n: usize, tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -118,8 +135,32 @@ impl Cluster {
         for i in 0..n {
             c.spawn(i);
         }
-        c.wait_ready(Duration::from_secs(30));
         c
+    }
+
+    /// Waits until every member answers and one leads (`true`), or one of
+    /// them exits (`false`).
+    fn ready_or_exited(&mut self, within: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            let exited = self.members.iter_mut().any(|m| {
+                m.child
+                    .as_mut()
+                    .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+            });
+            if exited {
+                return false;
+            }
+            if self.answering() == self.members.len() && self.leader().is_some() {
+                return true;
+            }
+            assert!(
+                t0.elapsed() < within,
+                "etcd members not answering:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn spawn(&mut self, i: usize) {
@@ -158,12 +199,13 @@ impl Cluster {
                 "new",
                 "--initial-cluster-token",
                 "switchyard-test",
-                // Loopback: short heartbeats make a leader election take
-                // well under a second.
+                // etcd's defaults: elections take about a second, and a
+                // loaded 2-core machine does not miss heartbeats into
+                // repeated elections.
                 "--heartbeat-interval",
-                "50",
+                "100",
                 "--election-timeout",
-                "500",
+                "1000",
             ])
             .args(&tls_args)
             .stdout(std::fs::File::create(log.with_extension("out")).unwrap())
