@@ -38,7 +38,7 @@ const TOKEN: &str = "fleet-bench-admin-token-0123456789abcdef";
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{arg, free_port, pct, rss_kib, spawn_up, upgrade_ok, Bearer};
+use common::{arg, bench_dirs, free_port, pct, rss_kib, spawn_up, upgrade_ok, Bearer};
 
 /// One node: `controlplane up` on its own config, region and ports.
 struct Node {
@@ -172,15 +172,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let changes = arg("--changes", 1000);
     let n_tunnels = arg("--tunnels", 100_000);
     let n_tokens = arg("--tokens", 1_000_000);
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(|p| p.parent())
-        .map(PathBuf::from)
-        .ok_or("no target dir")?;
-    let dir = tempfile::tempdir()?;
-    if std::env::var_os("BENCH_KEEP").is_some() {
-        eprintln!("bench dir: {}", dir.path().display());
-    }
+    let (bin, dir) = bench_dirs()?;
     let origin = format!("127.0.0.1:{}", free_port());
     dataplane::demo::spawn_tcp_echo(&origin)?;
     let cluster = tokio::task::spawn_blocking(|| etcd::Cluster::start(3)).await?;

@@ -20,7 +20,6 @@
 //!    after `kill -9` of the data plane (the supervisor restarts it).
 
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use shmring::layout::{self, stat};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{arg, free_port, pct, rss_kib, spawn_up, upgrade_ok, Bearer};
+use common::{arg, bench_dirs, free_port, pct, rss_kib, spawn_up, upgrade_ok, Bearer};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,16 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A small ring (e.g. 65536) turns the bulk load into a ring-overflow
     // run: deltas are dropped, cores resync by snapshot, and must converge.
     let ring_bytes = arg("--ring-bytes", 16 << 20);
-    let bin = std::env::current_exe()?
-        .parent()
-        .and_then(|p| p.parent())
-        .map(PathBuf::from)
-        .ok_or("no target dir")?;
-    let dir = tempfile::tempdir()?;
-    // BENCH_KEEP=1 keeps the directory (up.log) for a look afterwards.
-    if std::env::var_os("BENCH_KEEP").is_some() {
-        eprintln!("bench dir: {}", dir.path().display());
-    }
+    let (bin, dir) = bench_dirs()?;
     let grpc = format!("127.0.0.1:{}", free_port());
     let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let origin = format!("127.0.0.1:{}", free_port());

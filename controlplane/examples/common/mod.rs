@@ -8,6 +8,21 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The directory of the release binaries (this example's parent's parent)
+/// and a temporary directory for the run (`BENCH_KEEP=1` prints it).
+pub fn bench_dirs() -> Result<(std::path::PathBuf, tempfile::TempDir), Box<dyn std::error::Error>> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .and_then(|p| p.parent())
+        .map(std::path::PathBuf::from)
+        .ok_or("no target dir")?;
+    let dir = tempfile::tempdir()?;
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        eprintln!("bench dir: {}", dir.path().display());
+    }
+    Ok((bin, dir))
+}
+
 /// `controlplane --config CFG up` with the `dataplane` next to it (both in
 /// `bin`), its log in `log` (`RUST_LOG`, default warn).
 pub fn spawn_up(bin: &Path, cfg: &Path, log: &Path) -> std::io::Result<Child> {

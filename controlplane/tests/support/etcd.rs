@@ -259,7 +259,11 @@ impl Cluster {
         for i in 0..self.members.len() {
             self.restart(i);
         }
-        self.wait_ready(Duration::from_secs(30));
+        assert!(
+            self.ready_or_exited(Duration::from_secs(30)),
+            "an etcd member exited on restart:\n{}",
+            self.logs()
+        );
     }
 
     /// The index of the current leader, once the running members agree on
@@ -277,20 +281,6 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// Waits until every running member answers and one leads.
-    pub fn wait_ready(&self, within: Duration) {
-        let t0 = Instant::now();
-        while self.answering() < self.members.iter().filter(|m| m.child.is_some()).count() {
-            assert!(
-                t0.elapsed() < within,
-                "etcd members not answering:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.wait_leader(within);
     }
 
     fn answering(&self) -> usize {
