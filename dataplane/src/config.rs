@@ -109,6 +109,10 @@ pub struct EdgeSettings {
     /// Largest UDP payload QUIC probes for (DPLPMTUD) and accepts: 1452
     /// fits Ethernet; jumbo-frame networks and loopback carry more.
     pub quic_max_udp_payload: u16,
+    /// The kernel sends each QUIC datagram to the core that owns its
+    /// connection (a reuseport BPF program on the connection id); off, it
+    /// hashes the 4-tuple and cores hand misrouted datagrams over.
+    pub quic_steering: bool,
     /// One line per finished relay: off, text or JSON.
     pub access_log: AccessLogFormat,
     /// Where access-log lines go (appended); `None`: stdout.

@@ -119,11 +119,17 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
         reason: format!("cannot start the resolver thread: {e}"),
     })?;
     let quic_keys = crate::quic::Keys::random();
-    // Per QUIC listener, the cross-core channels of the datagram handover
-    // (one part per core; none with a single core).
-    let mut meshes: Vec<Vec<Option<crate::quic::handover::Mesh>>> =
-        (0..n).map(|_| Vec::new()).collect();
-    for l in &config.listeners {
+    // Per QUIC listener and core: its UDP socket (bound here, in core order,
+    // so that the kernel's steering program names a core by its socket's
+    // place in the group) and its part of the cross-core channels of the
+    // datagram handover (none with a single core).
+    let mut meshes: Vec<Vec<QuicPart>> = (0..n).map(|_| Vec::new()).collect();
+    for (l, id) in config.listeners.iter().zip(&identities) {
+        let sockets = match (l.quic, id) {
+            (true, Some(_)) => quic_sockets(l.addr, n, &config, &quic_keys)?,
+            _ => Vec::new(),
+        };
+        let mut sockets = sockets.into_iter();
         let mut parts = if l.quic && n > 1 {
             crate::quic::handover::mesh(n)
                 .into_iter()
@@ -133,7 +139,7 @@ pub fn start(config: Config) -> Result<(Handle, Vec<std::thread::JoinHandle<()>>
             (0..n).map(|_| None).collect::<Vec<_>>()
         };
         for (core, part) in parts.drain(..).enumerate() {
-            meshes[core].push(part);
+            meshes[core].push((sockets.next(), part));
         }
     }
     let mut meshes = meshes.into_iter();
@@ -226,7 +232,7 @@ async fn run_core(
     (resolver, max_connections, (quic_keys, mesh)): (
         crate::resolve::ResolverThread,
         usize,
-        (crate::quic::Keys, Vec<Option<crate::quic::handover::Mesh>>),
+        (crate::quic::Keys, Vec<QuicPart>),
     ),
 ) {
     let mut mesh = mesh;
@@ -275,9 +281,9 @@ async fn run_core(
                 cfg: l.clone(),
                 tls,
             });
-            if let (true, Some(id)) = (l.quic, id) {
+            if let ((Some(socket), mesh), Some(id)) = (mesh, id) {
                 endpoints.push((
-                    quic_endpoint(core, &config, id, &quic_keys, l.addr)?,
+                    quic_endpoint(core, &config, id, &quic_keys, socket)?,
                     lis.clone(),
                     mesh,
                 ));
@@ -381,13 +387,43 @@ async fn run_core(
     tracing::info!(core, drained, left, "core stopped");
 }
 
-/// The QUIC endpoint of one core on a listener's port (UDP).
+/// One core's share of a QUIC listener: its UDP socket and its part of the
+/// handover channels.
+type QuicPart = (Option<socket2::Socket>, Option<crate::quic::handover::Mesh>);
+
+/// The UDP sockets of a QUIC listener, one per core in core order, steered
+/// by connection id in the kernel when `edge.quic_steering` is on (a kernel
+/// that refuses the program leaves the hash and the handover: warned).
+fn quic_sockets(
+    addr: std::net::SocketAddr,
+    cores: usize,
+    config: &Config,
+    keys: &crate::quic::Keys,
+) -> Result<Vec<socket2::Socket>, StartError> {
+    let group = crate::udp::bind_group(addr, cores).map_err(|e| StartError::Core {
+        core: 0,
+        reason: format!("QUIC cannot bind {addr} (UDP): {e}"),
+    })?;
+    if config.edge.quic_steering && cores > 1 {
+        match crate::udp::steer_group(&group, keys.cid_key().steer()) {
+            Ok(()) => {
+                tracing::info!(%addr, cores, "QUIC datagrams steered to their connection's core in the kernel")
+            }
+            Err(e) => {
+                tracing::warn!(%addr, "QUIC steering program refused by the kernel ({e}): datagrams of a client that changes address are handed over between cores instead")
+            }
+        }
+    }
+    Ok(group)
+}
+
+/// The QUIC endpoint of one core on its socket of a listener's group.
 fn quic_endpoint(
     core: usize,
     config: &Config,
     id: &Identity,
     keys: &crate::quic::Keys,
-    addr: std::net::SocketAddr,
+    socket: socket2::Socket,
 ) -> Result<crate::quic::Endpoint, String> {
     use crate::downstream::h3::{MAX_STREAMS, STREAM_WINDOW};
     let tls = id.quic_server_config().map_err(|e| e.to_string())?;
@@ -399,14 +435,14 @@ fn quic_endpoint(
         handshakes_before_retry: config.edge.quic_handshakes_before_retry,
         gso: std::env::var_os("SWITCHYARD_QUIC_NO_GSO").is_none(),
     };
-    crate::quic::Endpoint::bind(
-        addr,
+    crate::quic::Endpoint::on_socket(
+        socket,
         keys.endpoint_config(core, config.edge.quic_max_udp_payload),
         Some(server),
         limits,
         crate::h3::error::Code::REQUEST_CANCELLED.0,
     )
-    .map_err(|e| format!("QUIC cannot bind {addr} (UDP): {e}"))
+    .map_err(|e| format!("QUIC endpoint of core {core}: {e}"))
 }
 
 /// Runs the edge until SIGINT/SIGTERM, then drains and returns.

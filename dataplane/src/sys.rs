@@ -1,6 +1,7 @@
 //! The only place with `unsafe`: thin wrappers over Linux system calls that no
 //! safe crate exposes in the shape the relay needs (splice(2) between two
-//! sockets through a pipe, `F_SETPIPE_SZ`, socket options, the open-files
+//! sockets through a pipe, `F_SETPIPE_SZ`, socket options (a reuseport
+//! group's BPF program among them), the open-files
 //! limit, the CPU affinity mask).
 //!
 //! Each block states why it is sound. Callers get `io::Result` and owned fds.
@@ -135,6 +136,34 @@ pub fn set_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
     let r = sock.set_send_buffer_size(bytes);
     std::mem::forget(sock);
     r
+}
+
+/// Attaches a classic BPF program to the SO_REUSEPORT group of `sock`
+/// (SO_ATTACH_REUSEPORT_CBPF): the kernel runs it on each datagram for the
+/// group and delivers it to the socket whose index it returns (or hashes,
+/// past the last socket).
+pub fn attach_reuseport_cbpf(sock: &socket2::Socket, prog: &[crate::quic::steer::Insn]) -> io::Result<()> {
+    let mut filters: Vec<libc::sock_filter> = prog
+        .iter()
+        .map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k })
+        .collect();
+    let len = u16::try_from(filters.len()).map_err(|_| io::Error::other("BPF program too long"))?;
+    let fprog = libc::sock_fprog { len, filter: filters.as_mut_ptr() };
+    // SAFETY: setsockopt reads `fprog` and the `len` instructions it points
+    // to; both live until the call returns, and the kernel copies them.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// `shutdown(fd, SHUT_WR)`: sends FIN, keeps reading possible (half-close).

@@ -21,6 +21,8 @@ use glommio::net::Readiness;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::quic::steer::SteerKey;
+
 /// Socket buffer asked for each way (capped by the kernel's maximum).
 const UDP_BUFFER: usize = 4 << 20;
 
@@ -33,27 +35,67 @@ pub struct UdpEndpoint {
     state: UdpSocketState,
 }
 
-impl UdpEndpoint {
-    /// Binds `addr` with SO_REUSEPORT (every core binds the same port), non
-    /// blocking, with GRO and destination-address reporting enabled.
-    pub fn bind(addr: SocketAddr) -> io::Result<UdpEndpoint> {
-        let domain = if addr.is_ipv6() {
-            Domain::IPV6
-        } else {
-            Domain::IPV4
+/// Binds `addr` with SO_REUSEPORT (every core binds the same port), non
+/// blocking, with large socket buffers. Plain socket calls: any thread may
+/// bind; [`UdpEndpoint::from_socket`] then runs it on a core.
+pub fn bind_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    // Room for bursts: a core that is busy for a moment must not drop
+    // datagrams (each drop is a loss that halves the sender's window).
+    // The kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// The sockets of one QUIC listener, one per core, bound in core order:
+/// socket `i` of the reuseport group is core `i`'s, which is what
+/// [`steer_group`]'s program returns.
+pub fn bind_group(addr: SocketAddr, cores: usize) -> io::Result<Vec<Socket>> {
+    let mut group: Vec<Socket> = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        // A port 0 listener: every core on the port the first one got.
+        let at = match group.first() {
+            Some(first) => first.local_addr()?.as_socket().unwrap_or(addr),
+            None => addr,
         };
-        let socket = Socket::new(domain, Type::DGRAM.cloexec(), Some(Protocol::UDP))?;
-        socket.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.set_nonblocking(true)?;
-        // Room for bursts: a core that is busy for a moment must not drop
-        // datagrams (each drop is a loss that halves the sender's window).
-        // The kernel caps these at net.core.{r,w}mem_max.
-        let _ = socket.set_recv_buffer_size(UDP_BUFFER);
-        let _ = socket.set_send_buffer_size(UDP_BUFFER);
-        socket.bind(&addr.into())?;
+        group.push(bind_socket(at)?);
+    }
+    Ok(group)
+}
+
+/// Attaches the steering program ([`crate::quic::steer`]) to a group of
+/// [`bind_group`]: each datagram goes to the socket of the core its
+/// connection id names.
+pub fn steer_group(group: &[Socket], key: &SteerKey) -> io::Result<()> {
+    match group.first() {
+        Some(first) => crate::sys::attach_reuseport_cbpf(first, &key.program(group.len())),
+        None => Ok(()),
+    }
+}
+
+impl UdpEndpoint {
+    #[cfg(test)]
+    /// Binds `addr` ([`bind_socket`]) and enables GRO and
+    /// destination-address reporting.
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpEndpoint> {
+        UdpEndpoint::from_socket(bind_socket(addr)?)
+    }
+
+    /// Runs a socket of [`bind_socket`] on this thread's reactor, with GRO
+    /// and destination-address reporting enabled.
+    pub fn from_socket(socket: Socket) -> io::Result<UdpEndpoint> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let readable = Readiness::read(&socket);
         Ok(UdpEndpoint {
@@ -243,5 +285,57 @@ mod tests {
         let a = UdpEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let b = UdpEndpoint::bind(a.local_addr().unwrap()).unwrap();
         assert_eq!(a.local_addr().unwrap(), b.local_addr().unwrap());
+    }
+
+    /// The kernel runs the steering program: a datagram reaches the socket
+    /// of the core its connection id names, from any source port; what
+    /// names no core is spread by the kernel's hash.
+    #[test]
+    fn the_kernel_steers_datagrams_to_the_core_in_their_connection_id() {
+        use crate::quic::cid::{CidKey, CoreCids};
+        use quinn_proto::ConnectionIdGenerator;
+        let key = CidKey::random();
+        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        steer_group(&group, key.steer()).unwrap();
+        let group: Vec<std::net::UdpSocket> = group.into_iter().map(Into::into).collect();
+        let to = group[0].local_addr().unwrap();
+        for s in &group {
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        }
+        let mut random_ids = [0usize; 3];
+        for round in 0..30u8 {
+            // A new source port each round, as after a NAT rebinding.
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for core in 0..3u8 {
+                let id = CoreCids::new(key.clone(), core).generate_cid();
+                let mut short = vec![0x40 | round % 4];
+                short.extend_from_slice(&id);
+                short.extend_from_slice(&[round; 100]);
+                client.send_to(&short, to).unwrap();
+                let mut buf = [0u8; 2048];
+                let n = group[usize::from(core)].recv(&mut buf).unwrap();
+                assert_eq!(&buf[1..9], &id[..], "round {round}: core {core}'s socket got its datagram");
+                assert_eq!(n, short.len());
+            }
+            // A client's first Initial: its random id names no core here
+            // (or one, stably); either way it arrives once somewhere.
+            let mut initial = vec![0xc0, 0, 0, 0, 1, 16];
+            initial.extend_from_slice(&[round; 16]);
+            initial.resize(1200, 0);
+            client.send_to(&initial, to).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let got: Vec<usize> = (0..3)
+                .filter(|&i| {
+                    group[i].set_nonblocking(true).unwrap();
+                    let got = group[i].recv(&mut [0u8; 2048]).is_ok();
+                    group[i].set_nonblocking(false).unwrap();
+                    got
+                })
+                .collect();
+            assert_eq!(got.len(), 1, "round {round}: the Initial arrived once");
+            random_ids[got[0]] += 1;
+        }
+        assert_eq!(random_ids.iter().sum::<usize>(), 30, "{random_ids:?}");
     }
 }

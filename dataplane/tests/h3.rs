@@ -339,19 +339,16 @@ async fn alt_svc_advertises_h3_on_h1_and_h2_answers() {
     }
 }
 
-/// With two cores, a client that rebinds its UDP port mid-transfer (aioquic,
-/// same connection id) keeps its connection and its bytes: the kernel sends
-/// the new 4-tuple's datagrams to either core, and the one that does not
-/// own the connection hands them to the owner. Bounded retries until the
-/// new port hashed to the other core at least once (1/2 per attempt).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h3_client_rebinding_its_port_keeps_its_connection_across_cores() {
+/// An edge of two cores with one QUIC listener and a WebSocket echo
+/// tunnel, its datagram steering in the kernel on or off.
+async fn two_core_quic_edge(steering: bool) -> Edge {
     let (ws, _) = ws_echo_origin().await;
-    let edge = Edge::start(&format!(
+    Edge::start(&format!(
         r#"
 [edge]
 cores = 2
 admin = "@ADMIN@"
+quic_steering = {steering}
 [[listener]]
 addr = "@TLS_LISTEN@"
 tls = {{ cert = "@CERT@", key = "@KEY@" }}
@@ -361,7 +358,82 @@ name = "ws"
 hostnames = ["echo.test"]
 upstream = "{ws}"
 "#
-    ));
+    ))
+}
+
+/// One RFC 9220 WebSocket echo of 4 MiB by aioquic, which rebinds its UDP
+/// port after 1 MiB (same connection id, new 4-tuple).
+fn echo_with_a_rebinding_client(edge: &Edge) {
+    let r = h3(
+        edge,
+        "localhost",
+        &[
+            "--rebind-after",
+            "1048576",
+            "ws",
+            "--authority",
+            "echo.test",
+            "--path",
+            "/chat",
+            "--bytes",
+            "4194304",
+        ],
+    );
+    assert_ok("ws with a rebinding client", &r, edge);
+    assert!(r.1.contains("\"new_port\""), "the client rebound: {}", r.1);
+}
+
+/// (connections, client address changes, handed over, taken over) per core.
+fn quic_owners(edge: &Edge) -> Vec<(u64, u64, u64, u64)> {
+    edge.stats()
+        .iter()
+        .map(|c| {
+            (
+                c["quic_connections_total"],
+                c["quic_client_address_changes"],
+                c["quic_datagrams_handed_over"],
+                c["quic_datagrams_taken_over"],
+            )
+        })
+        .collect()
+}
+
+/// With two cores, a client that rebinds its UDP port mid-transfer keeps
+/// its connection and its bytes: the kernel's steering program reads the
+/// core from the connection id, so every datagram from the new port reaches
+/// the owner at once. Six rebinds: with the kernel's 4-tuple hash instead,
+/// each would land on the other core with probability 1/2 (all six on the
+/// owner: 1/64); here none is handed over, and the owners count every
+/// address change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_client_rebinding_its_port_is_steered_to_its_core_by_the_kernel() {
+    let edge = two_core_quic_edge(true).await;
+    const REBINDS: u64 = 6;
+    for _ in 0..REBINDS {
+        echo_with_a_rebinding_client(&edge);
+    }
+    let per_core = quic_owners(&edge);
+    println!("per core (connections, address changes, handed over, taken over): {per_core:?}");
+    assert!(
+        edge.total("quic_client_address_changes") >= REBINDS,
+        "{per_core:?}"
+    );
+    assert_eq!(edge.total("quic_datagrams_handed_over"), 0, "{per_core:?}");
+    assert!(
+        edge.log()
+            .contains("steered to their connection's core in the kernel"),
+        "{}",
+        edge.log()
+    );
+}
+
+/// The same with kernel steering off (`edge.quic_steering = false`): the
+/// new 4-tuple's datagrams reach either core, and the one that does not own
+/// the connection hands them to the owner. Bounded retries until the new
+/// port hashed to the other core at least once (1/2 per attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h3_client_rebinding_its_port_keeps_its_connection_across_cores() {
+    let edge = two_core_quic_edge(false).await;
     let mut attempts = 0;
     while edge.total("quic_datagrams_handed_over") == 0 {
         attempts += 1;
@@ -370,37 +442,11 @@ upstream = "{ws}"
             "no rebinding reached the other core in 12 attempts:\n{:?}",
             edge.stats()
         );
-        let r = h3(
-            &edge,
-            "localhost",
-            &[
-                "--rebind-after",
-                "1048576",
-                "ws",
-                "--authority",
-                "echo.test",
-                "--path",
-                "/chat",
-                "--bytes",
-                "4194304",
-            ],
-        );
-        assert_ok("ws with a rebinding client", &r, &edge);
-        assert!(r.1.contains("\"new_port\""), "the client rebound: {}", r.1);
+        echo_with_a_rebinding_client(&edge);
     }
-    let stats = edge.stats();
-    let per_core: Vec<(u64, u64, u64)> = stats
-        .iter()
-        .map(|c| {
-            (
-                c["quic_connections_total"],
-                c["quic_datagrams_handed_over"],
-                c["quic_datagrams_taken_over"],
-            )
-        })
-        .collect();
+    let per_core = quic_owners(&edge);
     println!(
-        "per core (connections, handed over, taken over) after {attempts} attempts: {per_core:?}"
+        "per core (connections, address changes, handed over, taken over) after {attempts} attempts: {per_core:?}"
     );
     // The owner took them (the last few may still be in a queue).
     assert!(edge.total("quic_datagrams_taken_over") > 0, "{per_core:?}");

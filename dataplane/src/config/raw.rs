@@ -58,6 +58,8 @@ struct RawEdge {
     quic_handshakes_before_retry: usize,
     #[serde(default = "default_quic_udp")]
     quic_max_udp_payload: u16,
+    #[serde(default = "default_true")]
+    quic_steering: bool,
     #[serde(default)]
     access_log: Option<String>,
     #[serde(default)]
@@ -265,6 +267,7 @@ impl RawConfig {
             max_connections: (e.max_connections > 0).then_some(e.max_connections),
             quic_handshakes_before_retry: e.quic_handshakes_before_retry,
             quic_max_udp_payload: e.quic_max_udp_payload,
+            quic_steering: e.quic_steering,
             access_log: match e.access_log.as_deref() {
                 None | Some("off") => crate::config::AccessLogFormat::Off,
                 Some("text") => crate::config::AccessLogFormat::Text,

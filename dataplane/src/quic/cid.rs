@@ -7,11 +7,13 @@
 //! its core, and [`CoreCids::validate`] accepts only this core's ids.
 //!
 //! Layout (8 bytes, QUIC-LB style but simpler): a 5-byte random nonce, the
-//! core index masked with a keyed PRF of the nonce, and a 2-byte tag from
-//! the same PRF. Without the key an observer sees random bytes (ids of one
-//! connection are not linkable, RFC 9000 §9.5); with it, any core reads the
-//! owner of an id ([`owner`]) to hand a misrouted datagram over. A random id
-//! passes the tag with probability 2^-16.
+//! core index masked with a keyed mix of the nonce ([`super::steer`]: one
+//! that the kernel's steering program can compute), and a 2-byte tag, an
+//! HMAC of the nonce. Without the keys an observer sees random bytes (ids of
+//! one connection are not linkable by their bytes, RFC 9000 §9.5); with
+//! them, the kernel steers a datagram to its owner's socket, and any core
+//! reads the owner of an id ([`owner`]) to hand over what still lands wrong.
+//! A random id passes the tag with probability 2^-16.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,27 +21,40 @@ use std::time::Duration;
 use quinn_proto::{ConnectionId, ConnectionIdGenerator, InvalidCid};
 use ring::hmac;
 
+use super::steer::SteerKey;
+
 /// Length of the ids this edge issues.
 pub const CID_LEN: usize = 8;
 const NONCE: usize = 5;
 
-/// Key shared by every core (and every id they issue).
+/// Keys shared by every core (and every id they issue): the tag's HMAC key
+/// and the core mask's mix key.
 #[derive(Clone, Debug)]
-pub struct CidKey(Arc<hmac::Key>);
+pub struct CidKey {
+    tag: Arc<hmac::Key>,
+    steer: SteerKey,
+}
 
 impl CidKey {
-    /// A fresh random key (per process).
+    /// Fresh random keys (per process).
     pub fn random() -> CidKey {
         let mut k = [0u8; 32];
         // getrandom fails only without a kernel RNG: nothing would work then.
         getrandom::getrandom(&mut k).expect("kernel random numbers");
-        CidKey(Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &k)))
+        CidKey { tag: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, &k)), steer: SteerKey::random() }
     }
 
+    /// The key of the kernel's steering program.
+    pub fn steer(&self) -> &SteerKey {
+        &self.steer
+    }
+
+    /// The core byte's mask and the 2-byte tag of a nonce.
     fn mask(&self, nonce: &[u8]) -> [u8; 3] {
-        let tag = hmac::sign(&self.0, nonce);
+        let n: [u8; NONCE] = nonce.try_into().unwrap_or_else(|_| unreachable!("nonces are {NONCE} bytes"));
+        let tag = hmac::sign(&self.tag, nonce);
         let t = tag.as_ref();
-        [t[0], t[1], t[2]]
+        [self.steer.mask(&n), t[1], t[2]]
     }
 }
 

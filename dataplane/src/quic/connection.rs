@@ -47,6 +47,8 @@ pub(crate) struct State {
     pub(crate) drop_code: VarInt,
     /// A server handshake counted in the endpoint's in-flight handshakes.
     pub(crate) counted_handshake: bool,
+    /// Where the last datagram came from.
+    last_from: Option<SocketAddr>,
 }
 
 impl State {
@@ -145,14 +147,20 @@ impl Connection {
             lost: None,
             drop_code,
             counted_handshake: false,
+            last_from: None,
         })))
     }
 
-    /// Queues a datagram (or endpoint answer) for the driver.
-    pub(crate) fn deliver(&self, event: ConnectionEvent) {
+    /// Queues a datagram (or endpoint answer) that came `from` the peer for
+    /// the driver; says whether the peer's address changed since its last
+    /// datagram (NAT rebinding or migration).
+    pub(crate) fn deliver(&self, event: ConnectionEvent, from: SocketAddr) -> bool {
         let mut st = self.0.borrow_mut();
         st.incoming.push_back(event);
         st.wake_driver();
+        let moved = st.last_from.is_some_and(|last| last != from);
+        st.last_from = Some(from);
+        moved
     }
 
     /// The peer's address (it changes when the peer migrates).

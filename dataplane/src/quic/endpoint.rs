@@ -146,7 +146,18 @@ impl Endpoint {
         limits: Limits,
         drop_code: u64,
     ) -> io::Result<Endpoint> {
-        let socket = UdpEndpoint::bind(addr)?;
+        Endpoint::on_socket(crate::udp::bind_socket(addr)?, config, server, limits, drop_code)
+    }
+
+    /// [`Endpoint::bind`] on a socket already bound ([`crate::udp::bind_group`]).
+    pub fn on_socket(
+        socket: socket2::Socket,
+        config: Arc<EndpointConfig>,
+        server: Option<Arc<ServerConfig>>,
+        limits: Limits,
+        drop_code: u64,
+    ) -> io::Result<Endpoint> {
+        let socket = UdpEndpoint::from_socket(socket)?;
         let max_datagrams = if limits.gso { socket.max_gso_segments().clamp(1, MAX_GSO) } else { 1 };
         let endpoint = quinn_proto::Endpoint::new(config, server, true, None);
         Ok(Endpoint {
@@ -264,7 +275,9 @@ impl Endpoint {
             Some(DatagramEvent::ConnectionEvent(handle, ev)) => {
                 let conn = sh.conns.borrow().get(&handle).cloned();
                 if let Some(conn) = conn {
-                    conn.deliver(ev);
+                    if let (true, Some(core)) = (conn.deliver(ev, remote), core) {
+                        stats::add(&core.stats.quic_client_address_changes, 1);
+                    }
                 }
             }
             Some(DatagramEvent::NewConnection(incoming)) => match core {

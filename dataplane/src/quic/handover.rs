@@ -1,20 +1,15 @@
 //! Datagrams that reached the wrong core go to the core that owns their
 //! connection.
 //!
-//! The kernel spreads a listener's datagrams over the cores' sockets by a
-//! hash of the 4-tuple (SO_REUSEPORT). A connection stays on its core while
-//! its client keeps its address; when the client's address or port changes
-//! (NAT rebinding, migration), its datagrams land on any core. Every core
-//! reads the owner from the destination connection id ([`super::cid`]) and
-//! hands a datagram that is not its own to the owner through a bounded
-//! cross-core channel (one copy; only packets after an address change take
-//! this path). The owner handles it as if it had read it.
-//!
-//! Why not steer in the kernel (SO_ATTACH_REUSEPORT_CBPF on a core byte of
-//! the id): classic BPF cannot decrypt, so the core would have to be in
-//! clear in every id, which makes a connection's ids linkable across a
-//! migration (RFC 9000 §9.5). This edge keeps ids unlinkable and pays one
-//! copy per misrouted datagram instead.
+//! The kernel's steering program ([`super::steer`]) sends a listener's
+//! datagrams to the socket of the core that owns their connection. What
+//! still lands on another core comes here: datagrams when the kernel
+//! refused the program or `edge.quic_steering` is off (the kernel then
+//! hashes the 4-tuple, right until a client's address or port changes).
+//! Every core reads the owner from the
+//! destination connection id ([`super::cid`]) and hands a datagram that is
+//! not its own to the owner through a bounded cross-core channel (one
+//! copy). The owner handles it as if it had read it.
 
 use std::cell::Cell;
 use std::net::{IpAddr, SocketAddr};

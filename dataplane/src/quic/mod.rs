@@ -15,9 +15,10 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`cid`] | connection ids that carry the core, encrypted, validated strictly |
+//! | [`cid`] | connection ids that carry the core, masked, validated strictly |
 //! | [`endpoint`] | the per-core endpoint: receive loop, admission, sending |
-//! | [`handover`] | datagrams that reached the wrong core go to their owner |
+//! | [`steer`] | the kernel steers each datagram to its connection's core (reuseport BPF) |
+//! | [`handover`] | datagrams that reached the wrong core anyway go to their owner |
 //! | [`connection`] | one connection: its driver task and the state streams share |
 //! | [`stream`] | send and receive halves of a stream, as async calls |
 //!
@@ -28,6 +29,7 @@ pub mod cid;
 pub mod connection;
 pub mod endpoint;
 pub mod handover;
+pub mod steer;
 pub mod stream;
 
 pub use connection::Connection;

@@ -74,6 +74,9 @@ counters! {
     quic_retries,
     /// HTTP/3 request streams accepted.
     h3_streams_total,
+    /// Client address changes (NAT rebinding, migration) seen on this
+    /// core's QUIC connections: their datagrams still reached this core.
+    quic_client_address_changes,
     /// QUIC datagrams of another core's connection handed to that core.
     quic_datagrams_handed_over,
     /// QUIC datagrams of this core's connections that another core read.
