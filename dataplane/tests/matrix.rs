@@ -319,3 +319,117 @@ upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
         edge.log()
     );
 }
+
+/// Ordinary requests reach an h3 upstream from h2 (curl) and h3 (aioquic)
+/// clients: HEADERS with `:authority` from the request, the body streamed
+/// up as DATA (content-length kept), the answer streamed back. The origin
+/// (`h3_origin.py`) answers `h3 origin: METHOD PATH body=N` and lists what
+/// it saw in `x-origin-saw`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_requests_from_h2_and_h3_to_an_h3_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p3, h3, ca) = h3_origin(dir.path());
+    let ca = ca.to_str().unwrap();
+    let edge = Edge::start(&format!(
+        r#"
+[edge]
+cores = 1
+[[listener]]
+addr = "@TLS_LISTEN@"
+tls = {{ cert = "@CERT@", key = "@KEY@" }}
+quic = true
+[[tunnel]]
+name = "web-h3"
+hostnames = ["echo.test"]
+upstream = "{h3}"
+http_version = "h3"
+upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
+"#
+    ));
+    let tls = edge.tls_addr.port();
+    let cert = edge.cert_pem.to_str().unwrap().to_owned();
+    let body = dir.path().join("body.bin");
+    std::fs::write(&body, random_bytes(100_000, 7)).unwrap();
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "15", "--http2", "--cacert", &cert])
+            .args(["--resolve", &format!("echo.test:{tls}:127.0.0.1")])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (text, err) = curl(&[
+        "-w",
+        " %{http_version}",
+        &format!("https://echo.test:{tls}/page?x=1"),
+    ]);
+    assert_eq!(
+        text,
+        "h3 origin: GET /page?x=1 body=0 2",
+        "h2 GET: {err}\n{}",
+        edge.log()
+    );
+    let (text, err) = curl(&[
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("https://echo.test:{tls}/up"),
+    ]);
+    assert_eq!(
+        text,
+        "h3 origin: POST /up body=100000",
+        "h2 POST: {err}\n{}",
+        edge.log()
+    );
+    let (text, err) = curl(&["-i", &format!("https://echo.test:{tls}/seen")]);
+    let saw = text
+        .lines()
+        .find(|l| l.starts_with("x-origin-saw:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        saw.contains(&format!(r#"":authority":"echo.test:{tls}""#))
+            && saw.contains(r#"":path":"/seen""#)
+            && saw.contains(r#""x-forwarded-for":"127.0.0.1""#),
+        "{saw}\n{err}"
+    );
+
+    let h3 = |rest: &[&str]| {
+        let tls = edge.tls_addr.to_string();
+        let mut a = vec!["--connect", &tls, "--cafile", &cert, "--sni", "localhost"];
+        a.extend_from_slice(rest);
+        client("h3_client.py", &a)
+    };
+    for (method, path, size) in [("GET", "/page?y=2", 0), ("POST", "/up", 100_000)] {
+        let size_arg = size.to_string();
+        let r = h3(&[
+            "request",
+            "--method",
+            method,
+            "--authority",
+            "echo.test",
+            "--path",
+            path,
+            "--body",
+            &size_arg,
+        ]);
+        assert_ok(&format!("h3 {method}"), &r, &edge);
+        let want = format!("h3 origin: {method} {path} body={size}");
+        let line =
+            r.1.lines()
+                .find(|l| l.contains("\"kind\": \"request\""))
+                .unwrap_or_default();
+        assert!(line.contains("\"status\": 200"), "h3 {method}: {}", r.1);
+        assert!(
+            line.contains(&format!(
+                "\"sha_received\": \"{}\"",
+                sha256(want.as_bytes())
+            )),
+            "h3 {method}: the answer is {want:?}: {}",
+            r.1
+        );
+    }
+}

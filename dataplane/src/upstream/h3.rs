@@ -7,7 +7,9 @@
 //! `upstream_tls.ca` (else the system roots) for `upstream_tls.server_name`
 //! (else the upstream's host); `insecure = true` checks nothing (tests).
 //! A WebSocket is opened only after the upstream's SETTINGS enabled
-//! extended CONNECT (RFC 9220 §3), else 502.
+//! extended CONNECT (RFC 9220 §3), else 502. Ordinary requests of h2 and
+//! h3 clients ([`send_request`]) are streams of the same pooled connection:
+//! HEADERS, the body as DATA, the answer read back by the caller.
 //!
 //! Sessions ([`open_session`]: CONNECT-UDP, CONNECT-IP, WebTransport) also
 //! need the upstream's H3_DATAGRAM (and for WebTransport its draft-02
@@ -353,7 +355,38 @@ async fn exchange(
     let mut out = Vec::new();
     crate::codec::h3::encode_request(head, protocol, &mut out);
     send.write_all(&out).await.map_err(|e| bad(format!("h3: {e}")))?;
-    // The answer's head (interim 1xx heads skipped).
+    let (answer, frames, rest) = answer_head(core, t, &mut recv, limits).await?;
+    let status = answer.status;
+    let fields = answer_fields(answer.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())), false);
+    if (200..300).contains(&status) {
+        let stream = H3Stream { conn: up.quic.clone(), sessions: up.sessions.clone(), send, recv, frames, rest, capsules: None };
+        return Ok(Answer::Open { stream: Box::new(stream), fields });
+    }
+    // Refused: its body (bounded) goes back; the stream is done.
+    send.reset(Code::REQUEST_CANCELLED.0);
+    let mut reader = H3Reader::body(up.quic.clone(), recv, frames, rest);
+    let mut body = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    while body.len() < MAX_REFUSAL_BODY {
+        match with_timeout(limits.handshake, futures_lite::AsyncReadExt::read(&mut reader, &mut buf)).await {
+            Some(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    body.truncate(MAX_REFUSAL_BODY);
+    Ok(Answer::Refused { status, fields, body })
+}
+
+/// Reads the final answer head of an upstream stream (interim 1xx heads
+/// skipped), within the handshake timeout: the head, the stream's parser
+/// past it, and the bytes read after it.
+async fn answer_head(
+    core: &CoreCtx,
+    t: &Tunnel,
+    recv: &mut quic::RecvStream,
+    limits: Deadlines,
+) -> Result<(crate::message::ResponseHead, RequestStream, bytes::Bytes), Rejection> {
+    let bad = |reason: String| Rejection::UpstreamBadAnswer(reason);
     let mut frames = RequestStream::new(core.edge.max_head_bytes as u64);
     let read = async {
         loop {
@@ -380,29 +413,55 @@ async fn exchange(
             }
         }
     };
-    let (answer, rest) = match with_timeout(limits.handshake, read).await {
-        Some(r) => r?,
-        None => return Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
-    };
-    let status = answer.status;
-    let fields = answer_fields(answer.headers.iter().map(|h| (h.name.as_str(), h.value.as_slice())), false);
-    if (200..300).contains(&status) {
-        let stream = H3Stream { conn: up.quic.clone(), sessions: up.sessions.clone(), send, recv, frames, rest, capsules: None };
-        return Ok(Answer::Open { stream: Box::new(stream), fields });
+    match with_timeout(limits.handshake, read).await {
+        Some(r) => r.map(|(head, rest)| (head, frames, rest)),
+        None => Err(Rejection::UpstreamTimeout { addr: t.config.upstream.clone(), after: limits.handshake }),
     }
-    // Refused: its body (bounded) goes back; the stream is done.
-    send.reset(Code::REQUEST_CANCELLED.0);
-    let mut reader = H3Reader::body(up.quic.clone(), recv, frames, rest);
-    let mut body = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    while body.len() < MAX_REFUSAL_BODY {
-        match with_timeout(limits.handshake, futures_lite::AsyncReadExt::read(&mut reader, &mut buf)).await {
-            Some(Ok(n)) if n > 0 => body.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
+}
+
+/// An ordinary request on `t`'s h3 upstream: a stream of the pooled
+/// connection with the request's HEADERS sent (`:authority` from Host; the
+/// client's `content-length` kept, which the upstream checks against the
+/// DATA), ended at once when there is no body. Returns the stream's sending
+/// half, for the body, and its answer to come.
+pub async fn send_request(
+    core: &Rc<CoreCtx>,
+    t: &Tunnel,
+    head: &RequestHead,
+    body: &super::request::Body,
+    limits: Deadlines,
+) -> Result<(quic::SendStream, PendingAnswer), Rejection> {
+    let up = core.h3.connection(core, t, limits).await?;
+    let bad = |reason: String| Rejection::UpstreamBadAnswer(reason);
+    let mut headers = vec![Header { name: "host".into(), value: head.host().unwrap_or_default().as_bytes().to_vec() }];
+    headers.extend(crate::policy::request_fields(head).into_iter().map(|(name, value)| Header { name, value }));
+    if let super::request::Body::Length(n) = body {
+        headers.push(Header { name: "content-length".into(), value: n.clone() });
     }
-    body.truncate(MAX_REFUSAL_BODY);
-    Ok(Answer::Refused { status, fields, body })
+    let request = RequestHead { method: head.method.clone(), target: head.target.clone(), minor_version: 1, headers };
+    let (mut send, recv) = up.quic.open_bi().await.map_err(|e| bad(format!("h3: {e}")))?;
+    let mut out = Vec::new();
+    crate::codec::h3::encode_request(&request, None, &mut out);
+    send.write_all(&out).await.map_err(|e| bad(format!("h3: {e}")))?;
+    if *body == super::request::Body::None {
+        send.finish().map_err(|e| bad(format!("h3: {e}")))?;
+    }
+    Ok((send, PendingAnswer { conn: up.quic.clone(), recv }))
+}
+
+/// The answer to a request of [`send_request`], still to come.
+pub struct PendingAnswer {
+    conn: quic::Connection,
+    recv: quic::RecvStream,
+}
+
+impl PendingAnswer {
+    /// The answer's final head, and a reader of its body (DATA payloads;
+    /// EOF at the stream's FIN, an error on a reset).
+    pub async fn head(mut self, core: &CoreCtx, t: &Tunnel, limits: Deadlines) -> Result<(crate::message::ResponseHead, H3Reader), Rejection> {
+        let (head, frames, rest) = answer_head(core, t, &mut self.recv, limits).await?;
+        Ok((head, H3Reader::body(self.conn, self.recv, frames, rest)))
+    }
 }
 
 /// The client config of an h3 upstream: TLS 1.3, ALPN h3, the tunnel's

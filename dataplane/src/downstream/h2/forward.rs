@@ -1,6 +1,7 @@
 //! Ordinary (non-upgrade) requests on an h2 stream, forwarded to the
 //! tunnel's upstream over HTTP/1.1 (one request per connection, as on the h1
-//! path) or over a pooled h2c connection.
+//! path), over a pooled h2c connection, or on a stream of the pooled h3
+//! connection.
 //!
 //! The request body streams: each DATA chunk is written upstream, and only
 //! then is its window credit released to the client, so a stalled upstream
@@ -51,9 +52,7 @@ pub(super) async fn request(
     let result = match t.config.http_version {
         UpstreamVersion::Http1 => via_h1(conn, t, &head, body, &mut respond).await,
         UpstreamVersion::H2c => via_h2c(conn, t, &head, body, &mut respond).await,
-        UpstreamVersion::H3 => Err(Rejection::NotSupported(
-            "only WebSocket and CONNECT are relayed to an h3 upstream".into(),
-        )),
+        UpstreamVersion::H3 => via_h3(conn, t, &head, body, &mut respond).await,
     };
     if let Err(rej) = result {
         refuse(conn, respond, rej, Some(&head), Some(t));
@@ -348,6 +347,110 @@ async fn via_h2c(
                 Some(None) => break,
                 Some(Some(Err(e))) => {
                     tracing::debug!("h2c response cut short: {}", io_error(e));
+                    down.send_reset(h2::Reason::INTERNAL_ERROR);
+                    return Ok(());
+                }
+                None => {
+                    down.send_reset(h2::Reason::CANCEL);
+                    return Ok(());
+                }
+            }
+        }
+        down.send_data(Bytes::new(), true).map_err(io_error)
+    };
+    if let Err(gone) = pump.alongside(stream_back).await {
+        tracing::debug!(client = %conn.client, "request abandoned: {}", gone.0);
+    }
+    Ok(())
+}
+
+/// Body → h3 upstream stream as DATA frames, then FIN; credit goes back to
+/// the client as bytes leave.
+async fn pump_h3(
+    mut body: RecvStream,
+    mut up: crate::quic::SendStream,
+    idle: Duration,
+) -> Result<(), ClientGone> {
+    loop {
+        match next_chunk(&mut body, idle).await {
+            Ok(Some(data)) => {
+                let n = data.len();
+                if crate::relay::h3::send_data(&mut up, &data).await.is_err() {
+                    return Ok(());
+                }
+                let _ = body.flow_control().release_capacity(n);
+            }
+            Ok(None) => {
+                let _ = up.finish();
+                return Ok(());
+            }
+            Err(e) => {
+                up.reset(crate::h3::error::Code::REQUEST_CANCELLED.0);
+                return Err(e);
+            }
+        }
+    }
+}
+
+async fn via_h3(
+    conn: &Conn,
+    t: &Tunnel,
+    head: &RequestHead,
+    body: RecvStream,
+    respond: &mut SendResponse<Bytes>,
+) -> Result<(), Rejection> {
+    let edge = &conn.core.edge;
+    let shape = Body::of(head, body.is_end_stream());
+    let limits = Deadlines {
+        connect: edge.upstream_connect_timeout,
+        handshake: edge.upstream_handshake_timeout,
+    };
+    let send = crate::upstream::h3::send_request(&conn.core, t, head, &shape, limits);
+    let Some(sent) = unless_reset(conn, respond, send).await else {
+        return Ok(());
+    };
+    let (up_send, answer) = sent?;
+    let mut pump = if shape == Body::None {
+        Pump::none()
+    } else {
+        Pump::new(pump_h3(body, up_send, edge.idle_timeout))
+    };
+    let wait = answer.head(&conn.core, t, limits);
+    let (rhead, mut rbody) = match unless_reset(conn, respond, pump.alongside(wait)).await {
+        None => return Ok(()),
+        Some(Err(gone)) => {
+            tracing::debug!(client = %conn.client, "request abandoned: {}", gone.0);
+            return Ok(());
+        }
+        Some(Ok(answer)) => answer?,
+    };
+    let fields = answer_fields(rhead.fields_iter(), true);
+    let mut builder = http::Response::builder().status(rhead.status);
+    if let Some(v) = &conn.alt_svc {
+        builder = builder.header("alt-svc", v.as_str());
+    }
+    for (name, value) in &fields {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    let Ok(answer) = builder.body(()) else {
+        return Err(Rejection::UpstreamBadAnswer(
+            "response fields not valid in h2".into(),
+        ));
+    };
+    let Ok(mut down) = respond.send_response(answer, false) else {
+        return Ok(());
+    };
+    let idle = edge.idle_timeout;
+    let stream_back = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match with_timeout(idle, rbody.read(&mut buf)).await {
+                Some(Ok(0)) => break,
+                Some(Ok(n)) => send_all(&mut down, Bytes::copy_from_slice(&buf[..n])).await?,
+                // Reset or idle upstream: reset, so the client does not take
+                // a cut body as complete.
+                Some(Err(e)) => {
+                    tracing::debug!("h3 response cut short: {e}");
                     down.send_reset(h2::Reason::INTERNAL_ERROR);
                     return Ok(());
                 }

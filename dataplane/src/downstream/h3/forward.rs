@@ -1,6 +1,6 @@
 //! Ordinary (non-upgrade) requests on an h3 stream, forwarded to the
-//! tunnel's upstream over HTTP/1.1 (one request per connection) or a pooled
-//! h2c connection — the h2 path's shape (`downstream::h2::forward`) with the
+//! tunnel's upstream over HTTP/1.1 (one request per connection), a pooled
+//! h2c connection, or a stream of the pooled h3 connection — the h2 path's shape (`downstream::h2::forward`) with the
 //! stream read and written as DATA frames ([`crate::relay::h3`]).
 //!
 //! The request body streams up as the client sends it (toward HTTP/1.1 with
@@ -37,7 +37,7 @@ pub(super) async fn request(conn: &Conn, t: &Rc<Tunnel>, head: RequestHead, mut 
     let result = match t.config.http_version {
         UpstreamVersion::Http1 => via_h1(conn, t, &head, &mut open).await,
         UpstreamVersion::H2c => via_h2c(conn, t, &head, &mut open).await,
-        UpstreamVersion::H3 => Err(Rejection::NotSupported("only WebSocket and CONNECT are relayed to an h3 upstream".into())),
+        UpstreamVersion::H3 => via_h3(conn, t, &head, &mut open).await,
     };
     match result {
         Ok(Some(parts)) => stream_answer(conn, parts, open.send).await,
@@ -178,6 +178,37 @@ async fn pump_h2(mut body: H3Reader, mut up: h2::SendStream<Bytes>, idle: Durati
     }
 }
 
+/// Body → h3 upstream stream as DATA frames (held to its
+/// `content-length`), then FIN.
+async fn pump_h3(mut body: H3Reader, mut up: SendStream, idle: Duration, declared: Option<u64>) -> Result<(), ClientGone> {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut limit = Limit { declared, seen: 0 };
+    loop {
+        let next = next_chunk(&mut body, &mut buf, idle).await.and_then(|n| {
+            if n == 0 {
+                limit.end(&body).map(|_| 0)
+            } else {
+                limit.take(&body, n).map(|_| n)
+            }
+        });
+        match next {
+            Ok(0) => {
+                let _ = up.finish();
+                return Ok(());
+            }
+            Ok(n) => {
+                if send_data(&mut up, &buf[..n]).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                up.reset(Code::REQUEST_CANCELLED.0);
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// What goes back: status, fields, and the body's source.
 struct Parts<'a> {
     status: u16,
@@ -298,6 +329,58 @@ async fn via_h2c<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &m
         })
     };
     Ok(Some(Parts { status: rparts.status.as_u16(), fields, pump, back: Box::new(back) }))
+}
+
+async fn via_h3<'a>(conn: &'a Conn, t: &'a Tunnel, head: &RequestHead, open: &mut Opening) -> Result<Option<Parts<'a>>, Rejection> {
+    let edge = &conn.core.edge;
+    let (shape, declared) = body_shape(head, open)?;
+    let limits = Deadlines { connect: edge.upstream_connect_timeout, handshake: edge.upstream_handshake_timeout };
+    let send = crate::upstream::h3::send_request(&conn.core, t, head, &shape, limits);
+    let Some(sent) = unless_cancelled(&mut open.send, send).await else {
+        return Ok(None);
+    };
+    let (mut up_send, answer) = sent?;
+    let mut pump = match (shape, body_reader(conn, open)) {
+        (Body::None, _) => Pump(None),
+        (_, None) => {
+            let _ = up_send.finish();
+            Pump(None)
+        }
+        (_, Some(reader)) => Pump(Some(Box::pin(pump_h3(reader, up_send, edge.idle_timeout, declared)))),
+    };
+    let wait = answer.head(&conn.core, t, limits);
+    let (rhead, mut rbody) = match pump.alongside(wait).await {
+        Err(gone) => {
+            tracing::debug!(client = %conn.client, "request abandoned: {}", gone.0);
+            return Ok(None);
+        }
+        Ok(answer) => answer?,
+    };
+    let fields = answer_fields(rhead.fields_iter(), true);
+    let idle = edge.idle_timeout;
+    let back = move |mut w: SendStream| -> Back<'a> {
+        Box::pin(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match with_timeout(idle, rbody.read(&mut buf)).await {
+                    Some(Ok(0)) => break,
+                    Some(Ok(n)) => {
+                        if send_data(&mut w, &buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Reset or idle upstream: reset, so the client does not
+                    // take a cut body as complete.
+                    _ => {
+                        w.reset(Code::INTERNAL_ERROR.0);
+                        return;
+                    }
+                }
+            }
+            let _ = w.finish();
+        })
+    };
+    Ok(Some(Parts { status: rhead.status, fields, pump, back: Box::new(back) }))
 }
 
 /// Sends the answer's head, then its body while the request body pumps.
