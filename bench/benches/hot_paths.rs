@@ -101,5 +101,23 @@ fn proxy_v2(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, h1_head, ws_accept, routing, tokens, proxy_v2);
+/// What every datagram of a multi-core QUIC listener pays to learn whether
+/// another core owns it: the core its connection id names (the kernel's
+/// steering mix), against the full check with the id's HMAC tag.
+fn quic_owner(c: &mut Criterion) {
+    use dataplane::quic::cid::{named_core, owner, CidKey, CoreCids};
+    use quinn_proto::ConnectionIdGenerator;
+    let key = CidKey::random();
+    let id = CoreCids::new(key.clone(), 1).generate_cid();
+    let mut g = c.benchmark_group("quic connection id owner");
+    g.bench_function("named core (steering mix)", |b| {
+        b.iter(|| named_core(&key, std::hint::black_box(&id[..])))
+    });
+    g.bench_function("owner with HMAC tag", |b| {
+        b.iter(|| owner(&key, std::hint::black_box(&id[..])))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, h1_head, ws_accept, routing, tokens, proxy_v2, quic_owner);
 criterion_main!(benches);

@@ -309,7 +309,7 @@ mod tests {
             let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             for core in 0..3u8 {
                 let id = CoreCids::new(key.clone(), core).generate_cid();
-                let mut short = vec![0x40 | round % 4];
+                let mut short = vec![0x40 | (round % 4)];
                 short.extend_from_slice(&id);
                 short.extend_from_slice(&[round; 100]);
                 client.send_to(&short, to).unwrap();
