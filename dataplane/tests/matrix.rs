@@ -322,9 +322,11 @@ upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
 
 /// Ordinary requests reach an h3 upstream from h2 (curl) and h3 (aioquic)
 /// clients: HEADERS with `:authority` from the request, the body streamed
-/// up as DATA (content-length kept), the answer streamed back. The origin
-/// (`h3_origin.py`) answers `h3 origin: METHOD PATH body=N` and lists what
-/// it saw in `x-origin-saw`.
+/// up as DATA (content-length kept), the answer streamed back: 8 MiB
+/// exactly (SHA-256), and an answer the upstream resets midway resets the
+/// client's stream (h2 INTERNAL_ERROR, H3_INTERNAL_ERROR) instead of ending
+/// it as if complete. The origin (`h3_origin.py`) answers `h3 origin:
+/// METHOD PATH body=N` and lists what it saw in `x-origin-saw`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_requests_from_h2_and_h3_to_an_h3_upstream() {
     let dir = tempfile::tempdir().unwrap();
@@ -403,6 +405,73 @@ upstream_tls = {{ ca = "{ca}", server_name = "origin.internal" }}
         a.extend_from_slice(rest);
         client("h3_client.py", &a)
     };
+    // 8 MiB streamed back within each client's flow control, exactly.
+    const BIG: usize = 8 << 20;
+    let want_sha = {
+        let out = Command::new(python())
+            .args(["-c", &format!("import random,hashlib;print(hashlib.sha256(random.Random(1).randbytes({BIG})).hexdigest())")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--http2", "--cacert", &cert])
+        .args(["--resolve", &format!("echo.test:{tls}:127.0.0.1")])
+        .arg(format!("https://echo.test:{tls}/big/{BIG}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.stdout.len(),
+        BIG,
+        "h2 big: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256(&out.stdout), want_sha);
+    // An upstream that resets its answer midway: the h2 client's stream is
+    // reset (curl fails), not ended as if complete.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--http2", "--cacert", &cert])
+        .args(["--resolve", &format!("echo.test:{tls}:127.0.0.1")])
+        .arg(format!("https://echo.test:{tls}/reset-after/100000"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("INTERNAL_ERROR"),
+        "h2 reset: {err}\n{}",
+        edge.log()
+    );
+
+    let r = h3(&[
+        "request",
+        "--authority",
+        "echo.test",
+        "--path",
+        &format!("/big/{BIG}"),
+    ]);
+    assert_ok("h3 big", &r, &edge);
+    assert!(
+        r.1.contains(&format!("\"sha_received\": \"{want_sha}\"")),
+        "h3 big: {}",
+        r.1
+    );
+    let r = h3(&[
+        "request",
+        "--authority",
+        "echo.test",
+        "--path",
+        "/reset-after/100000",
+    ]);
+    let line =
+        r.1.lines()
+            .find(|l| l.contains("\"kind\": \"request\""))
+            .unwrap_or_default();
+    assert!(
+        line.contains("\"reset_stream\": 258"),
+        "h3 reset: H3_INTERNAL_ERROR (0x102) expected: {}",
+        r.1
+    );
+
     for (method, path, size) in [("GET", "/page?y=2", 0), ("POST", "/up", 100_000)] {
         let size_arg = size.to_string();
         let r = h3(&[

@@ -17,6 +17,8 @@ QPACK_MAX_TABLE_CAPACITY=4096, QPACK_BLOCKED_STREAMS=16 and the reserved setting
   plain CONNECT host:port -> TCP connect; 200 and relay (FIN <-> FIN; a TCP reset or error ->
       RESET_STREAM + STOP_SENDING H3_CONNECT_ERROR 0x10f; the peer's RESET_STREAM -> TCP RST),
       or 502 if the connect fails.
+  GET /big/N -> 200 with N bytes random.Random(--seed).randbytes(N) (content-length N);
+      GET /reset-after/N -> 200, those N bytes, 0.2 s later RESET_STREAM H3_INTERNAL_ERROR (no FIN).
   anything else -> 200, body "h3 origin: <method> <path> body=<n>" (request body read fully first),
       header x-origin-saw = JSON object of the request headers received, pseudo-headers included
       (repeated names joined with ", ").
@@ -390,6 +392,18 @@ class Origin(ServerConnection):
                 break
             body += data
         method, path = st.h.get(":method", ""), st.h.get(":path", "")
+        m = re.fullmatch(r"/(big|reset-after)/(\d+)", path)
+        if m:   # N seeded bytes (random.Random(--seed)); reset-after: then RESET_STREAM H3_INTERNAL_ERROR
+            data = random.Random(self.a.seed).randbytes(int(m.group(2)))
+            hdrs = [("content-type", "application/octet-stream")]
+            if m.group(1) == "big":
+                hdrs.append(("content-length", str(len(data))))
+            await self.respond(st, 200, hdrs)
+            await self.send(st, data, end=m.group(1) == "big")
+            if m.group(1) == "reset-after":
+                await asyncio.sleep(0.2)   # the answer is on its way before the reset
+                self.reset(st, H3_INTERNAL_ERROR)
+            return
         out = f"h3 origin: {method} {path} body={len(body)}".encode()
         hdrs = [("content-type", "text/plain"), ("content-length", str(len(out))),
                 ("x-origin-saw", json.dumps(st.h, separators=(",", ":")))]
