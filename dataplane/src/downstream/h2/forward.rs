@@ -210,18 +210,7 @@ async fn via_h1(
     let mut framing = BodyFraming::of_response(&head.method, &answer.head);
     let (take, done) = framing.advance(&answer.raw[answer.head_len..]);
     let first = Bytes::copy_from_slice(&answer.raw[answer.head_len..answer.head_len + take]);
-    let mut builder = http::Response::builder().status(answer.head.status);
-    if let Some(v) = &conn.alt_svc {
-        builder = builder.header("alt-svc", v.as_str());
-    }
-    for (name, value) in &fields {
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    let Ok(response) = builder.body(()) else {
-        return Err(Rejection::UpstreamBadAnswer(
-            "response fields not valid in h2".into(),
-        ));
-    };
+    let response = answer_head(conn, answer.head.status, &fields)?;
     let no_answer_body = done && first.is_empty();
     let Ok(mut send) = respond.send_response(response, no_answer_body) else {
         return Ok(());
@@ -255,6 +244,21 @@ async fn via_h1(
         Err(gone) => abandon(conn, up_fd, gone),
         Ok(_) => Ok(()),
     }
+}
+
+/// The h2 head of an upstream's answer: its status and end-to-end fields,
+/// and the listener's Alt-Svc.
+fn answer_head(conn: &Conn, status: u16, fields: &[Field]) -> Result<http::Response<()>, Rejection> {
+    let mut builder = http::Response::builder().status(status);
+    if let Some(v) = &conn.alt_svc {
+        builder = builder.header("alt-svc", v.as_str());
+    }
+    for (name, value) in fields {
+        builder = builder.header(name.as_str(), value.as_slice());
+    }
+    builder
+        .body(())
+        .map_err(|_| Rejection::UpstreamBadAnswer("response fields not valid in h2".into()))
 }
 
 /// The client's body failed mid-exchange: the upstream connection is reset
@@ -322,16 +326,7 @@ async fn via_h2c(
         );
         return Ok(());
     }
-    let mut builder = http::Response::builder().status(rparts.status);
-    if let Some(v) = &conn.alt_svc {
-        builder = builder.header("alt-svc", v.as_str());
-    }
-    for (name, value) in &fields {
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    let Ok(answer) = builder.body(()) else {
-        return Err(Rejection::UpstreamBadAnswer("bad response fields".into()));
-    };
+    let answer = answer_head(conn, rparts.status.as_u16(), &fields)?;
     let Ok(mut down) = respond.send_response(answer, false) else {
         return Ok(());
     };
@@ -425,18 +420,7 @@ async fn via_h3(
         Some(Ok(answer)) => answer?,
     };
     let fields = answer_fields(rhead.fields_iter(), true);
-    let mut builder = http::Response::builder().status(rhead.status);
-    if let Some(v) = &conn.alt_svc {
-        builder = builder.header("alt-svc", v.as_str());
-    }
-    for (name, value) in &fields {
-        builder = builder.header(name.as_str(), value.as_slice());
-    }
-    let Ok(answer) = builder.body(()) else {
-        return Err(Rejection::UpstreamBadAnswer(
-            "response fields not valid in h2".into(),
-        ));
-    };
+    let answer = answer_head(conn, rhead.status, &fields)?;
     let Ok(mut down) = respond.send_response(answer, false) else {
         return Ok(());
     };

@@ -110,6 +110,18 @@ impl Limit {
             _ => Ok(()),
         }
     }
+
+    /// The next piece of the body into `buf` (0 at its end), checked
+    /// against the declared length.
+    async fn read(&mut self, body: &mut H3Reader, buf: &mut [u8], idle: Duration) -> Result<usize, ClientGone> {
+        let n = next_chunk(body, buf, idle).await?;
+        if n == 0 {
+            self.end(body)?;
+        } else {
+            self.take(body, n)?;
+        }
+        Ok(n)
+    }
 }
 
 /// Body → HTTP/1.1 upstream, raw (content-length) or chunked. An upstream
@@ -124,12 +136,10 @@ async fn pump_h1<W: AsyncWrite + Unpin>(
     let mut buf = vec![0u8; 32 * 1024];
     let mut limit = Limit { declared, seen: 0 };
     loop {
-        let n = next_chunk(&mut body, &mut buf, idle).await?;
+        let n = limit.read(&mut body, &mut buf, idle).await?;
         if n == 0 {
-            limit.end(&body)?;
             break;
         }
-        limit.take(&body, n)?;
         let written = if chunked {
             let mut framed = format!("{n:x}\r\n").into_bytes();
             framed.extend_from_slice(&buf[..n]);
@@ -153,13 +163,7 @@ async fn pump_h2(mut body: H3Reader, mut up: h2::SendStream<Bytes>, idle: Durati
     let mut buf = vec![0u8; 32 * 1024];
     let mut limit = Limit { declared, seen: 0 };
     loop {
-        let next = next_chunk(&mut body, &mut buf, idle).await.and_then(|n| {
-            if n == 0 {
-                limit.end(&body).map(|_| 0)
-            } else {
-                limit.take(&body, n).map(|_| n)
-            }
-        });
+        let next = limit.read(&mut body, &mut buf, idle).await;
         match next {
             Ok(0) => {
                 let _ = up.send_data(Bytes::new(), true);
@@ -184,13 +188,7 @@ async fn pump_h3(mut body: H3Reader, mut up: SendStream, idle: Duration, declare
     let mut buf = vec![0u8; 32 * 1024];
     let mut limit = Limit { declared, seen: 0 };
     loop {
-        let next = next_chunk(&mut body, &mut buf, idle).await.and_then(|n| {
-            if n == 0 {
-                limit.end(&body).map(|_| 0)
-            } else {
-                limit.take(&body, n).map(|_| n)
-            }
-        });
+        let next = limit.read(&mut body, &mut buf, idle).await;
         match next {
             Ok(0) => {
                 let _ = up.finish();
