@@ -292,10 +292,23 @@ mod tests {
     /// names no core is spread by the kernel's hash.
     #[test]
     fn the_kernel_steers_datagrams_to_the_core_in_their_connection_id() {
+        steered_over("127.0.0.1");
+    }
+
+    #[test]
+    fn the_kernel_steers_ipv6_datagrams_too() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("no IPv6 loopback here: skipped");
+            return;
+        }
+        steered_over("[::1]");
+    }
+
+    fn steered_over(ip: &str) {
         use crate::quic::cid::{CidKey, CoreCids};
         use quinn_proto::ConnectionIdGenerator;
         let key = CidKey::random();
-        let group = bind_group("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let group = bind_group(format!("{ip}:0").parse().unwrap(), 3).unwrap();
         steer_group(&group, key.steer()).unwrap();
         let group: Vec<std::net::UdpSocket> = group.into_iter().map(Into::into).collect();
         let to = group[0].local_addr().unwrap();
@@ -306,7 +319,7 @@ mod tests {
         let mut random_ids = [0usize; 3];
         for round in 0..30u8 {
             // A new source port each round, as after a NAT rebinding.
-            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let client = std::net::UdpSocket::bind(format!("{ip}:0")).unwrap();
             for core in 0..3u8 {
                 let id = CoreCids::new(key.clone(), core).generate_cid();
                 let mut short = vec![0x40 | (round % 4)];
