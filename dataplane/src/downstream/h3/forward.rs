@@ -1,7 +1,8 @@
 //! Ordinary (non-upgrade) requests on an h3 stream, forwarded to the
 //! tunnel's upstream over HTTP/1.1 (one request per connection), a pooled
-//! h2c connection, or a stream of the pooled h3 connection — the h2 path's shape (`downstream::h2::forward`) with the
-//! stream read and written as DATA frames ([`crate::relay::h3`]).
+//! h2c connection, or a stream of the pooled h3 connection — the h2
+//! path's shape (`downstream::h2::forward`) with the stream read and
+//! written as DATA frames ([`crate::relay::h3`]).
 //!
 //! The request body streams up as the client sends it (toward HTTP/1.1 with
 //! the client's `content-length`, else chunked), alongside the exchange,
