@@ -356,6 +356,13 @@ pub struct H3Io {
     _reset: H3Reset,
 }
 
+impl H3Io {
+    /// The stream's halves (and the handle that resets it on drop).
+    pub fn into_parts(self) -> (H3Reader, H3Writer, H3Reset) {
+        (self.r, self.w, self._reset)
+    }
+}
+
 impl AsyncRead for H3Io {
     fn poll_read(
         self: Pin<&mut Self>,

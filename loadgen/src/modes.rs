@@ -362,14 +362,26 @@ async fn bulk(ctx: &Ctx, conn: usize) {
     let start = Instant::now();
     let received = sess.leftover.len();
     let mut buf = sess.buf;
-    let (mut r, mut w) = futures_lite::io::split(sess.stream);
-    let chunk = vec![0x5au8; 64 * 1024];
+    // An h3 stream takes the chunk as it is (no copy into quinn-proto's
+    // send buffer): the generator's own cost stays out of the h3 rows.
+    let (mut r, mut w, _reset): (Box<dyn futures_lite::AsyncRead + Unpin>, BulkWriter, _) =
+        match sess.stream {
+            crate::net::Stream::H3(io) => {
+                let (r, w, reset) = io.into_parts();
+                (Box::new(r), BulkWriter::H3(w), Some(reset))
+            }
+            other => {
+                let (r, w) = futures_lite::io::split(other);
+                (Box::new(r), BulkWriter::Io(w), None)
+            }
+        };
+    let chunk = bytes::Bytes::from(vec![0x5au8; 64 * 1024]);
     let deadline = ctx.deadline;
     // Both sides give up after 5 s without progress, so a relay that stalls
     // is reported (as a timeout) instead of hanging the run.
     let writer = async {
         while Instant::now() < deadline {
-            match crate::with_timeout(Duration::from_secs(5), w.write_all(&chunk)).await {
+            match crate::with_timeout(Duration::from_secs(5), w.push(&chunk)).await {
                 Some(Ok(())) => {}
                 Some(Err(_)) => return false,
                 None => return true,
@@ -402,6 +414,29 @@ async fn bulk(ctx: &Ctx, conn: usize) {
     }
     if stalled {
         ctx.fail(Failure::Timeout);
+    }
+}
+
+/// Where bulk bytes go: any stream (copied into it), or an h3 stream that
+/// keeps the chunk itself.
+enum BulkWriter {
+    Io(futures_lite::io::WriteHalf<crate::net::Stream>),
+    H3(dataplane::relay::h3::H3Writer),
+}
+
+impl BulkWriter {
+    async fn push(&mut self, chunk: &bytes::Bytes) -> std::io::Result<()> {
+        match self {
+            BulkWriter::Io(w) => w.write_all(chunk).await,
+            BulkWriter::H3(w) => w.write_owned(chunk.clone()).await,
+        }
+    }
+
+    async fn close(&mut self) -> std::io::Result<()> {
+        match self {
+            BulkWriter::Io(w) => w.close().await,
+            BulkWriter::H3(w) => w.close().await,
+        }
     }
 }
 

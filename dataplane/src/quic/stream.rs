@@ -180,6 +180,38 @@ impl SendStream {
         }
     }
 
+    /// Writes some of `chunks` without copying them (quinn-proto keeps the
+    /// `Bytes`); each chunk is advanced past what was taken. Returns the
+    /// bytes written (at least one unless all are empty).
+    pub fn poll_write_chunks(&mut self, cx: &mut Context<'_>, chunks: &mut [Bytes]) -> Poll<Result<usize, StreamError>> {
+        if self.ended {
+            return Poll::Ready(Err(StreamError::Closed));
+        }
+        let mut guard = self.conn.0.borrow_mut();
+        let st = &mut *guard;
+        if let Some(e) = &st.lost {
+            return Poll::Ready(Err(StreamError::ConnectionLost(e.clone())));
+        }
+        match st.inner.send_stream(self.id).write_chunks(chunks) {
+            Ok(written) => {
+                st.wake_driver();
+                Poll::Ready(Ok(written.bytes))
+            }
+            Err(WriteError::Blocked) => {
+                st.writers.insert(self.id, cx.waker().clone());
+                Poll::Pending
+            }
+            Err(WriteError::Stopped(c)) => {
+                self.ended = true;
+                Poll::Ready(Err(StreamError::Reset(c.into_inner())))
+            }
+            Err(WriteError::ClosedStream) => {
+                self.ended = true;
+                Poll::Ready(Err(StreamError::Closed))
+            }
+        }
+    }
+
     /// Writes all of `buf`.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), StreamError> {
         while !buf.is_empty() {

@@ -318,6 +318,28 @@ impl AsyncWrite for H3Writer {
     }
 }
 
+impl H3Writer {
+    /// Writes `data` as DATA frames without copying it (quinn-proto keeps
+    /// the `Bytes` until the peer acknowledges them): for senders that own
+    /// their bytes (the load generator's bulk source).
+    pub async fn write_owned(&mut self, mut data: Bytes) -> io::Result<()> {
+        if self.frame_left > 0 || !self.head.is_empty() {
+            // A frame written through `poll_write` is not finished yet.
+            return futures_lite::io::AsyncWriteExt::write_all(self, &data).await;
+        }
+        while !data.is_empty() {
+            let payload = data.split_to(data.len().min(MAX_FRAME));
+            let mut head = Vec::with_capacity(9);
+            frame::encode_head(frame::ty::DATA, payload.len() as u64, &mut head);
+            let mut chunks = [Bytes::from(head), payload];
+            while chunks.iter().any(|c| !c.is_empty()) {
+                std::future::poll_fn(|cx| self.send.borrow_mut().poll_write_chunks(cx, &mut chunks)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Resets the stream (the relay's abort on this leg).
 pub struct H3Reset {
     send: Rc<RefCell<SendStream>>,
