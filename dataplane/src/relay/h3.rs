@@ -331,10 +331,14 @@ impl H3Writer {
             let payload = data.split_to(data.len().min(MAX_FRAME));
             let mut head = Vec::with_capacity(9);
             frame::encode_head(frame::ty::DATA, payload.len() as u64, &mut head);
+            // Owed until the whole frame is in: if this future is dropped
+            // part way, closing resets the stream instead of ending it.
+            self.frame_left = payload.len();
             let mut chunks = [Bytes::from(head), payload];
             while chunks.iter().any(|c| !c.is_empty()) {
                 std::future::poll_fn(|cx| self.send.borrow_mut().poll_write_chunks(cx, &mut chunks)).await?;
             }
+            self.frame_left = 0;
         }
         Ok(())
     }
