@@ -152,38 +152,24 @@ impl SendStream {
 
     /// Writes some of `buf` (at least one byte unless `buf` is empty).
     pub fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<Result<usize, StreamError>> {
-        if self.ended {
-            return Poll::Ready(Err(StreamError::Closed));
-        }
-        let mut guard = self.conn.0.borrow_mut();
-        let st = &mut *guard;
-        if let Some(e) = &st.lost {
-            return Poll::Ready(Err(StreamError::ConnectionLost(e.clone())));
-        }
-        match st.inner.send_stream(self.id).write(buf) {
-            Ok(n) => {
-                st.wake_driver();
-                Poll::Ready(Ok(n))
-            }
-            Err(WriteError::Blocked) => {
-                st.writers.insert(self.id, cx.waker().clone());
-                Poll::Pending
-            }
-            Err(WriteError::Stopped(c)) => {
-                self.ended = true;
-                Poll::Ready(Err(StreamError::Reset(c.into_inner())))
-            }
-            Err(WriteError::ClosedStream) => {
-                self.ended = true;
-                Poll::Ready(Err(StreamError::Closed))
-            }
-        }
+        self.poll_send(cx, |s| s.write(buf))
     }
 
     /// Writes some of `chunks` without copying them (quinn-proto keeps the
     /// `Bytes`); each chunk is advanced past what was taken. Returns the
     /// bytes written (at least one unless all are empty).
     pub fn poll_write_chunks(&mut self, cx: &mut Context<'_>, chunks: &mut [Bytes]) -> Poll<Result<usize, StreamError>> {
+        self.poll_send(cx, |s| s.write_chunks(chunks).map(|w| w.bytes))
+    }
+
+    /// One write into quinn-proto's stream (`write`): wakes the driver
+    /// when bytes went in, waits for credit when blocked, ends the half
+    /// when the peer stopped it or it is closed.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&mut quinn_proto::SendStream<'_>) -> Result<usize, WriteError>,
+    ) -> Poll<Result<usize, StreamError>> {
         if self.ended {
             return Poll::Ready(Err(StreamError::Closed));
         }
@@ -192,10 +178,10 @@ impl SendStream {
         if let Some(e) = &st.lost {
             return Poll::Ready(Err(StreamError::ConnectionLost(e.clone())));
         }
-        match st.inner.send_stream(self.id).write_chunks(chunks) {
-            Ok(written) => {
+        match write(&mut st.inner.send_stream(self.id)) {
+            Ok(n) => {
                 st.wake_driver();
-                Poll::Ready(Ok(written.bytes))
+                Poll::Ready(Ok(n))
             }
             Err(WriteError::Blocked) => {
                 st.writers.insert(self.id, cx.waker().clone());
