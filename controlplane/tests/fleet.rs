@@ -345,10 +345,22 @@ fn etcd_down_nodes_serve_their_last_tables_and_a_restarted_node_its_cache() {
         rt.block_on(current(node, rev, Duration::from_secs(20)));
     }
     // Converged: every node has followed etcd to its current revision, every
-    // core of every node is current, and the nodes hold the same tables.
+    // core of every node is current, and the nodes hold the same tables. A
+    // member still coming back may refuse the listing for a moment: that is
+    // "not converged yet" too.
     let t0 = Instant::now();
     loop {
-        let out = fleet[0].0.cli(&["stats", "--fleet", "--json"]);
+        let out = match fleet[0].0.try_cli(&["stats", "--fleet", "--json"]) {
+            Ok(out) => out,
+            Err(err) => {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(20),
+                    "stats --fleet: {err}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+        };
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let cluster = v["cluster_revision"].as_u64().unwrap();
         let nodes = v["nodes"].as_array().unwrap();

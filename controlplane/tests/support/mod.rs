@@ -260,18 +260,23 @@ impl Plane {
     /// Runs `controlplane --config <this plane's config> ARGS`, which must
     /// succeed: its stdout, trimmed.
     pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|err| panic!("{args:?}: {err}"))
+    }
+
+    /// [`Plane::cli`] that may fail: its stdout, or its stderr.
+    pub fn try_cli(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(env!("CARGO_BIN_EXE_controlplane"))
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
     /// The admin token (written by the first start).
