@@ -489,6 +489,8 @@ def main():
     ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--edge", default="", help="dataplane binary to measure as `switchyard` "
                     "(default: this tree's release build), for A/B runs of two builds")
+    ap.add_argument("--loadgen", default="", help="loadgen binary to drive the run with (default: "
+                    "this tree's release build), for A/B runs of client-side changes")
     ap.add_argument("--rate", type=int, default=0, help="also run ws 64 B / 1 KiB at this fixed "
                     "open-loop rate (msgs/s, 256 conns): proxy CPU µs per relayed message, p99")
     ap.add_argument("--syscalls", action="store_true", help="also count the proxy's system calls "
@@ -500,13 +502,15 @@ def main():
     ap.add_argument("--no-quic", action="store_true", help="no QUIC listener in the edge's config "
                     "(A/B runs against a build without HTTP/3)")
     a = ap.parse_args()
-    global EDGE, NO_QUIC, PERF_DIR
+    global EDGE, LOADGEN, NO_QUIC, PERF_DIR
     NO_QUIC = a.no_quic
     PERF_DIR = os.path.abspath(a.perf_record) if a.perf_record else ""
     if PERF_DIR:
         os.makedirs(PERF_DIR, exist_ok=True)
     if a.edge:
         EDGE = os.path.abspath(a.edge)
+    if a.loadgen:
+        LOADGEN = os.path.abspath(a.loadgen)
     ensure_tools()
     global TMP
     tmp = TMP = tempfile.mkdtemp(prefix="switchyard-bench-")
