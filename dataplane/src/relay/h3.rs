@@ -322,6 +322,8 @@ impl H3Writer {
     /// Writes `data` as DATA frames without copying it (quinn-proto keeps
     /// the `Bytes` until the peer acknowledges them): for senders that own
     /// their bytes (the load generator's bulk source).
+    // Only the load generator calls it (through feature `internals`).
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub async fn write_owned(&mut self, mut data: Bytes) -> io::Result<()> {
         if self.frame_left > 0 || !self.head.is_empty() {
             // A frame written through `poll_write` is not finished yet.
