@@ -97,11 +97,11 @@ fn create_everywhere(rt: &tokio::runtime::Runtime, fleet: &[(Plane, Proc)], t: p
     rev
 }
 
-/// A relay through `plane` to `host` that echoes, retried briefly.
+/// A relay through `plane` to `host` that echoes, retried for up to 5 s.
 fn relays(plane: &Plane, host: &str, token: Option<&str>) -> bool {
     // Bounded in time rather than in tries: under the whole suite's load a
     // fleet that just lost its etcd leader can take longer than ten quick
-    // tries (CI flake: 212/213 with 10 x 50 ms).
+    // tries (seen once in a whole-suite run with 10 x 50 ms).
     let t0 = Instant::now();
     loop {
         if open_relay(plane.edge, host, token).is_some_and(|mut s| echo(&mut s, b"ping\n")) {
