@@ -557,6 +557,7 @@ async fn h3_shutdown_sends_goaway_and_drains_the_stream_in_flight() {
 [edge]
 cores = 1
 shutdown_grace_ms = 20000
+admin = "@ADMIN@"
 [[listener]]
 addr = "@TLS_LISTEN@"
 tls = {{ cert = "@CERT@", key = "@KEY@" }}
@@ -597,7 +598,14 @@ upstream = "{ws}"
                 .expect("h3 client")
         })
     };
-    std::thread::sleep(Duration::from_millis(600));
+    // The client is a Python process: on a loaded machine it can take longer
+    // than any fixed sleep to start. Signal once its stream is relaying.
+    edge.wait_until(
+        "the client's stream is relaying",
+        Duration::from_secs(60),
+        |e| e.tunnel_total("ws", "relays_active") >= 1,
+    );
+    std::thread::sleep(Duration::from_millis(100));
     edge.terminate();
     let out = client.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

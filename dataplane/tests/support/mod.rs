@@ -216,6 +216,37 @@ impl Edge {
         self.stats().iter().map(|c| c[name]).sum()
     }
 
+    /// Sum of one tunnel's counter over all cores.
+    pub fn tunnel_total(&self, tunnel: &str, name: &str) -> u64 {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(self.admin).unwrap();
+        c.write_all(b"GET /stats HTTP/1.1\r\nHost: admin\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        c.read_to_string(&mut body).unwrap();
+        let json = &body[body.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["cores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["tunnels"][tunnel][name].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Waits (bounded) until `probe` holds; panics with the log if it never does.
+    pub fn wait_until(&self, what: &str, within: Duration, probe: impl Fn(&Edge) -> bool) {
+        let deadline = Instant::now() + within;
+        while !probe(self) {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         if let Some(c) = &self.child {
