@@ -76,6 +76,22 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// [`recv`] into the spare capacity of `buf` (appended to its bytes), so a
+/// fresh buffer is not zeroed first only to be overwritten.
+pub fn recv_into_spare(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is valid for writes of `spare.len()` bytes for the
+    // whole call; recv(2) writes at most that many.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), spare.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first `n` bytes of the spare
+    // capacity (`n <= spare.len()`), right after the buffer's length.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
 /// `send(MSG_DONTWAIT|MSG_NOSIGNAL)`: never blocks, never raises SIGPIPE.
 pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.

@@ -158,8 +158,6 @@ impl SendStream {
     /// Writes some of `chunks` without copying them (quinn-proto keeps the
     /// `Bytes`); each chunk is advanced past what was taken. Returns the
     /// bytes written (at least one unless all are empty).
-    // Only `H3Writer::write_owned` calls it (feature `internals`).
-    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn poll_write_chunks(&mut self, cx: &mut Context<'_>, chunks: &mut [Bytes]) -> Poll<Result<usize, StreamError>> {
         self.poll_send(cx, |s| s.write_chunks(chunks).map(|w| w.bytes))
     }

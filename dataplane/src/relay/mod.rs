@@ -21,6 +21,7 @@ pub mod buffers;
 pub mod copy;
 pub mod h2;
 pub mod h3;
+pub mod h3_tcp;
 pub mod session;
 pub mod splice;
 
@@ -437,6 +438,61 @@ pub struct Prelude {
 /// Relays between any two legs through the copy path, with the same
 /// half-close, reset and idle rules as [`relay`].
 pub async fn relay_legs(
+    down: Leg,
+    up: Leg,
+    prelude: Prelude,
+    opts: RelayOptions,
+    stats: &CoreStats,
+) -> Report {
+    match (down, up) {
+        (Leg::H3(h3), Leg::Tcp(tcp)) if h3.capsules.is_none() => {
+            relay_h3_tcp(h3, tcp, true, prelude, opts, stats).await
+        }
+        (Leg::Tcp(tcp) | Leg::Down(Downstream::Plain(tcp)), Leg::H3(h3)) if h3.capsules.is_none() => {
+            relay_h3_tcp(h3, tcp, false, prelude, opts, stats).await
+        }
+        (down, up) => relay_copied(down, up, prelude, opts, stats).await,
+    }
+}
+
+/// [`relay_legs`] between an h3 stream (the downstream if `h3_down`) and
+/// cleartext TCP, through [`h3_tcp`] (no user-space copy of bulk bytes).
+async fn relay_h3_tcp(
+    h3: h3::H3Stream,
+    tcp: TcpStream,
+    h3_down: bool,
+    prelude: Prelude,
+    opts: RelayOptions,
+    stats: &CoreStats,
+) -> Report {
+    let activity = Activity::new();
+    let (d2u, u2d) = (Moved::default(), Moved::default());
+    let (reader, writer, reset) = h3.split();
+    let reset_h3 = move || reset.reset();
+    let reset_tcp = linger_zero(tcp.as_raw_fd());
+    let (to_h3, to_tcp) = if h3_down {
+        (prelude.to_down, prelude.to_up)
+    } else {
+        (prelude.to_up, prelude.to_down)
+    };
+    let (h3_in, h3_out) = if h3_down { (&d2u, &u2d) } else { (&u2d, &d2u) };
+    let outcome = {
+        let from_h3 = pin!(h3_tcp::h3_to_tcp(reader, &tcp, to_tcp, &activity, h3_in));
+        let to_h3 = pin!(h3_tcp::tcp_to_h3(&tcp, writer, to_h3, &activity, h3_out));
+        let work = pin!(async {
+            if h3_down {
+                both(from_h3, to_h3, opts, reset_h3, reset_tcp).await
+            } else {
+                both(to_h3, from_h3, opts, reset_tcp, reset_h3).await
+            }
+        });
+        until_idle(work, &activity, opts.idle).await
+    };
+    book(outcome, &d2u, &u2d, false, stats)
+}
+
+/// [`relay_legs`] through the copy path, for any two legs.
+async fn relay_copied(
     down: Leg,
     up: Leg,
     prelude: Prelude,
