@@ -322,7 +322,7 @@ impl H3Writer {
     /// Writes `data` as DATA frames without copying it (quinn-proto keeps
     /// the `Bytes` until the peer acknowledges them): for senders that own
     /// their bytes (the load generator's bulk source, the TCP leg of
-    /// [`super::h3_tcp`]).
+    /// [`super::tcp_leg`]).
     pub async fn write_owned(&mut self, mut data: Bytes) -> io::Result<()> {
         if self.frame_left > 0 || !self.head.is_empty() {
             // A frame written through `poll_write` is not finished yet.

@@ -21,7 +21,7 @@ pub mod buffers;
 pub mod copy;
 pub mod h2;
 pub mod h3;
-pub mod h3_tcp;
+pub mod tcp_leg;
 pub mod session;
 pub mod splice;
 
@@ -456,7 +456,7 @@ pub async fn relay_legs(
 }
 
 /// [`relay_legs`] between an h3 stream (the downstream if `h3_down`) and
-/// cleartext TCP, through [`h3_tcp`] (no user-space copy of bulk bytes).
+/// cleartext TCP, through [`tcp_leg`] (no user-space copy of bulk bytes).
 async fn relay_h3_tcp(
     h3: h3::H3Stream,
     tcp: TcpStream,
@@ -477,8 +477,8 @@ async fn relay_h3_tcp(
     };
     let (h3_in, h3_out) = if h3_down { (&d2u, &u2d) } else { (&u2d, &d2u) };
     let outcome = {
-        let from_h3 = pin!(h3_tcp::h3_to_tcp(reader, &tcp, to_tcp, &activity, h3_in));
-        let to_h3 = pin!(h3_tcp::tcp_to_h3(&tcp, writer, to_h3, &activity, h3_out));
+        let from_h3 = pin!(tcp_leg::stream_to_tcp(reader, &tcp, to_tcp, &activity, h3_in));
+        let to_h3 = pin!(tcp_leg::tcp_to_h3(&tcp, writer, to_h3, &activity, h3_out));
         let work = pin!(async {
             if h3_down {
                 both(from_h3, to_h3, opts, reset_h3, reset_tcp).await
