@@ -183,7 +183,7 @@ async fn direction(src: &TcpStream, dst: &TcpStream, activity: &Activity, moved:
 
 /// Sends `data` without blocking the core: directly while the socket takes
 /// it, waiting for writability (io_uring) when it does not.
-async fn send_all(dst: &TcpStream, dst_fd: RawFd, data: &[u8]) -> io::Result<()> {
+pub(super) async fn send_all(dst: &TcpStream, dst_fd: RawFd, data: &[u8]) -> io::Result<()> {
     let mut sent = 0;
     while sent < data.len() {
         match sys::send(dst_fd, &data[sent..]) {

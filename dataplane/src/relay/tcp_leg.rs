@@ -37,6 +37,7 @@ use glommio::net::TcpStream;
 use futures_lite::io::AsyncRead;
 
 use super::h3::H3Writer;
+use super::splice::send_all;
 use super::{is_reset, Activity, DirEnd, Moved};
 use crate::sys;
 
@@ -102,7 +103,7 @@ pub async fn tcp_to_h3(src: &TcpStream, mut dst: H3Writer, first: Vec<u8>, activ
 /// An h3 stream (any reader) → TCP, after writing `first`.
 pub async fn stream_to_tcp<R: AsyncRead + Unpin>(mut src: R, dst: &TcpStream, first: Vec<u8>, activity: &Activity, moved: &Moved) -> DirEnd {
     let fd = dst.as_raw_fd();
-    if let Err(e) = send_all(dst, &first).await {
+    if let Err(e) = send_all(dst, fd, &first).await {
         return DirEnd::DestinationGone(e);
     }
     moved.add(first.len());
@@ -115,7 +116,7 @@ pub async fn stream_to_tcp<R: AsyncRead + Unpin>(mut src: R, dst: &TcpStream, fi
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return DirEnd::SourceReset(e),
         };
-        if let Err(e) = send_all(dst, &buf[..n]).await {
+        if let Err(e) = send_all(dst, fd, &buf[..n]).await {
             return DirEnd::DestinationGone(e);
         }
         moved.add(n);
@@ -127,17 +128,6 @@ pub async fn stream_to_tcp<R: AsyncRead + Unpin>(mut src: R, dst: &TcpStream, fi
     }
 }
 
-async fn send_all(dst: &TcpStream, data: &[u8]) -> io::Result<()> {
-    let mut sent = 0;
-    while sent < data.len() {
-        match sys::send(dst.as_raw_fd(), &data[sent..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
 
 /// Spare read blocks kept per core.
 const MAX_SPARE_BLOCKS: usize = 64;

@@ -187,8 +187,8 @@ impl Edge {
         s
     }
 
-    /// Per-core counters from the admin endpoint: `(core, name) → value`.
-    pub fn stats(&self) -> Vec<std::collections::HashMap<String, u64>> {
+    /// The admin endpoint's `/stats` document.
+    fn stats_json(&self) -> serde_json::Value {
         use std::io::Write;
         let mut c = std::net::TcpStream::connect(self.admin).unwrap();
         c.write_all(b"GET /stats HTTP/1.1\r\nHost: admin\r\n\r\n")
@@ -196,8 +196,12 @@ impl Edge {
         let mut body = String::new();
         c.read_to_string(&mut body).unwrap();
         let json = &body[body.find("\r\n\r\n").unwrap() + 4..];
-        let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        v["cores"]
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// Per-core counters from the admin endpoint: `(core, name) → value`.
+    pub fn stats(&self) -> Vec<std::collections::HashMap<String, u64>> {
+        self.stats_json()["cores"]
             .as_array()
             .unwrap()
             .iter()
@@ -218,15 +222,7 @@ impl Edge {
 
     /// Sum of one tunnel's counter over all cores.
     pub fn tunnel_total(&self, tunnel: &str, name: &str) -> u64 {
-        use std::io::Write;
-        let mut c = std::net::TcpStream::connect(self.admin).unwrap();
-        c.write_all(b"GET /stats HTTP/1.1\r\nHost: admin\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        c.read_to_string(&mut body).unwrap();
-        let json = &body[body.find("\r\n\r\n").unwrap() + 4..];
-        let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        v["cores"]
+        self.stats_json()["cores"]
             .as_array()
             .unwrap()
             .iter()
