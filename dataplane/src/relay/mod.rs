@@ -456,7 +456,8 @@ pub async fn relay_legs(
 }
 
 /// [`relay_legs`] between an h3 stream (the downstream if `h3_down`) and
-/// cleartext TCP, through [`tcp_leg`] (no user-space copy of bulk bytes).
+/// cleartext TCP, through [`tcp_leg`] (the TCP side on the engine's
+/// readiness; reads of 4 KiB or more go to quinn-proto without a copy).
 async fn relay_h3_tcp(
     h3: h3::H3Stream,
     tcp: TcpStream,

@@ -2,8 +2,8 @@
 //! splice path: readiness from the engine (`readable()` / `writable()`, one
 //! io_uring `POLL_ADD` each) and synchronous `recv` / `send`, instead of
 //! glommio's io_uring reads and writes through `AsyncRead` / `AsyncWrite`
-//! (ws 64 B over h3: 1.28x the messages per second in three interleaved
-//! pairs).
+//! (ws 64 B over h3: 1.08x the messages per second over ten interleaved
+//! pairs, ahead in seven; h3 bulk CPU per GB unchanged, 1.02x).
 //!
 //! * TCP → h3 ([`tcp_to_h3`]): `recv` into the spare capacity of a
 //!   `BytesMut` (not zeroed), and a read of [`OWNED_FROM`] bytes or more goes
@@ -31,10 +31,8 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
-use futures_lite::io::AsyncWriteExt;
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
-
-use futures_lite::io::AsyncRead;
 
 use super::h3::H3Writer;
 use super::splice::send_all;
@@ -127,7 +125,6 @@ pub async fn stream_to_tcp<R: AsyncRead + Unpin>(mut src: R, dst: &TcpStream, fi
         _ => DirEnd::Eof,
     }
 }
-
 
 /// Spare read blocks kept per core.
 const MAX_SPARE_BLOCKS: usize = 64;

@@ -516,7 +516,7 @@ const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
 /// [switchyard patch] Whether a source's latencies are collected
 /// (`LocalExecutorBuilder::record_io_latencies`). Upstream read the clock
 /// three times for every I/O request (queued, submitted, fulfilled) to feed
-/// statistics that only such executors keep: 2.25 % of the edge's samples.
+/// statistics that only such executors keep: 2-4 % of the edge's samples.
 fn wants_latency(src: &InnerSource) -> bool {
     src.stats_collection.is_some_and(|c| c.latency.is_some())
 }
