@@ -164,11 +164,20 @@ impl Edge {
             {
                 return Ok(edge);
             }
-            assert!(
-                Instant::now() < deadline,
-                "edge did not start:\n{}",
-                edge.log()
-            );
+            if Instant::now() >= deadline {
+                // Which of its addresses did not answer, and how.
+                let answers: Vec<String> = wanted
+                    .iter()
+                    .map(|a| match std::net::TcpStream::connect(a) {
+                        Ok(_) => format!("{a}: connected"),
+                        Err(e) => format!("{a}: {e}"),
+                    })
+                    .collect();
+                panic!(
+                    "edge did not start (serving lines: {serving}, admin up: {admin_up}; {answers:?}):\n{}",
+                    edge.log()
+                );
+            }
             std::thread::sleep(Duration::from_millis(30));
         }
     }
