@@ -31,9 +31,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::{pin, Pin};
 use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use glommio::net::TcpStream;
 
 use crate::stats::{self, CoreStats};
@@ -277,30 +279,56 @@ pub fn relay(
 /// block that awaited it by value would keep it twice in the state of
 /// every idle relay.
 ///
-/// The idle timer is polled only after the core's reactor fired timers:
-/// the relay's task wakes for every message, and polling a timer costs a
-/// clock read and a timer-map lookup each time.
+/// The idle timer is polled only when it woke the relay's task (or on the
+/// first poll): the task wakes for every message, and polling a timer costs
+/// a clock read and a timer-map lookup each time. The timer gets a waker of
+/// its own ([`TimerWake`]) that records its wake before passing it on to
+/// the task; a core-wide "some timer fired" count, used before, made every
+/// relay poll its timer after any of the core's timers fired (the accept
+/// loops' stop checks alone: 20 a second per listener).
 async fn until_idle<F: Future<Output = Ended>>(
     mut work: std::pin::Pin<&mut F>,
     activity: &Activity,
     idle: Duration,
 ) -> Option<Ended> {
     let mut timer = pin!(activity.expired(idle));
-    let mut timers_seen = None;
+    let wake = Arc::new(TimerWake {
+        fired: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
+    let timer_waker = std::task::Waker::from(wake.clone());
     std::future::poll_fn(|cx| {
         if let Poll::Ready(ended) = work.as_mut().poll(cx) {
             return Poll::Ready(Some(ended));
         }
-        let fired = glommio::timer::timers_fired();
-        if timers_seen != Some(fired) {
-            timers_seen = Some(fired);
-            if timer.as_mut().poll(cx).is_ready() {
+        if wake.fired.swap(false, Ordering::Relaxed) {
+            wake.task.register(cx.waker());
+            let mut timer_cx = std::task::Context::from_waker(&timer_waker);
+            if timer.as_mut().poll(&mut timer_cx).is_ready() {
                 return Poll::Ready(None);
             }
         }
         Poll::Pending
     })
     .await
+}
+
+/// The waker an idle timer is polled with: marks that the timer fired,
+/// then wakes the relay's task. (`Send + Sync` as `Wake` requires; it only
+/// ever runs on the relay's core.)
+struct TimerWake {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl std::task::Wake for TimerWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Relaxed);
+        self.task.wake();
+    }
 }
 
 /// Forwards one ordinary request: the rest of its body (as `framing`

@@ -136,9 +136,6 @@ impl Timers {
             woke += 1;
             wake!(waker);
         }
-        if woke > 0 {
-            TIMERS_FIRED.with(|fired| fired.set(fired.get().wrapping_add(1)));
-        }
 
         // Calculate the duration until the next event.
         let next = self
@@ -148,12 +145,6 @@ impl Timers {
             .map(|(when, _)| when.saturating_duration_since(now));
         (next, woke)
     }
-}
-
-thread_local! {
-    /// [switchyard patch] How many times this thread's reactor woke timers
-    /// (see [`crate::timer::timers_fired`]).
-    pub(crate) static TIMERS_FIRED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// The reactor.

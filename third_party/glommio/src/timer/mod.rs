@@ -9,14 +9,6 @@ mod timer_impl;
 use std::{future::Future, time::Duration};
 pub use timer_impl::{Timer, TimerActionOnce, TimerActionRepeat};
 
-/// [switchyard patch] A counter that changes every time this thread's
-/// reactor wakes one or more timers. A task that races a timer against busy
-/// I/O can skip polling the timer (a clock read and a map lookup) on every
-/// wake-up while the counter is unchanged: the timer cannot have fired.
-pub fn timers_fired() -> u64 {
-    crate::reactor::TIMERS_FIRED.with(|fired| fired.get())
-}
-
 type Result<T> = crate::Result<T, ()>;
 
 /// Sleep for some time.
