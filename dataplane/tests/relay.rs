@@ -287,3 +287,41 @@ async fn idle_relay_is_closed() {
     assert_eq!(n, 0, "edge closes an idle relay");
     assert_eq!(edge.total("idle_timeouts"), 1);
 }
+
+/// A relay that carries bytes for several idle periods is not closed, and
+/// is closed once they stop: the idle timer keeps checking under traffic
+/// (it is only polled when it fires, with its own waker), over splice and
+/// over the TLS copy path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_relay_stays_open_and_is_closed_once_idle() {
+    let origin = tcp_echo_origin().await;
+    let edge = Edge::start(&config(origin, "idle_timeout_ms = 300"));
+    let plain = upgraded(TcpStream::connect(edge.addr).await.unwrap(), b"").await;
+    let tls = upgraded(tls_connect(&edge, "raw.test").await, b"").await;
+    async fn busy_then_idle<S: AsyncRead + AsyncWrite + Unpin>(mut s: S) {
+        // 1.2 s of echoes, one every 50 ms: four idle periods of traffic.
+        for i in 0..24u8 {
+            s.write_all(&[i; 16]).await.unwrap();
+            let mut back = [0u8; 16];
+            tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+                .await
+                .expect("echo within 10 s")
+                .expect("relay still open under traffic");
+            assert_eq!(back, [i; 16]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Plain: a FIN. TLS: the socket closes without close_notify, as
+        // nginx does on a timeout (the peer may be gone).
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 8]))
+            .await
+            .expect("closed within 10 s of silence")
+        {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            other => panic!("expected the relay closed once idle, got {other:?}"),
+        }
+    }
+    tokio::join!(busy_then_idle(plain), busy_then_idle(tls));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(edge.total("idle_timeouts"), 2);
+}
